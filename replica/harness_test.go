@@ -1,0 +1,213 @@
+package replica_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/appnode/appnode/replica"
+	"github.com/appnode/appnode/wire"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// cluster is an in-process cluster of Stores on a MemNetwork. Membership is
+// explicit: sync() plays the failure detector, so a test decides when the
+// cluster learns of a failure.
+type cluster struct {
+	t     *testing.T
+	net   *replica.MemNetwork
+	mu    sync.Mutex
+	nodes map[string]*tnode
+	boots atomic.Uint64
+	wg    sync.WaitGroup // fenced-node resets
+}
+
+type tnode struct {
+	name   string
+	store  *replica.Store
+	id     atomic.Value // wire.NodeID
+	events chan replica.Event
+}
+
+func (n *tnode) ID() wire.NodeID { return n.id.Load().(wire.NodeID) }
+
+func newCluster(t *testing.T, names ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}}
+	for _, name := range names {
+		c.start(name)
+	}
+	c.sync()
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *cluster) start(name string) *tnode {
+	n := &tnode{name: name, events: make(chan replica.Event, 1024)}
+	n.id.Store(wire.NodeID{Name: name, Boot: c.boots.Add(1)})
+	var store *replica.Store
+	netw := c.net.Attach(name, n.ID,
+		func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+			return store.Handle(ctx, from, m)
+		},
+		func(id wire.NodeID) bool { return store.Fenced(id) },
+		func() { c.fence(n) })
+	store = replica.New(replica.Config{
+		Self:        n.ID(),
+		Net:         netw,
+		CallTimeout: 300 * time.Millisecond,
+		OnEvent: func(e replica.Event) {
+			select {
+			case n.events <- e:
+			default:
+			}
+		},
+	})
+	n.store = store
+	c.mu.Lock()
+	c.nodes[name] = n
+	c.mu.Unlock()
+	return n
+}
+
+// fence does what the node does when a peer says it was declared failed:
+// drop everything and come back as a new incarnation.
+func (c *cluster) fence(n *tnode) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		id := wire.NodeID{Name: n.name, Boot: c.boots.Add(1)}
+		n.id.Store(id)
+		n.store.Reset(id)
+		c.sync()
+	}()
+}
+
+func (c *cluster) node(name string) *tnode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nodes[name]
+	if n == nil {
+		c.t.Fatalf("no live node %s", name)
+	}
+	return n
+}
+
+// sync gives every live node the full live membership.
+func (c *cluster) sync() {
+	c.mu.Lock()
+	var ids []wire.NodeID
+	var stores []*replica.Store
+	for _, n := range c.nodes {
+		ids = append(ids, n.ID())
+		stores = append(stores, n.store)
+	}
+	c.mu.Unlock()
+	for _, s := range stores {
+		s.SetMembers(ids)
+	}
+}
+
+// view gives one node a membership of its own (a partition side).
+func (c *cluster) view(name string, members ...string) {
+	var ids []wire.NodeID
+	for _, m := range members {
+		ids = append(ids, c.node(m).ID())
+	}
+	c.node(name).store.SetMembers(ids)
+}
+
+// kill is kill -9: the process and its memory are gone; the others learn it
+// only at the next sync (or through a refused connection).
+func (c *cluster) kill(name string) {
+	n := c.node(name)
+	c.net.Kill(name)
+	c.mu.Lock()
+	delete(c.nodes, name)
+	c.mu.Unlock()
+	n.store.Close()
+}
+
+func (c *cluster) close() {
+	c.wg.Wait()
+	c.mu.Lock()
+	nodes := c.nodes
+	c.nodes = map[string]*tnode{}
+	c.mu.Unlock()
+	for _, n := range nodes {
+		n.store.Close()
+	}
+}
+
+func (c *cluster) names() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for n := range c.nodes {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (c *cluster) reward(at, player string, points any) (int64, error) {
+	return c.node(at).store.Reward(ctxT(c.t), player, fmt.Sprint(points))
+}
+
+func (c *cluster) mustReward(at, player string, points any, want int64) {
+	c.t.Helper()
+	got, err := c.reward(at, player, points)
+	if err != nil {
+		c.t.Fatalf("reward %s %v at %s: %v", player, points, at, err)
+	}
+	if got != want {
+		c.t.Fatalf("reward %s %v at %s = %d, want %d", player, points, at, got, want)
+	}
+}
+
+// where returns owner and keeper names of player as seen from node at.
+func (c *cluster) where(at, player string) (string, string) {
+	c.t.Helper()
+	o, k, err := c.node(at).store.Where(ctxT(c.t), player)
+	if err != nil {
+		c.t.Fatalf("where %s at %s: %v", player, at, err)
+	}
+	return o.Name, k.Name
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// holders lists the nodes holding player as primary and as keeper.
+func (c *cluster) holders(player string) (owners, keepers []string) {
+	for _, name := range c.names() {
+		switch c.node(name).store.Role(player) {
+		case wire.RolePrimary:
+			owners = append(owners, name)
+		case wire.RoleKeeper:
+			keepers = append(keepers, name)
+		}
+	}
+	return owners, keepers
+}

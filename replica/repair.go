@@ -1,0 +1,85 @@
+package replica
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/appnode/appnode/wire"
+)
+
+// repairConcurrency bounds the activations one repair pass runs at once, so
+// that a node taking over thousands of players does not open thousands of
+// calls together.
+const repairConcurrency = 16
+
+// repairInterval re-runs repair even without a membership change, to finish
+// work that failed the first time (a peer that was briefly busy).
+const repairInterval = time.Second
+
+// repairLoop restores redundancy after membership changes: primaries whose
+// keeper died get a new one, and keeper copies whose owner died are promoted
+// here, so no player stays with a single copy until someone asks for it.
+func (s *Store) repairLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(repairInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		s.repair()
+	}
+}
+
+func (s *Store) repair() {
+	s.mu.Lock()
+	if !s.quorate || s.leaving {
+		s.mu.Unlock()
+		return
+	}
+	var orphans []string
+	for player, c := range s.copies {
+		if c.owner != s.self && !s.isAliveLocked(c.owner) && s.flights[player] == nil {
+			orphans = append(orphans, player)
+		}
+	}
+	for _, p := range s.primaries {
+		if !s.isAliveLocked(p.snapshot().keeper) {
+			select {
+			case p.checkKp <- struct{}{}:
+			default:
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(orphans) == 0 {
+		return
+	}
+	sem := make(chan struct{}, repairConcurrency)
+	var wg sync.WaitGroup
+	for _, player := range orphans {
+		select {
+		case sem <- struct{}{}:
+		case <-s.ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.CallTimeout)
+			defer cancel()
+			_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
+				return s.promoteCopy(ctx, player, "")
+			})
+			if err != nil {
+				s.logf("replica: could not take over orphaned %s yet: %v", player, err)
+			}
+		}()
+	}
+	wg.Wait()
+}

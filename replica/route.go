@@ -1,0 +1,445 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/appnode/appnode/wire"
+)
+
+// maxAttempts bounds how often one reward is re-routed (owner moved, player
+// being activated elsewhere) before the caller gets an error.
+const maxAttempts = 8
+
+// Reward adds points to player, wherever its primary runs, and returns the
+// new total. pointsText is the points as typed: an integer, or any other
+// term, on which the primary crashes (deliberately) and is restarted.
+func (s *Store) Reward(ctx context.Context, player, pointsText string) (int64, error) {
+	if err := ValidatePlayer(player); err != nil {
+		return 0, err
+	}
+	n, notInt, err := ParsePoints(pointsText)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", player, err)
+	}
+	return s.reward(ctx, &wire.Reward{Player: player, Points: n, NotInt: notInt})
+}
+
+// RewardInt is Reward for callers that already hold an integer.
+func (s *Store) RewardInt(ctx context.Context, player string, points int64) (int64, error) {
+	if err := ValidatePlayer(player); err != nil {
+		return 0, err
+	}
+	return s.reward(ctx, &wire.Reward{Player: player, Points: points})
+}
+
+func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
+	var last error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return 0, fmt.Errorf("%s: %w (last error: %v)", req.Player, err, last)
+			}
+		}
+		s.mu.Lock()
+		err := s.checkServingLocked()
+		s.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		owner, err := s.locate(ctx, req.Player)
+		if err != nil {
+			if retryable(err) {
+				last = err
+				continue
+			}
+			return 0, err
+		}
+		total, err := s.send(ctx, owner, req)
+		if err == nil {
+			return total, nil
+		}
+		if !retryable(err) {
+			return 0, err
+		}
+		s.forgetRoute(req.Player, owner)
+		last = err
+	}
+	return 0, fmt.Errorf("%s: the player kept moving, gave up after %d attempts; retry: %w", req.Player, maxAttempts, last)
+}
+
+// retryable says whether err proves the request was not applied, so that
+// sending it again cannot apply it twice.
+func retryable(err error) bool {
+	if errors.Is(err, wire.ErrGone) {
+		return true
+	}
+	code, ok := wire.CodeOf(err)
+	return ok && (code == wire.CodeNotOwner || code == wire.CodeBusy || code == wire.CodeNoCopy)
+}
+
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(1<<min(attempt, 6)) * time.Millisecond
+	d += rand.N(d) // jitter, so racing activations stop colliding
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) send(ctx context.Context, owner wire.NodeID, req *wire.Reward) (int64, error) {
+	if owner == s.Self() {
+		s.mu.Lock()
+		p := s.primaries[req.Player]
+		s.mu.Unlock()
+		if p == nil {
+			return 0, notOwner(req.Player)
+		}
+		return p.call(ctx, req)
+	}
+	rep, err := s.call(ctx, owner, req)
+	if err != nil {
+		if errors.Is(err, wire.ErrGone) {
+			s.declareDead(owner, "it refused the connection")
+		}
+		return 0, err
+	}
+	rr, ok := rep.(*wire.RewardReply)
+	if !ok {
+		return 0, fmt.Errorf("%s: owner %s answered a reward with %s", req.Player, owner.Name, rep.Kind())
+	}
+	return rr.Total, nil
+}
+
+func (s *Store) forgetRoute(player string, owner wire.NodeID) {
+	s.mu.Lock()
+	if s.routes[player] == owner {
+		delete(s.routes, player)
+	}
+	s.mu.Unlock()
+}
+
+// locate returns the owner of player, activating it if it has none.
+func (s *Store) locate(ctx context.Context, player string) (wire.NodeID, error) {
+	s.mu.Lock()
+	if s.primaries[player] != nil {
+		defer s.mu.Unlock()
+		return s.self, nil
+	}
+	if r, ok := s.routes[player]; ok && s.isAliveLocked(r) {
+		s.mu.Unlock()
+		return r, nil
+	}
+	s.mu.Unlock()
+	return s.activate(ctx, player, nil)
+}
+
+// activate runs one activation of player at a time on this node; callers
+// that arrive during it share its result.
+func (s *Store) activate(ctx context.Context, player string, fn func(context.Context) (wire.NodeID, error)) (wire.NodeID, error) {
+	if fn == nil {
+		fn = func(ctx context.Context) (wire.NodeID, error) { return s.findOrCreate(ctx, player) }
+	}
+	s.mu.Lock()
+	if f := s.flights[player]; f != nil {
+		s.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.owner, f.err
+		case <-ctx.Done():
+			return wire.NodeID{}, fmt.Errorf("%s: waiting for its activation: %w", player, ctx.Err())
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	s.flights[player] = f
+	s.mu.Unlock()
+
+	f.owner, f.err = fn(ctx)
+
+	s.mu.Lock()
+	delete(s.flights, player)
+	if f.err == nil && f.owner != s.self {
+		s.routes[player] = f.owner
+	}
+	s.mu.Unlock()
+	close(f.done)
+	return f.owner, f.err
+}
+
+// findOrCreate implements the rules of SPEC.md for a player with no known
+// live primary: forward to a live primary if there is one; else restore
+// from the keeper, wherever it is; else create the player here.
+func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
+	s.mu.Lock()
+	if s.primaries[player] != nil {
+		defer s.mu.Unlock()
+		return s.self, nil
+	}
+	if c := s.copies[player]; c != nil {
+		owner := c.owner
+		if owner != s.self && s.isAliveLocked(owner) {
+			s.mu.Unlock()
+			return owner, nil
+		}
+		s.mu.Unlock()
+		return s.promoteCopy(ctx, player, "")
+	}
+	peers := s.peersLocked()
+	s.mu.Unlock()
+
+	replies, err := s.whereAll(ctx, player, peers)
+	if err != nil {
+		return wire.NodeID{}, err
+	}
+	var best *whereResult
+	for i := range replies {
+		r := &replies[i]
+		switch r.reply.Role {
+		case wire.RolePrimary:
+			return r.from, nil
+		case wire.RoleKeeper:
+			// The freshest copy wins; ties go to the lowest name so that
+			// every claimant picks the same keeper.
+			if best == nil || r.reply.Epoch > best.reply.Epoch ||
+				(r.reply.Epoch == best.reply.Epoch && r.reply.Seq > best.reply.Seq) ||
+				(r.reply.Epoch == best.reply.Epoch && r.reply.Seq == best.reply.Seq && r.from.Name < best.from.Name) {
+				best = r
+			}
+		}
+	}
+	if best != nil {
+		return s.claim(ctx, player, best.from)
+	}
+	return s.create(ctx, player)
+}
+
+type whereResult struct {
+	from  wire.NodeID
+	reply *wire.WhereReply
+}
+
+// whereAll asks every peer what it holds for player. Any peer that cannot
+// answer makes the whole question fail: it might hold the only copy, and
+// concluding "new player" without it would lose its total.
+func (s *Store) whereAll(ctx context.Context, player string, peers []wire.NodeID) ([]whereResult, error) {
+	out := make([]whereResult, len(peers))
+	errs := make([]error, len(peers))
+	var wg sync.WaitGroup
+	for i, peer := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep, err := s.call(ctx, peer, &wire.Where{Player: player})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			wr, ok := rep.(*wire.WhereReply)
+			if !ok {
+				errs[i] = fmt.Errorf("answered where with %s", rep.Kind())
+				return
+			}
+			out[i] = whereResult{from: peer, reply: wr}
+		}()
+	}
+	wg.Wait()
+	res := out[:0]
+	for i, err := range errs {
+		if err == nil {
+			res = append(res, out[i])
+			continue
+		}
+		if errors.Is(err, wire.ErrGone) {
+			// Gone for certain: it holds nothing any more.
+			s.declareDead(peers[i], "it refused the connection")
+			continue
+		}
+		if code, ok := wire.CodeOf(err); ok && code == wire.CodeBusy {
+			return nil, err
+		}
+		return nil, wire.Errorf(wire.CodeUnavailable, "%s: cannot tell whether %s holds this player (%v); retry when it answers or is declared down", player, peers[i].Name, err)
+	}
+	return res, nil
+}
+
+// claim asks keeper to make this node the owner.
+func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (wire.NodeID, error) {
+	self := s.Self()
+	rep, err := s.call(ctx, keeper, &wire.Claim{Player: player, Claimant: self})
+	if err != nil {
+		if errors.Is(err, wire.ErrGone) {
+			s.declareDead(keeper, "it refused the connection")
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper %s just went down; retrying", player, keeper.Name)
+		}
+		return wire.NodeID{}, fmt.Errorf("%s: claim at keeper %s: %w", player, keeper.Name, err)
+	}
+	cr, ok := rep.(*wire.ClaimReply)
+	if !ok {
+		return wire.NodeID{}, fmt.Errorf("%s: keeper %s answered a claim with %s", player, keeper.Name, rep.Kind())
+	}
+	if !cr.Granted {
+		if cr.Owner.IsZero() || cr.Owner == self {
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: keeper %s did not grant the claim", player, keeper.Name)
+		}
+		return cr.Owner, nil
+	}
+	s.mu.Lock()
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper})
+	s.mu.Unlock()
+	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
+	return self, nil
+}
+
+// create makes a brand new player owned by this node. The arbiter (first in
+// placement order) serialises racing creators; it becomes the keeper unless
+// it is this node, which then places the keeper itself.
+func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) {
+	s.mu.Lock()
+	members := s.membersLocked()
+	self := s.self
+	s.mu.Unlock()
+	if len(members) < 2 {
+		return wire.NodeID{}, tooFewNodes(player)
+	}
+	arbiter := placementOrder(player, members)[0]
+	if arbiter.Name == self.Name {
+		st := state{epoch: 1}
+		keeper, err := s.adoptSomewhere(ctx, player, st)
+		if err != nil {
+			return wire.NodeID{}, err
+		}
+		st.keeper = keeper
+		s.mu.Lock()
+		s.startPrimaryLocked(player, st)
+		s.mu.Unlock()
+		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
+		return self, nil
+	}
+	rep, err := s.call(ctx, arbiter, &wire.Create{Player: player, Claimant: self})
+	if err != nil {
+		if errors.Is(err, wire.ErrGone) {
+			s.declareDead(arbiter, "it refused the connection")
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s went down while creating it; retrying", player, arbiter.Name)
+		}
+		return wire.NodeID{}, fmt.Errorf("%s: create at %s: %w", player, arbiter.Name, err)
+	}
+	cr, ok := rep.(*wire.ClaimReply)
+	if !ok {
+		return wire.NodeID{}, fmt.Errorf("%s: %s answered a create with %s", player, arbiter.Name, rep.Kind())
+	}
+	if !cr.Granted {
+		if cr.Owner.IsZero() || cr.Owner == self {
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s did not grant the creation", player, arbiter.Name)
+		}
+		return cr.Owner, nil
+	}
+	s.mu.Lock()
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter})
+	s.mu.Unlock()
+	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
+	return self, nil
+}
+
+func tooFewNodes(player string) error {
+	return wire.Errorf(wire.CodeTooFewNodes, "%s: fewer than two live nodes, so no keeper can hold a copy; connect another node and retry (nothing was changed)", player)
+}
+
+// promoteCopy turns this node's keeper copy into the primary ("the keeper
+// is on X itself" in SPEC.md): fence the old owner by taking the copy under
+// a new epoch, give the state to a new keeper elsewhere, then start the
+// primary and drop the local copy. exclude names a node that must not
+// become the keeper (one that is leaving).
+func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.NodeID, error) {
+	s.mu.Lock()
+	if err := s.checkServingLocked(); err != nil {
+		s.mu.Unlock()
+		return wire.NodeID{}, err
+	}
+	c := s.copies[player]
+	if c == nil {
+		s.mu.Unlock()
+		return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper copy moved away; retrying", player)
+	}
+	old := c.owner
+	if old != s.self {
+		c.owner = s.self
+		c.epoch++
+	}
+	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
+	self := s.self
+	s.mu.Unlock()
+
+	keeper, err := s.adoptSomewhere(ctx, player, st, exclude)
+	if err != nil {
+		return wire.NodeID{}, err
+	}
+	st.keeper = keeper
+	s.mu.Lock()
+	if cur := s.copies[player]; cur == c {
+		delete(s.copies, player)
+	}
+	s.startPrimaryLocked(player, st)
+	s.mu.Unlock()
+	if old == self {
+		s.emit(Info, "%s restored from the keeper copy on this node (total %d); new keeper on %s", player, st.total, keeper.Name)
+	} else {
+		s.emit(Info, "%s restored from the keeper copy on this node after %s left or failed (total %d); new keeper on %s", player, old.Name, st.total, keeper.Name)
+	}
+	return self, nil
+}
+
+// adoptSomewhere makes a live node other than this one (and exclude) the
+// keeper of player with state st, trying candidates in placement order.
+func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, exclude ...string) (wire.NodeID, error) {
+	s.mu.Lock()
+	members := s.membersLocked()
+	self := s.self
+	s.mu.Unlock()
+	skip := append([]string{self.Name}, exclude...)
+	var last error
+	for _, cand := range placementOrder(player, members) {
+		if contains(skip, cand.Name) {
+			continue
+		}
+		_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total})
+		if err == nil {
+			return cand, nil
+		}
+		last = err
+		if errors.Is(err, wire.ErrGone) {
+			s.declareDead(cand, "it refused the connection")
+			continue
+		}
+		code, ok := wire.CodeOf(err)
+		if ok && code == wire.CodeFenced {
+			// A newer owner exists: this node must not become the owner.
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
+		}
+		if !ok || (code != wire.CodeBusy && code != wire.CodeNoQuorum) {
+			// The candidate may hold the copy after all; trying another
+			// could leave two copies that later claim the player twice.
+			return wire.NodeID{}, wire.Errorf(wire.CodeUnavailable, "%s: %s did not confirm it holds the keeper copy (%v); retry", player, cand.Name, err)
+		}
+	}
+	if last == nil {
+		return wire.NodeID{}, tooFewNodes(player)
+	}
+	return wire.NodeID{}, fmt.Errorf("%s: no live node accepted its keeper copy: %w", player, last)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

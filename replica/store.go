@@ -1,0 +1,444 @@
+// Package replica keeps players alive: one primary per player, serialising
+// its updates, and a keeper (backup copy) on another node, written before
+// any update is acknowledged. It knows nothing of Serf, TCP or the console:
+// the node package feeds it the live membership (SetMembers, LinkDown),
+// delivers peer messages to Handle, and carries its calls through Network.
+//
+// Safety rests on three rules:
+//   - ownership changes only through a keeper, which grants a claim only
+//     when the current owner is dead (or is the claimant itself), and bumps
+//     the player's epoch when it does; a keeper accepts writes only from its
+//     recorded owner at its recorded epoch, so a superseded primary can
+//     never have a write acknowledged;
+//   - an incarnation that the majority declared failed is tombstoned: every
+//     node refuses its messages, and it must drop its state and come back
+//     with a new boot id (Reset);
+//   - a node that does not see a strict majority of the membership it last
+//     agreed on serves nothing.
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/appnode/appnode/wire"
+)
+
+// Network is how a Store reaches its peers.
+type Network interface {
+	// Call sends m to the incarnation `to` and waits for the reply. An error
+	// wrapping wire.ErrGone is proof that `to` no longer exists and that m
+	// was not delivered; a *wire.Error is the peer's answer; any other error
+	// leaves the outcome unknown.
+	Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error)
+}
+
+// Level says how loudly an event should be shown.
+type Level string
+
+const (
+	Info    Level = "INFO"
+	Warning Level = "WARNING"
+	Error   Level = "ERROR"
+)
+
+// Event is something a person watching the node should see.
+type Event struct {
+	Level Level
+	Text  string
+}
+
+// Config wires a Store.
+type Config struct {
+	Self wire.NodeID
+	Net  Network
+	// OnEvent receives events; it must not block (the node drops events
+	// when the console falls behind). May be nil.
+	OnEvent func(Event)
+	// CallTimeout bounds each call to a peer. A keeper that does not
+	// answer within it fails the reward with a retryable error rather than
+	// stalling the player. Default 2 s.
+	CallTimeout time.Duration
+	// Logf receives diagnostics. May be nil.
+	Logf func(format string, args ...any)
+}
+
+// maxTombstones bounds the memory of dead incarnations. Only one that
+// comes back (a paused process) needs to be remembered, and only until it
+// does; thousands cover any realistic churn.
+const maxTombstones = 4096
+
+// Store is one node's share of the players: the primaries it owns and the
+// keeper copies it holds for others.
+type Store struct {
+	cfg    Config
+	ctx    context.Context // ends at Close; bounds background work
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // wakes the repair loop
+
+	mu        sync.Mutex
+	self      wire.NodeID
+	alive     map[string]wire.NodeID // live members by name, self included, tombstoned excluded
+	cluster   map[string]bool        // the membership quorum is counted against
+	quorate   bool
+	leaving   bool
+	tombs     map[wire.NodeID]bool
+	tombOrder []wire.NodeID
+	primaries map[string]*primary
+	copies    map[string]*keeperCopy
+	routes    map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
+	flights   map[string]*flight     // activations in progress on this node
+}
+
+// keeperCopy is the backup of a player owned by another node.
+type keeperCopy struct {
+	owner wire.NodeID
+	epoch uint64
+	seq   uint64
+	total int64
+}
+
+// flight is one activation of a player on this node; concurrent requests
+// for the same player wait for it instead of racing it.
+type flight struct {
+	done  chan struct{}
+	owner wire.NodeID
+	err   error
+}
+
+// New starts a Store. Until SetMembers is called it sees only itself.
+func New(cfg Config) *Store {
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 2 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		cfg:       cfg,
+		ctx:       ctx,
+		cancel:    cancel,
+		kick:      make(chan struct{}, 1),
+		self:      cfg.Self,
+		alive:     map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
+		cluster:   map[string]bool{cfg.Self.Name: true},
+		quorate:   true,
+		tombs:     map[wire.NodeID]bool{},
+		primaries: map[string]*primary{},
+		copies:    map[string]*keeperCopy{},
+		routes:    map[string]wire.NodeID{},
+		flights:   map[string]*flight{},
+	}
+	s.wg.Add(1)
+	go s.repairLoop()
+	return s
+}
+
+// Close stops every primary and background task. It does not hand anything
+// off: use Leave first for a graceful exit.
+func (s *Store) Close() {
+	s.cancel()
+	s.mu.Lock()
+	prims := s.primaryList()
+	s.mu.Unlock()
+	for _, p := range prims {
+		p.stopAndWait()
+	}
+	s.wg.Wait()
+}
+
+// Self returns this node's current incarnation.
+func (s *Store) Self() wire.NodeID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.self
+}
+
+func (s *Store) emit(level Level, format string, args ...any) {
+	if s.cfg.OnEvent != nil {
+		s.cfg.OnEvent(Event{Level: level, Text: fmt.Sprintf(format, args...)})
+	}
+}
+
+func (s *Store) logf(format string, args ...any) {
+	if s.cfg.Logf != nil {
+		s.cfg.Logf(format, args...)
+	}
+}
+
+// ---- membership ----
+
+// SetMembers tells the Store which incarnations are alive (self included or
+// not). Called by the node on every membership change.
+func (s *Store) SetMembers(members []wire.NodeID) {
+	s.mu.Lock()
+	next := make(map[string]wire.NodeID, len(members)+1)
+	for _, id := range members {
+		if id.Name == s.self.Name || s.tombs[id] {
+			continue
+		}
+		next[id.Name] = id
+	}
+	next[s.self.Name] = s.self
+	s.applyAliveLocked(next)
+	s.mu.Unlock()
+	s.kickRepair()
+}
+
+// LinkDown is a hint that the connection to peer broke: check at once
+// whether it is really gone (a refused connection is proof), instead of
+// waiting seconds for the failure detector.
+func (s *Store) LinkDown(peer wire.NodeID) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+		defer cancel()
+		if _, err := s.cfg.Net.Call(ctx, peer, &wire.Ping{}); errors.Is(err, wire.ErrGone) {
+			s.declareDead(peer, "its connection closed and it refuses new ones")
+		}
+	}()
+}
+
+// declareDead records proof that incarnation id no longer exists.
+func (s *Store) declareDead(id wire.NodeID, why string) {
+	s.mu.Lock()
+	if s.tombs[id] || id == s.self {
+		s.mu.Unlock()
+		return
+	}
+	s.tombstoneLocked(id)
+	if cur, ok := s.alive[id.Name]; ok && cur == id {
+		next := make(map[string]wire.NodeID, len(s.alive))
+		for n, m := range s.alive {
+			if n != id.Name {
+				next[n] = m
+			}
+		}
+		s.applyAliveLocked(next)
+	}
+	s.mu.Unlock()
+	s.logf("replica: %s is down: %s", id.Name, why)
+	s.kickRepair()
+}
+
+// applyAliveLocked installs a new live set and recomputes quorum: the node
+// serves only while it sees a strict majority of the membership it last
+// agreed on. Each failure seen while quorate shrinks that membership, so a
+// cluster that loses nodes one at a time keeps serving down to two.
+func (s *Store) applyAliveLocked(next map[string]wire.NodeID) {
+	for name, old := range s.alive {
+		if cur, ok := next[name]; ok && cur.Boot != old.Boot {
+			// Same name, new boot: the old process is gone for certain.
+			s.tombstoneLocked(old)
+		}
+	}
+	seen := 0
+	for name := range s.cluster {
+		if _, ok := next[name]; ok {
+			seen++
+		}
+	}
+	was := s.quorate
+	s.quorate = 2*seen > len(s.cluster)
+	if s.quorate {
+		for name := range s.cluster {
+			if _, ok := next[name]; !ok {
+				if old, ok := s.alive[name]; ok {
+					s.tombstoneLocked(old)
+				}
+			}
+		}
+		s.cluster = make(map[string]bool, len(next))
+		for name := range next {
+			s.cluster[name] = true
+		}
+	}
+	s.alive = next
+	for p, owner := range s.routes {
+		if !s.isAliveLocked(owner) {
+			delete(s.routes, p)
+		}
+	}
+	switch {
+	case was && !s.quorate:
+		s.emit(Warning, "lost the majority: this node sees %d of the %d members it last agreed on; rewards are refused until the cluster heals", seen, len(s.cluster))
+	case !was && s.quorate:
+		s.emit(Info, "majority regained: serving again with %d live members", len(next))
+	}
+}
+
+func (s *Store) tombstoneLocked(id wire.NodeID) {
+	if s.tombs[id] {
+		return
+	}
+	s.tombs[id] = true
+	s.tombOrder = append(s.tombOrder, id)
+	if len(s.tombOrder) > maxTombstones {
+		delete(s.tombs, s.tombOrder[0])
+		s.tombOrder = s.tombOrder[1:]
+	}
+}
+
+// Fenced reports whether id was declared failed: its messages are refused
+// and it must come back as a new incarnation.
+func (s *Store) Fenced(id wire.NodeID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tombs[id]
+}
+
+func (s *Store) isAliveLocked(id wire.NodeID) bool {
+	cur, ok := s.alive[id.Name]
+	return ok && cur == id
+}
+
+// membersLocked returns the live members, self included, sorted by name.
+func (s *Store) membersLocked() []wire.NodeID {
+	out := make([]wire.NodeID, 0, len(s.alive))
+	for _, id := range s.alive {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (s *Store) checkServingLocked() error {
+	if !s.quorate {
+		seen := 0
+		for name := range s.cluster {
+			if _, ok := s.alive[name]; ok {
+				seen++
+			}
+		}
+		return wire.Errorf(wire.CodeNoQuorum, "this node sees only %d of the %d cluster members (partition or failures); it refuses rewards until the majority is reachable again", seen, len(s.cluster))
+	}
+	if s.leaving {
+		return wire.Errorf(wire.CodeBusy, "this node is leaving the cluster")
+	}
+	return nil
+}
+
+// Reset drops everything this node held and takes the new incarnation
+// newSelf. The node calls it when a peer says this incarnation was declared
+// failed (it was paused or cut off): what it held has since been taken over
+// elsewhere, and keeping it could only produce stale answers.
+func (s *Store) Reset(newSelf wire.NodeID) {
+	s.mu.Lock()
+	prims := s.primaryList()
+	nCopies := len(s.copies)
+	old := s.self
+	s.self = newSelf
+	s.primaries = map[string]*primary{}
+	s.copies = map[string]*keeperCopy{}
+	s.routes = map[string]wire.NodeID{}
+	s.alive = map[string]wire.NodeID{newSelf.Name: newSelf}
+	s.cluster = map[string]bool{newSelf.Name: true}
+	s.quorate = true
+	s.mu.Unlock()
+	for _, p := range prims {
+		p.stopAndWait()
+	}
+	s.emit(Warning, "this node (boot %x) was declared failed by the cluster while paused or cut off; dropped %d primaries and %d keeper copies, rejoining as a new incarnation (boot %x)", old.Boot, len(prims), nCopies, newSelf.Boot)
+}
+
+// ---- queries ----
+
+// LocalPlayers returns the players whose primary runs here, sorted.
+func (s *Store) LocalPlayers() []string {
+	s.mu.Lock()
+	out := make([]string, 0, len(s.primaries))
+	for name := range s.primaries {
+		out = append(out, name)
+	}
+	s.mu.Unlock()
+	sort.Strings(out)
+	return out
+}
+
+// Counts returns how many primaries and keeper copies this node holds.
+func (s *Store) Counts() (primaries, copies int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.primaries), len(s.copies)
+}
+
+// Where reports the owner and keeper of player, asking the cluster if this
+// node holds neither. A zero owner means the player is unknown.
+func (s *Store) Where(ctx context.Context, player string) (owner, keeper wire.NodeID, err error) {
+	if err := ValidatePlayer(player); err != nil {
+		return owner, keeper, err
+	}
+	s.mu.Lock()
+	if p := s.primaries[player]; p != nil {
+		st := p.snapshot()
+		s.mu.Unlock()
+		return s.Self(), st.keeper, nil
+	}
+	if c := s.copies[player]; c != nil {
+		defer s.mu.Unlock()
+		return c.owner, s.self, nil
+	}
+	peers := s.peersLocked()
+	s.mu.Unlock()
+	replies, err := s.whereAll(ctx, player, peers)
+	if err != nil {
+		return owner, keeper, err
+	}
+	for _, r := range replies {
+		switch r.reply.Role {
+		case wire.RolePrimary:
+			return r.from, r.reply.Keeper, nil
+		case wire.RoleKeeper:
+			owner, keeper = r.reply.Owner, r.from
+		}
+	}
+	return owner, keeper, nil
+}
+
+func (s *Store) peersLocked() []wire.NodeID {
+	out := make([]wire.NodeID, 0, len(s.alive))
+	for _, id := range s.membersLocked() {
+		if id.Name != s.self.Name {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (s *Store) primaryList() []*primary {
+	out := make([]*primary, 0, len(s.primaries))
+	for _, p := range s.primaries {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (s *Store) call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	return s.cfg.Net.Call(ctx, to, m)
+}
+
+func (s *Store) kickRepair() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Role reports what this node holds for player, without asking anyone.
+func (s *Store) Role(player string) wire.Role {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.primaries[player] != nil:
+		return wire.RolePrimary
+	case s.copies[player] != nil:
+		return wire.RoleKeeper
+	}
+	return wire.RoleNone
+}

@@ -1,0 +1,155 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// A frame is a 4-byte big-endian length, then that many bytes: one byte of
+// Kind, an 8-byte big-endian request id, and the msgpack body. Replies echo
+// the id of their request; id 0 is the handshake.
+const (
+	headerLen = 4
+	prefixLen = 1 + 8
+	// MaxFrame bounds one frame. The largest legitimate message is a
+	// console command or its output, a few KB; 1 MiB leaves room and stops
+	// a forged length prefix from making a node allocate gigabytes.
+	MaxFrame = 1 << 20
+)
+
+var (
+	ErrFrameTooLarge = errors.New("frame exceeds the 1 MiB limit")
+	ErrFrameTooShort = errors.New("frame shorter than its header")
+	ErrUnknownKind   = errors.New("unknown message kind")
+)
+
+// FrameWriter encodes messages into frames, reusing its buffer. It is not
+// safe for concurrent use: a connection has one writer goroutine.
+type FrameWriter struct {
+	w   io.Writer
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+func NewFrameWriter(w io.Writer) *FrameWriter {
+	fw := &FrameWriter{w: w}
+	fw.enc = msgpack.NewEncoder(&fw.buf)
+	fw.enc.UseCompactInts(true)
+	return fw
+}
+
+// Append encodes one frame into the pending buffer without writing it, so a
+// writer can batch many frames into one write.
+func (fw *FrameWriter) Append(id uint64, m Msg) error {
+	start := fw.buf.Len()
+	var hdr [headerLen + prefixLen]byte
+	hdr[headerLen] = byte(m.Kind())
+	binary.BigEndian.PutUint64(hdr[headerLen+1:], id)
+	fw.buf.Write(hdr[:])
+	if err := fw.enc.Encode(m); err != nil {
+		fw.buf.Truncate(start)
+		return fmt.Errorf("encode %s: %w", m.Kind(), err)
+	}
+	n := fw.buf.Len() - start - headerLen
+	if n > MaxFrame {
+		fw.buf.Truncate(start)
+		return fmt.Errorf("encode %s: %w", m.Kind(), ErrFrameTooLarge)
+	}
+	binary.BigEndian.PutUint32(fw.buf.Bytes()[start:], uint32(n))
+	return nil
+}
+
+// Pending reports how many encoded bytes wait for Flush.
+func (fw *FrameWriter) Pending() int { return fw.buf.Len() }
+
+// Flush writes every appended frame in one call.
+func (fw *FrameWriter) Flush() error {
+	if fw.buf.Len() == 0 {
+		return nil
+	}
+	_, err := fw.w.Write(fw.buf.Bytes())
+	fw.buf.Reset()
+	return err
+}
+
+// WriteFrame appends one frame and flushes it.
+func (fw *FrameWriter) WriteFrame(id uint64, m Msg) error {
+	if err := fw.Append(id, m); err != nil {
+		return err
+	}
+	return fw.Flush()
+}
+
+// FrameReader reads frames one at a time, reusing its buffer. The body it
+// returns is valid until the next call.
+type FrameReader struct {
+	r   io.Reader
+	hdr [headerLen]byte
+	buf []byte
+}
+
+func NewFrameReader(r io.Reader) *FrameReader { return &FrameReader{r: r} }
+
+// ReadFrame reads the next frame. A length over MaxFrame is refused before
+// anything is allocated for it.
+func (fr *FrameReader) ReadFrame() (Kind, uint64, []byte, error) {
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return 0, 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(fr.hdr[:])
+	if n > MaxFrame {
+		return 0, 0, nil, fmt.Errorf("read frame of %d bytes: %w", n, ErrFrameTooLarge)
+	}
+	if n < prefixLen {
+		return 0, 0, nil, fmt.Errorf("read frame of %d bytes: %w", n, ErrFrameTooShort)
+	}
+	if cap(fr.buf) < int(n) {
+		fr.buf = make([]byte, n)
+	}
+	b := fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, 0, nil, fmt.Errorf("read frame body: %w", err)
+	}
+	return Kind(b[0]), binary.BigEndian.Uint64(b[1:prefixLen]), b[prefixLen:], nil
+}
+
+// ReadMsg reads and decodes the next frame.
+func (fr *FrameReader) ReadMsg() (uint64, Msg, error) {
+	k, id, body, err := fr.ReadFrame()
+	if err != nil {
+		return 0, nil, err
+	}
+	m, err := Decode(k, body)
+	return id, m, err
+}
+
+// Decode decodes a frame body of kind k. Every decoded message is a pointer
+// (*Reward, *Claim, ...); handlers switch on pointer types.
+func Decode(k Kind, body []byte) (Msg, error) {
+	m := New(k)
+	if m == nil {
+		return nil, fmt.Errorf("decode %s: %w", k, ErrUnknownKind)
+	}
+	if err := msgpack.Unmarshal(body, m); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", k, err)
+	}
+	return m, nil
+}
+
+// Roundtrip encodes and decodes m as the wire would. In-memory networks use
+// it so tests exercise the same encoding as real connections.
+func Roundtrip(m Msg) (Msg, error) {
+	b, err := msgpack.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", m.Kind(), err)
+	}
+	return Decode(m.Kind(), b)
+}

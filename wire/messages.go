@@ -1,0 +1,282 @@
+// Package wire holds every message appnode nodes exchange, and the framing
+// that carries them over TCP. Read this file top to bottom to know the whole
+// protocol: a connection starts with Hello/HelloReply, then carries requests
+// and replies matched by id. Each message is a plain struct with msgpack tags;
+// fields are only ever added (never renumbered or retyped), and Version is
+// bumped when a change is not backwards compatible.
+package wire
+
+import "fmt"
+
+// Version is the protocol version a node speaks. A peer that announces a
+// different version is refused in the handshake.
+const Version = 1
+
+// Kind names the message carried by a frame. The numbers are part of the
+// protocol: never reuse one.
+type Kind uint8
+
+const (
+	KindHello      Kind = 1 // dialer -> acceptor, first frame on a connection
+	KindHelloReply Kind = 2 // acceptor -> dialer
+	KindError      Kind = 3 // reply: the request failed (*Error)
+
+	KindReward      Kind = 10 // any node -> owner: apply points (RewardReply)
+	KindRewardReply Kind = 11
+	KindWhere       Kind = 12 // any node -> any node: what do you hold for a player (WhereReply)
+	KindWhereReply  Kind = 13
+	KindCreate      Kind = 14 // claimant -> arbiter: register a brand new player (ClaimReply)
+	KindClaim       Kind = 15 // claimant -> keeper: take ownership of an existing player (ClaimReply)
+	KindClaimReply  Kind = 16
+	KindReplicate   Kind = 17 // owner -> keeper: new state, acknowledged before any answer (Ack)
+	KindAdopt       Kind = 18 // owner -> node: become (or stay) this player's keeper (Ack)
+	KindAck         Kind = 19
+	KindHandoff     Kind = 20 // leaving owner -> keeper: take over as owner (Ack)
+	KindKeeperGone  Kind = 21 // leaving keeper -> owner: place your keeper elsewhere (Ack)
+	KindRelease     Kind = 22 // owner -> old keeper: forget this player (Ack)
+	KindPing        Kind = 23 // any -> any: are you the incarnation I think? (Ack)
+
+	KindCommand      Kind = 30 // `appnode rpc` -> node: run one console line (CommandReply)
+	KindCommandReply Kind = 31
+)
+
+func (k Kind) String() string {
+	if n, ok := kindNames[k]; ok {
+		return n
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+var kindNames = map[Kind]string{
+	KindHello: "hello", KindHelloReply: "hello-reply", KindError: "error",
+	KindReward: "reward", KindRewardReply: "reward-reply",
+	KindWhere: "where", KindWhereReply: "where-reply",
+	KindCreate: "create", KindClaim: "claim", KindClaimReply: "claim-reply",
+	KindReplicate: "replicate", KindAdopt: "adopt", KindAck: "ack",
+	KindHandoff: "handoff", KindKeeperGone: "keeper-gone", KindRelease: "release",
+	KindPing:    "ping",
+	KindCommand: "command", KindCommandReply: "command-reply",
+}
+
+// NodeID is one incarnation of a node: its name and the boot id it drew at
+// start. A node restarted under the same name is a different NodeID, so
+// everything addressed to the old incarnation fails rather than reaching a
+// process that has lost its memory (Erlang's "creation").
+type NodeID struct {
+	Name string `msgpack:"n"`
+	Boot uint64 `msgpack:"b"`
+}
+
+func (id NodeID) IsZero() bool   { return id.Name == "" }
+func (id NodeID) String() string { return id.Name }
+
+// Msg is any message that travels in a frame.
+type Msg interface{ Kind() Kind }
+
+// Hello opens every connection. Client is set by `appnode rpc`, which is not
+// a cluster member and must not be treated as one.
+type Hello struct {
+	Version int    `msgpack:"v"`
+	From    NodeID `msgpack:"from"`
+	To      string `msgpack:"to"` // the name the dialer expects; a mismatch is refused
+	Client  bool   `msgpack:"client,omitempty"`
+}
+
+// HelloReply accepts or refuses a connection. Fenced tells the dialer that
+// the acceptor saw this incarnation declared failed: the dialer must drop
+// everything it holds and come back as a new incarnation.
+type HelloReply struct {
+	Version int    `msgpack:"v"`
+	Node    NodeID `msgpack:"node"`
+	Fenced  bool   `msgpack:"fenced,omitempty"`
+	Refused string `msgpack:"refused,omitempty"`
+}
+
+// Reward asks the owner of Player to add Points. NotInt carries the term a
+// person typed when it was not an integer: the primary crashes on it, as the
+// Erlang original does, and its supervisor restarts it.
+type Reward struct {
+	Player string `msgpack:"p"`
+	Points int64  `msgpack:"pts"`
+	NotInt string `msgpack:"bad,omitempty"`
+}
+
+type RewardReply struct {
+	Total int64 `msgpack:"t"`
+}
+
+// Where asks a node what it holds for Player. It is how a node with no
+// route for a player finds its owner or its keeper.
+type Where struct {
+	Player string `msgpack:"p"`
+}
+
+// Role is what a node holds for one player.
+type Role uint8
+
+const (
+	RoleNone    Role = 0
+	RolePrimary Role = 1
+	RoleKeeper  Role = 2
+)
+
+type WhereReply struct {
+	Role   Role   `msgpack:"r"`
+	Owner  NodeID `msgpack:"o"`
+	Keeper NodeID `msgpack:"k"`
+	Epoch  uint64 `msgpack:"e"`
+	Seq    uint64 `msgpack:"s"`
+	// OwnerAlive is the answering keeper's view of its owner. A keeper
+	// whose owner is dead is the place to claim the player.
+	OwnerAlive bool `msgpack:"alive,omitempty"`
+}
+
+// Create asks the player's arbiter (the first live node in its placement
+// order) to register a brand new player owned by Claimant. The arbiter
+// becomes its keeper; two racing creators are serialised there.
+type Create struct {
+	Player   string `msgpack:"p"`
+	Claimant NodeID `msgpack:"c"`
+}
+
+// Claim asks a keeper to make Claimant the player's owner. The keeper grants
+// it only when its current owner is dead (or is Claimant itself, restarting
+// a crashed primary); the epoch then goes up, which fences the old owner.
+type Claim struct {
+	Player   string `msgpack:"p"`
+	Claimant NodeID `msgpack:"c"`
+}
+
+// ClaimReply either grants ownership with the state to start from, or names
+// the live owner to forward to.
+type ClaimReply struct {
+	Granted bool   `msgpack:"g"`
+	Owner   NodeID `msgpack:"o"`
+	Epoch   uint64 `msgpack:"e"`
+	Seq     uint64 `msgpack:"s"`
+	Total   int64  `msgpack:"t"`
+}
+
+// Replicate carries a primary's new state to its keeper. The keeper applies
+// it only from its recorded owner at its recorded epoch, and only forward.
+type Replicate struct {
+	Player string `msgpack:"p"`
+	Epoch  uint64 `msgpack:"e"`
+	Seq    uint64 `msgpack:"s"`
+	Total  int64  `msgpack:"t"`
+}
+
+// Adopt makes the receiver the keeper of Player for Owner at Epoch. Used
+// when a player is created, when a keeper is lost with its node, and when a
+// keeper moves.
+type Adopt struct {
+	Player string `msgpack:"p"`
+	Owner  NodeID `msgpack:"o"`
+	Epoch  uint64 `msgpack:"e"`
+	Seq    uint64 `msgpack:"s"`
+	Total  int64  `msgpack:"t"`
+}
+
+// Handoff is sent by an owner that is leaving gracefully to its keeper:
+// become the owner (restoring from your own copy) and place a new keeper on
+// a node other than Leaving.
+type Handoff struct {
+	Player string `msgpack:"p"`
+	Epoch  uint64 `msgpack:"e"`
+}
+
+// KeeperGone is sent by a keeper that is leaving gracefully to the owner:
+// place a new keeper on a node other than the sender.
+type KeeperGone struct {
+	Player string `msgpack:"p"`
+	Epoch  uint64 `msgpack:"e"`
+}
+
+// Release tells a node to forget its keeper copy of Player, superseded by
+// a newer keeper at Epoch.
+type Release struct {
+	Player string `msgpack:"p"`
+	Epoch  uint64 `msgpack:"e"`
+}
+
+// Ping checks that the receiver is the incarnation the sender addressed;
+// the transport's handshake does the real work (wire.ErrGone otherwise).
+type Ping struct{}
+
+type Ack struct{}
+
+// Command is one console line sent by `appnode rpc`.
+type Command struct {
+	Line string `msgpack:"line"`
+}
+
+type CommandReply struct {
+	Output string `msgpack:"out"`
+	Failed bool   `msgpack:"failed,omitempty"`
+}
+
+func (Hello) Kind() Kind        { return KindHello }
+func (HelloReply) Kind() Kind   { return KindHelloReply }
+func (*Error) Kind() Kind       { return KindError }
+func (Reward) Kind() Kind       { return KindReward }
+func (RewardReply) Kind() Kind  { return KindRewardReply }
+func (Where) Kind() Kind        { return KindWhere }
+func (WhereReply) Kind() Kind   { return KindWhereReply }
+func (Create) Kind() Kind       { return KindCreate }
+func (Claim) Kind() Kind        { return KindClaim }
+func (ClaimReply) Kind() Kind   { return KindClaimReply }
+func (Replicate) Kind() Kind    { return KindReplicate }
+func (Adopt) Kind() Kind        { return KindAdopt }
+func (Ack) Kind() Kind          { return KindAck }
+func (Handoff) Kind() Kind      { return KindHandoff }
+func (KeeperGone) Kind() Kind   { return KindKeeperGone }
+func (Release) Kind() Kind      { return KindRelease }
+func (Ping) Kind() Kind         { return KindPing }
+func (Command) Kind() Kind      { return KindCommand }
+func (CommandReply) Kind() Kind { return KindCommandReply }
+
+// New returns an empty message of kind k to decode into, or nil for a kind
+// this version does not know (the frame is then rejected).
+func New(k Kind) Msg {
+	switch k {
+	case KindHello:
+		return &Hello{}
+	case KindHelloReply:
+		return &HelloReply{}
+	case KindError:
+		return &Error{}
+	case KindReward:
+		return &Reward{}
+	case KindRewardReply:
+		return &RewardReply{}
+	case KindWhere:
+		return &Where{}
+	case KindWhereReply:
+		return &WhereReply{}
+	case KindCreate:
+		return &Create{}
+	case KindClaim:
+		return &Claim{}
+	case KindClaimReply:
+		return &ClaimReply{}
+	case KindReplicate:
+		return &Replicate{}
+	case KindAdopt:
+		return &Adopt{}
+	case KindAck:
+		return &Ack{}
+	case KindHandoff:
+		return &Handoff{}
+	case KindKeeperGone:
+		return &KeeperGone{}
+	case KindRelease:
+		return &Release{}
+	case KindPing:
+		return &Ping{}
+	case KindCommand:
+		return &Command{}
+	case KindCommandReply:
+		return &CommandReply{}
+	}
+	return nil
+}
