@@ -1,0 +1,343 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/appnode/appnode/wire"
+)
+
+// DefaultClientTimeout bounds a Client.Call whose ctx has no deadline. A
+// console command may wait on a few node-to-node round trips, each bounded
+// by RequestTimeout, so it gets more room than a single request.
+const DefaultClientTimeout = 10 * time.Second
+
+// handshakeResult is a dialed connection whose Hello was answered.
+type handshakeResult struct {
+	nc    net.Conn
+	fr    *wire.FrameReader
+	fw    *wire.FrameWriter
+	reply *wire.HelloReply
+}
+
+// fencedBy returns the acceptor that told us we are fenced, or nil.
+func (hs *handshakeResult) fencedBy() *wire.NodeID {
+	if hs == nil || hs.reply == nil || !hs.reply.Fenced {
+		return nil
+	}
+	return &hs.reply.Node
+}
+
+// handshake dials addr and exchanges Hello/HelloReply within ctx. A refused
+// connection wraps wire.ErrGone; a fenced or refused Hello returns a
+// *wire.Error (and, when fenced, the result, so the caller can see who
+// fenced it). On error the connection is closed.
+func handshake(ctx context.Context, addr string, hello *wire.Hello) (*handshakeResult, error) {
+	where := addr
+	if hello.To != "" {
+		where = hello.To + " at " + addr
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			// Nothing listens on the incarnation's port: it has exited.
+			return nil, fmt.Errorf("transport: dial %s: %w: %w", where, wire.ErrGone, err)
+		}
+		return nil, fmt.Errorf("transport: dial %s: %w", where, err)
+	}
+	// The deadline bounds the exchange; closing the socket is what stops a
+	// blocked read early when ctx is cancelled (the Transport closing).
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	hs, err := exchangeHello(ctx, nc, hello, where)
+	stopped := stop()
+	var we *wire.Error
+	if (err == nil && !stopped) || (err != nil && ctx.Err() != nil && !errors.As(err, &we)) {
+		// Say why the socket closed under the exchange.
+		err = fmt.Errorf("transport: handshake with %s: %w", where, ctx.Err())
+	}
+	if err != nil {
+		nc.Close()
+		return hs, err
+	}
+	return hs, nil
+}
+
+func exchangeHello(ctx context.Context, nc net.Conn, hello *wire.Hello, where string) (*handshakeResult, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		if err := nc.SetDeadline(dl); err != nil {
+			return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
+		}
+	}
+	fw := wire.NewFrameWriter(nc)
+	if err := fw.WriteFrame(0, hello); err != nil {
+		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
+	}
+	fr := wire.NewFrameReader(bufio.NewReaderSize(nc, readBufSize))
+	k, id, body, err := fr.ReadFrame()
+	if err != nil {
+		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
+	}
+	if k != wire.KindHelloReply || id != 0 {
+		return nil, fmt.Errorf("transport: handshake with %s: got %s frame %d, want hello-reply", where, k, id)
+	}
+	m, err := wire.Decode(k, body)
+	if err != nil {
+		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
+	}
+	reply := m.(*wire.HelloReply)
+	hs := &handshakeResult{nc: nc, fr: fr, fw: fw, reply: reply}
+	switch {
+	case reply.Fenced:
+		return hs, &wire.Error{Code: wire.CodeFenced, Msg: fmt.Sprintf(
+			"transport: %s says this incarnation (%s boot %d) was declared failed", reply.Node.Name, hello.From.Name, hello.From.Boot)}
+	case reply.Version != wire.Version:
+		// Retrying cannot help until one side is upgraded.
+		return hs, &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf(
+			"transport: %s speaks protocol version %d, this node %d (%s)", where, reply.Version, wire.Version, reply.Refused)}
+	case reply.Refused != "":
+		return hs, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf(
+			"transport: %s refused the connection: %s", where, reply.Refused)}
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		return hs, fmt.Errorf("transport: handshake with %s: %w", where, err)
+	}
+	return hs, nil
+}
+
+type result struct {
+	m   wire.Msg
+	err error
+}
+
+// clientConn is the dialer's end of a connection: it sends requests and
+// matches replies to waiting callers by id. Callers block in call; the
+// connection itself runs just a reader and a writer goroutine.
+type clientConn struct {
+	nc      net.Conn
+	fr      *wire.FrameReader
+	snd     *sender
+	self    wire.NodeID // our incarnation when the connection was opened
+	remote  wire.NodeID // the acceptor's, from its HelloReply
+	logf    func(format string, args ...any)
+	blocked func() bool                        // nil: never
+	onClose func(c *clientConn, linkDown bool) // nil: nothing to tell
+
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan result // nil once closed
+	err     error                  // why the connection closed; nil while open
+	done    chan struct{}          // closed with err set
+}
+
+func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout time.Duration, logf func(string, ...any)) *clientConn {
+	c := &clientConn{
+		nc:      hs.nc,
+		fr:      hs.fr,
+		snd:     newSender(hs.nc, hs.fw, writeTimeout),
+		self:    self,
+		remote:  hs.reply.Node,
+		logf:    logf,
+		pending: make(map[uint64]chan result),
+		done:    make(chan struct{}),
+	}
+	c.snd.encodeFailed = func(id uint64, m wire.Msg, err error) wire.Msg {
+		// The request never left: fail its call with the local error.
+		c.deliver(id, result{err: fmt.Errorf("transport: %s to %s: %w", m.Kind(), c.remote.Name, err)})
+		return nil
+	}
+	return c
+}
+
+// start runs the reader and writer goroutines, counted in wg.
+func (c *clientConn) start(wg *sync.WaitGroup) {
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c.readLoop()
+	}()
+	go func() {
+		defer wg.Done()
+		if err := c.snd.run(); err != nil {
+			c.fail(fmt.Errorf("transport: connection to %s lost: %w", c.remote.Name, err), true)
+		}
+	}()
+}
+
+// call sends m and waits for its reply, ctx's end, or the connection's.
+func (c *clientConn) call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+	if err := ctx.Err(); err != nil {
+		// Not sent: a request nobody waits for only loads the peer.
+		return nil, fmt.Errorf("transport: %s to %s: %w", m.Kind(), c.remote.Name, err)
+	}
+	ch := make(chan result, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = ch
+	c.mu.Unlock()
+
+	// If the sender has stopped, fail has run or is running and will
+	// answer ch, since our entry was in pending before c.err was set.
+	c.snd.enqueue(id, m)
+
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		_, waiting := c.pending[id]
+		delete(c.pending, id)
+		c.mu.Unlock()
+		if !waiting {
+			// The answer was delivered (under mu) as ctx ended: use it.
+			r := <-ch
+			return r.m, r.err
+		}
+		return nil, fmt.Errorf("transport: %s to %s: %w", m.Kind(), c.remote.Name, ctx.Err())
+	}
+}
+
+// deliver answers the call waiting for id, if it still waits; a reply to a
+// call whose caller gave up is dropped.
+func (c *clientConn) deliver(id uint64, r result) {
+	c.mu.Lock()
+	if ch, ok := c.pending[id]; ok {
+		delete(c.pending, id)
+		ch <- r // buffered, and each id is answered once
+	}
+	c.mu.Unlock()
+}
+
+func (c *clientConn) readLoop() {
+	for {
+		k, id, body, err := c.fr.ReadFrame()
+		if err != nil {
+			c.fail(fmt.Errorf("transport: connection to %s lost: %w", c.remote.Name, err), true)
+			return
+		}
+		if c.blocked != nil && c.blocked() {
+			c.fail(errBlocked(c.remote.Name), false)
+			return
+		}
+		m, err := wire.Decode(k, body)
+		if err == nil && (id == 0 || k == wire.KindHello || k == wire.KindHelloReply) {
+			err = fmt.Errorf("unexpected %s frame with id %d", k, id)
+		}
+		if err != nil {
+			if c.logf != nil {
+				c.logf("transport: closing connection to %s: bad frame: %v", c.remote.Name, err)
+			}
+			c.fail(fmt.Errorf("transport: connection to %s closed after a bad frame: %w", c.remote.Name, err), true)
+			return
+		}
+		if we, ok := m.(*wire.Error); ok {
+			// Returned unwrapped: its message already says what failed
+			// where, and a handler forwarding it keeps it intact.
+			c.deliver(id, result{err: we})
+		} else {
+			c.deliver(id, result{m: m})
+		}
+	}
+}
+
+// fail closes the connection and fails every pending call with err. Only
+// the first call has an effect. linkDown says the peer or the network broke
+// the connection, rather than this node choosing to close it.
+func (c *clientConn) fail(err error, linkDown bool) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = nil
+	close(c.done)
+	c.mu.Unlock()
+
+	c.snd.stop()
+	c.nc.Close()
+	for _, ch := range pending {
+		ch <- result{err: err}
+	}
+	if c.onClose != nil {
+		c.onClose(c, linkDown)
+	}
+}
+
+func (c *clientConn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *clientConn) closeErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Client is a connection from a non-member, the `appnode rpc` tool, to one
+// node. It may be used by many goroutines at once.
+type Client struct {
+	c  *clientConn
+	wg sync.WaitGroup
+}
+
+// DialClient connects to the node whose transport listens at addr,
+// announcing itself as self. ctx bounds the connect and the handshake; if
+// it has no deadline, DefaultDialTimeout applies.
+func DialClient(ctx context.Context, addr string, self string) (*Client, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultDialTimeout)
+		defer cancel()
+	}
+	hs, err := handshake(ctx, addr, &wire.Hello{Version: wire.Version, From: wire.NodeID{Name: self}, Client: true})
+	if err != nil {
+		return nil, err
+	}
+	cl := &Client{c: newClientConn(hs, wire.NodeID{Name: self}, DefaultClientTimeout, nil)}
+	cl.c.start(&cl.wg)
+	return cl, nil
+}
+
+// Node is the incarnation the client is connected to.
+func (cl *Client) Node() wire.NodeID { return cl.c.remote }
+
+// Call sends m (a *wire.Command) and waits for the reply. If ctx has no
+// deadline, DefaultClientTimeout applies.
+func (cl *Client) Call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+	if m == nil {
+		return nil, errors.New("transport: client call: nil message")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultClientTimeout)
+		defer cancel()
+	}
+	return cl.c.call(ctx, m)
+}
+
+// Close closes the connection, fails pending calls with ErrClosed and waits
+// for the client's goroutines.
+func (cl *Client) Close() error {
+	cl.c.fail(fmt.Errorf("transport: client connection to %s: %w", cl.c.remote.Name, ErrClosed), false)
+	cl.wg.Wait()
+	return nil
+}

@@ -1,0 +1,546 @@
+// Package transport carries wire messages between appnode nodes over TCP.
+//
+// Each direction of each pair of nodes has its own long-lived connection:
+// node A dials B for A's requests, B dials A for B's requests. A connection
+// is multiplexed: requests carry an id, replies echo it, and any number of
+// calls may be in flight at once. Each connection has one writer goroutine,
+// which batches every frame queued while it was busy into a single write,
+// and one reader goroutine, which hands replies to waiting callers (dialer
+// side) or starts a bounded handler goroutine per request (acceptor side).
+//
+// Errors from Call fall into three classes the replica layer acts on
+// differently:
+//
+//   - errors.Is(err, wire.ErrGone): proof that the addressed incarnation no
+//     longer exists (its port refused the connection, or another boot id
+//     answered under its name). Its players may be taken over at once.
+//   - errors.As(err, **wire.Error) with a code other than CodeUnavailable:
+//     the peer ran the request and it failed there.
+//   - anything else, including *wire.Error with CodeUnavailable, timeouts
+//     and broken connections: the outcome is unknown. The request may or may
+//     not have been applied.
+//
+// Deadlines: dials and handshakes are bounded by DialTimeout, each call by
+// its ctx (RequestTimeout by default), each write by RequestTimeout. An
+// established connection's reader has no deadline, since it is idle
+// between requests; a peer that vanishes silently is caught by the callers'
+// deadlines, TCP keepalive (Go's default, 15 s) and membership, which then
+// calls Disconnect. A request whose caller gave up is not recalled: it may
+// still reach the peer, late.
+//
+// Lock order: Transport.mu is never held while taking clientConn.mu or
+// sender.mu, nor while calling any Config callback except Self, Resolve
+// and Block, which must therefore not call back into the Transport.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/appnode/appnode/wire"
+)
+
+const (
+	DefaultDialTimeout    = time.Second
+	DefaultRequestTimeout = 3 * time.Second
+	DefaultMaxInflight    = 512
+
+	// readBufSize is the read buffer of a connection. Most frames are tens
+	// of bytes, so one read syscall usually brings in a whole batch.
+	readBufSize = 64 << 10
+	// maxGone bounds how many superseded boot ids are remembered per node
+	// name. A name goes through a new boot only when restarted or fenced,
+	// so a few are plenty; the oldest is forgotten first, and forgetting
+	// costs only a dial that proves the same thing again.
+	maxGone = 16
+)
+
+// ErrClosed is returned by calls made on, or still pending when, a
+// Transport or Client is closed.
+var ErrClosed = errors.New("transport closed")
+
+// Config configures a Transport. Self, Resolve and Handle are required.
+type Config struct {
+	BindAddr string // e.g. "127.0.0.1"
+	Port     int    // 0 = any free port; see Transport.Port
+
+	// Self returns this node's current incarnation. It can change at run
+	// time (a fenced node takes a new boot id), so it is read for every
+	// handshake, and every Call checks that its connection was opened
+	// under the current one. A new boot id must be returned here before
+	// it is announced to the cluster: a peer that dials a name and hears
+	// an older boot than the one addressed takes the addressed boot as
+	// gone.
+	Self func() wire.NodeID
+
+	// Resolve returns the "ip:port" of a member's transport by node name.
+	// The address must be that of the incarnation callers address: a
+	// refused connection there is taken as proof that it is gone.
+	Resolve func(name string) (addr string, ok bool)
+
+	// Handle serves one request from a cluster member. It runs in its own
+	// goroutine per request, at most MaxInflight at once per connection
+	// (further requests wait), because a handler may itself make network
+	// calls. ctx is cancelled when the connection or the Transport closes,
+	// and Close waits for handlers to return, so they must honour it.
+	// A returned error is sent as a KindError frame: a *wire.Error in err's
+	// chain keeps its code; any other error becomes CodeInternal. A panic
+	// is recovered, logged and answered with CodeInternal: bad input from
+	// the network never takes the node down.
+	Handle func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error)
+
+	// HandleClient serves a connection whose Hello has Client=true (the
+	// `appnode rpc` tool, not a cluster member). Only *wire.Command reaches
+	// it; anything else is answered with CodeBadRequest. Nil refuses
+	// clients.
+	HandleClient func(ctx context.Context, m wire.Msg) (wire.Msg, error)
+
+	// Fenced is asked by the acceptor for every member Hello. True means
+	// this incarnation was declared failed by the cluster: the HelloReply
+	// carries Fenced=true and the connection is closed after it. Nil means
+	// never fenced.
+	Fenced func(id wire.NodeID) bool
+
+	// OnFenced is called when a peer's HelloReply says this node is
+	// fenced, before the Call that dialed returns. It runs on a transport
+	// goroutine holding no transport lock; it must not block for long and
+	// must not call Close.
+	OnFenced func(by wire.NodeID)
+
+	// OnLinkDown is called when an established connection this node dialed
+	// breaks (EOF, reset, bad frame, write error). It is a hint that the
+	// peer may have died, not proof. It is not called for connections this
+	// node closes itself (Disconnect, Close, Block), nor for inbound
+	// connections, whose end the peer may choose for its own reasons. Same
+	// rules as OnFenced.
+	OnLinkDown func(peer wire.NodeID)
+
+	// Block is a fault-injection hook for tests (nil in production). When
+	// it returns true for a peer name, dials to it fail, calls to it fail
+	// fast with CodeUnavailable, its connections both ways are closed as
+	// soon as a frame or call crosses them, and member connections
+	// accepted from it are dropped after the Hello.
+	Block func(peer string) bool
+
+	DialTimeout    time.Duration // connect plus handshake; default 1 s
+	RequestTimeout time.Duration // for a Call whose ctx has no deadline, and for each write; default 3 s
+	MaxInflight    int           // concurrent handlers per inbound connection; default 512
+
+	Logf func(format string, args ...any) // may be nil
+}
+
+// Transport is one node's end of the node-to-node links.
+type Transport struct {
+	cfg Config
+	ln  net.Listener
+
+	// ctx is cancelled by Close. Dials and request handlers derive from
+	// it, so Close interrupts them.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// wg counts every goroutine the Transport starts. Adds happen either
+	// from a goroutine it already counts or under mu with closed false, so
+	// none can race with Close's Wait.
+	wg sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	peers   map[string]*peer
+	inbound map[*serverConn]struct{}
+
+	dials atomic.Int64 // handshakes completed as the dialer, for tests
+	joins atomic.Int64 // calls that waited on a dial another call started, for tests
+}
+
+// peer is what the Transport knows about one node name as a call target.
+type peer struct {
+	name string
+	conn *clientConn // current outbound connection, nil if none
+	dial *dialing    // the dial in progress, nil if none
+
+	// gone holds boot ids of this name that a handshake proved superseded,
+	// so calls addressed to them fail at once instead of dialing again.
+	gone     []uint64
+	goneNext int
+}
+
+// dialing is one dial in progress; every Call that needs it waits on done.
+type dialing struct {
+	done chan struct{}
+	conn *clientConn // on success: the connection now current for the name
+	err  error
+}
+
+// Listen starts a Transport listening on cfg.BindAddr:cfg.Port.
+func Listen(cfg Config) (*Transport, error) {
+	if cfg.Self == nil || cfg.Resolve == nil || cfg.Handle == nil {
+		return nil, errors.New("transport: Config needs Self, Resolve and Handle")
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	addr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: listen on %s: %w", addr, err)
+	}
+	t := &Transport{
+		cfg:     cfg,
+		ln:      ln,
+		peers:   make(map[string]*peer),
+		inbound: make(map[*serverConn]struct{}),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.wg.Add(1)
+	go t.acceptLoop()
+	return t, nil
+}
+
+// Port is the TCP port the Transport listens on.
+func (t *Transport) Port() int { return t.ln.Addr().(*net.TCPAddr).Port }
+
+// Addr is the "ip:port" the Transport listens on.
+func (t *Transport) Addr() string { return t.ln.Addr().String() }
+
+// Call sends m to the incarnation to and waits for its reply. If ctx has
+// no deadline, RequestTimeout applies. See the package comment for how to
+// read the error.
+func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error) {
+	if m == nil {
+		return nil, fmt.Errorf("transport: call to %s: nil message", to.Name)
+	}
+	if t.blocked(to.Name) {
+		t.disconnect(to.Name, errBlocked(to.Name))
+		return nil, errBlocked(to.Name)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.cfg.RequestTimeout)
+		defer cancel()
+	}
+	c, err := t.conn(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	return c.call(ctx, m)
+}
+
+// conn returns an open connection to the incarnation to, dialing if there
+// is none or the one there is answers for another incarnation. Concurrent
+// callers share one dial per name.
+func (t *Transport) conn(ctx context.Context, to wire.NodeID) (*clientConn, error) {
+	self := t.cfg.Self()
+	// A connection opened under an older self, or one that breaks while we
+	// wait, sends us round again; three rounds without a usable connection
+	// means the link is flapping and the caller should back off.
+	for round := range 3 {
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			return nil, fmt.Errorf("transport: call to %s: %w", to.Name, ErrClosed)
+		}
+		p := t.peers[to.Name]
+		if p == nil {
+			p = &peer{name: to.Name}
+			t.peers[to.Name] = p
+		}
+		if p.isGone(to.Boot) {
+			t.mu.Unlock()
+			return nil, fmt.Errorf("transport: %s boot %d was replaced by a new incarnation: %w", to.Name, to.Boot, wire.ErrGone)
+		}
+		if c := p.conn; c != nil {
+			if c.isClosed() {
+				p.conn = nil
+			} else if c.self == self && (to.Boot == 0 || c.remote.Boot == to.Boot) {
+				t.mu.Unlock()
+				return c, nil
+			}
+			// Otherwise the connection answers for another incarnation
+			// than the one addressed, or was opened under our own old
+			// incarnation. Only a fresh handshake tells whether the
+			// target is gone or the connection is stale.
+		}
+		// Only a dial that started after this call began can prove the
+		// addressed incarnation gone: one already under way may carry
+		// an answer from before the incarnation announced itself (a
+		// restart on the same port, a fenced node taking a new boot).
+		// After the first round, any dial is newer than the call, since
+		// the one we waited on had finished.
+		d := p.dial
+		fresh := d == nil || round > 0
+		if d == nil {
+			d = &dialing{done: make(chan struct{})}
+			p.dial = d
+			t.wg.Add(1)
+			go t.dial(p, d, self)
+		} else {
+			t.joins.Add(1)
+		}
+		t.mu.Unlock()
+
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("transport: connect to %s: %w", to.Name, ctx.Err())
+		}
+		if d.err != nil {
+			if !fresh && errors.Is(d.err, wire.ErrGone) {
+				continue
+			}
+			return nil, d.err
+		}
+		c := d.conn
+		if to.Boot != 0 && c.remote.Boot != to.Boot {
+			if !fresh {
+				continue
+			}
+			t.mu.Lock()
+			p.markGone(to.Boot)
+			t.mu.Unlock()
+			return nil, fmt.Errorf("transport: %s answers as boot %d, not boot %d: %w", to.Name, c.remote.Boot, to.Boot, wire.ErrGone)
+		}
+		if c.self == self && !c.isClosed() {
+			return c, nil
+		}
+	}
+	return nil, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: no stable connection to %s", to.Name)}
+}
+
+// dial runs one dial for p and installs the result.
+func (t *Transport) dial(p *peer, d *dialing, self wire.NodeID) {
+	defer t.wg.Done()
+	c, fencedBy, err := t.connect(p.name, self)
+
+	var discard *clientConn
+	t.mu.Lock()
+	p.dial = nil
+	if err == nil {
+		old := p.conn
+		switch {
+		case t.closed:
+			discard, c, err = c, nil, fmt.Errorf("transport: connect to %s: %w", p.name, ErrClosed)
+		case old == nil || old.isClosed():
+			p.conn = c
+		case old.self == self && old.remote == c.remote:
+			// A probe that found the same incarnation: keep the
+			// connection that may have calls in flight.
+			discard, c = c, old
+		default:
+			if old.remote.Boot != c.remote.Boot {
+				p.markGone(old.remote.Boot)
+			}
+			p.conn, discard = c, old
+		}
+	}
+	d.conn, d.err = c, err
+	t.mu.Unlock()
+
+	if discard != nil {
+		discard.fail(&wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: connection to %s replaced by a newer one", p.name)}, false)
+	}
+	if fencedBy != nil && t.cfg.OnFenced != nil {
+		t.cfg.OnFenced(*fencedBy)
+	}
+	close(d.done)
+}
+
+// connect dials name and runs the dialer's side of the handshake. On a
+// fenced reply it also returns who fenced us.
+func (t *Transport) connect(name string, self wire.NodeID) (*clientConn, *wire.NodeID, error) {
+	if t.blocked(name) {
+		return nil, nil, errBlocked(name)
+	}
+	addr, ok := t.cfg.Resolve(name)
+	if !ok {
+		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: no address known for %s", name)}
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
+	defer cancel()
+	hs, err := handshake(ctx, addr, &wire.Hello{Version: wire.Version, From: self, To: name})
+	if err != nil {
+		if t.ctx.Err() != nil {
+			err = fmt.Errorf("transport: connect to %s: %w", name, ErrClosed)
+		}
+		return nil, hs.fencedBy(), err
+	}
+	if hs.reply.Node.Name != name {
+		hs.nc.Close()
+		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: %s answers as %s, not %s", addr, hs.reply.Node.Name, name)}
+	}
+	c := newClientConn(hs, self, t.cfg.RequestTimeout, t.logf)
+	c.blocked = func() bool { return t.blocked(name) }
+	c.onClose = t.clientClosed
+	t.dials.Add(1)
+	c.start(&t.wg)
+	return c, nil, nil
+}
+
+// clientClosed forgets a closed outbound connection, and reports the broken
+// link.
+func (t *Transport) clientClosed(c *clientConn, linkDown bool) {
+	t.mu.Lock()
+	if p := t.peers[c.remote.Name]; p != nil && p.conn == c {
+		p.conn = nil
+	}
+	t.mu.Unlock()
+	if linkDown {
+		t.logf("%v", c.closeErr()) // "transport: connection to X lost: why"
+		if t.cfg.OnLinkDown != nil {
+			t.cfg.OnLinkDown(c.remote)
+		}
+	}
+}
+
+// Disconnect closes every connection to and from the node name. It is used
+// when the cluster declares that node failed; the next Call dials again,
+// and the peer's next Hello meets Fenced.
+func (t *Transport) Disconnect(name string) {
+	t.disconnect(name, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: disconnected from %s", name)})
+}
+
+func (t *Transport) disconnect(name string, why error) {
+	var out *clientConn
+	var in []*serverConn
+	t.mu.Lock()
+	if p := t.peers[name]; p != nil {
+		out, p.conn = p.conn, nil
+	}
+	for sc := range t.inbound {
+		if !sc.client && sc.from.Name == name {
+			in = append(in, sc)
+		}
+	}
+	t.mu.Unlock()
+	if out != nil {
+		out.fail(why, false)
+	}
+	for _, sc := range in {
+		sc.close()
+	}
+}
+
+// Close stops accepting, closes every connection, fails pending calls with
+// ErrClosed, and returns once every goroutine of the Transport has exited.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		t.wg.Wait()
+		return nil
+	}
+	t.closed = true
+	var out []*clientConn
+	for _, p := range t.peers {
+		if p.conn != nil {
+			out = append(out, p.conn)
+			p.conn = nil
+		}
+	}
+	in := make([]*serverConn, 0, len(t.inbound))
+	for sc := range t.inbound {
+		in = append(in, sc)
+	}
+	t.mu.Unlock()
+
+	t.cancel()
+	err := t.ln.Close()
+	for _, c := range out {
+		c.fail(fmt.Errorf("transport: connection to %s: %w", c.remote.Name, ErrClosed), false)
+	}
+	for _, sc := range in {
+		sc.close()
+	}
+	t.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("transport: close listener: %w", err)
+	}
+	return nil
+}
+
+func (t *Transport) acceptLoop() {
+	defer t.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := t.ln.Accept()
+		if err != nil {
+			if t.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off rather than
+			// spin, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t.logf("transport: accept failed, retrying in %v: %v", delay, err)
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-t.ctx.Done():
+				timer.Stop()
+				return
+			}
+			continue
+		}
+		delay = 0
+		sc := newServerConn(t, nc)
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			nc.Close()
+			return
+		}
+		t.inbound[sc] = struct{}{}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		go sc.serve()
+	}
+}
+
+func (t *Transport) blocked(name string) bool {
+	return t.cfg.Block != nil && t.cfg.Block(name)
+}
+
+func (t *Transport) logf(format string, args ...any) {
+	if t.cfg.Logf != nil {
+		t.cfg.Logf(format, args...)
+	}
+}
+
+func errBlocked(name string) error {
+	return &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: link to %s is blocked", name)}
+}
+
+func (p *peer) isGone(boot uint64) bool {
+	if boot == 0 {
+		return false
+	}
+	for _, b := range p.gone {
+		if b == boot {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *peer) markGone(boot uint64) {
+	if boot == 0 || p.isGone(boot) {
+		return
+	}
+	if len(p.gone) < maxGone {
+		p.gone = append(p.gone, boot)
+		return
+	}
+	p.gone[p.goneNext] = boot
+	p.goneNext = (p.goneNext + 1) % maxGone
+}
