@@ -1,0 +1,581 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/appnode/appnode/node/membership"
+	"github.com/appnode/appnode/node/names"
+	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/replica"
+	"github.com/appnode/appnode/wire"
+	"github.com/hashicorp/memberlist"
+)
+
+// Serf tags every member carries. The boot id in them is how the cluster
+// learns that a name came back as a new process with empty memory.
+const (
+	tagBoot      = "boot"
+	tagTransport = "tp"
+)
+
+// Config describes one node. Only Name is required.
+type Config struct {
+	// Name is "app_node1" or "app_node1@host"; HOST defaults to the short
+	// host name, as `erl -sname` does.
+	Name string
+	// BindAddr is the address every listener binds and advertises.
+	// 127.0.0.1 by default: other hosts reach a node only when it binds an
+	// address they can route to.
+	BindAddr string
+	// GossipPort and TransportPort: 0 reuses the ports this name had last
+	// time (from StateDir), else picks free ones.
+	GossipPort, TransportPort int
+	// NamesPort is the per-host name service's port (names.DefaultPort).
+	NamesPort int
+	// StateDir keeps the ports of each name across restarts. "" keeps none.
+	StateDir string
+	// Profile selects failure detection timers.
+	Profile membership.Profile
+	// CallTimeout bounds each node-to-node request (default 2 s).
+	CallTimeout time.Duration
+	// Command runs one console line for `appnode rpc`. Nil refuses rpc.
+	Command func(ctx context.Context, line string) (out string, failed bool)
+	// Logf receives diagnostics (Serf's chatter among them). May be nil.
+	Logf func(format string, args ...any)
+
+	// Test hooks: cut transport links, and replace memberlist's network.
+	Block               func(peer string) bool
+	MemberlistTransport memberlist.Transport
+}
+
+// Node is one running appnode process.
+type Node struct {
+	cfg    Config
+	name   string
+	self   atomic.Value // wire.NodeID
+	store  *replica.Store
+	tr     *transport.Transport
+	ml     *membership.Membership
+	reg    *names.Registration
+	events chan Event
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	members   map[string]wire.NodeID // last membership given to the store
+	addrs     map[string]string      // name -> transport address
+	resetting atomic.Bool
+	ready     atomic.Bool // n.ml is set; Serf may report changes before Start returns
+	closeOnce sync.Once
+}
+
+// FullName turns "app_node1" into "app_node1@<short host name>".
+func FullName(name string) string {
+	if strings.Contains(name, "@") {
+		return name
+	}
+	return name + "@" + ShortHostname()
+}
+
+// ShortHostname is the host name up to its first dot, as Erlang uses.
+func ShortHostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		h = h[:i]
+	}
+	return h
+}
+
+// ValidateName checks a node name before anything listens.
+func ValidateName(full string) error {
+	name, host, ok := strings.Cut(full, "@")
+	if !ok || name == "" || host == "" || strings.Contains(host, "@") {
+		return fmt.Errorf("node name %q must look like NAME@HOST", full)
+	}
+	for _, r := range name {
+		if !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return fmt.Errorf("node name %q: use letters, digits, '_', '-' and '.' only", full)
+		}
+	}
+	if len(full) > 200 {
+		return fmt.Errorf("node name %q is too long", full)
+	}
+	return nil
+}
+
+type savedPorts struct {
+	Gossip    int `json:"gossip"`
+	Transport int `json:"transport"`
+}
+
+// Start brings a node up: store, transport, membership, name registration.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	full := FullName(cfg.Name)
+	if err := ValidateName(full); err != nil {
+		return nil, err
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = "127.0.0.1"
+	}
+	if cfg.NamesPort == 0 {
+		cfg.NamesPort = names.DefaultPort
+	}
+	saved := loadPorts(cfg.StateDir, full)
+	if cfg.GossipPort == 0 {
+		cfg.GossipPort = saved.Gossip
+	}
+	if cfg.TransportPort == 0 {
+		cfg.TransportPort = saved.Transport
+	}
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:     cfg,
+		name:    full,
+		events:  make(chan Event, 256),
+		ctx:     nctx,
+		cancel:  cancel,
+		members: map[string]wire.NodeID{},
+		addrs:   map[string]string{},
+	}
+	// Boot ids grow with every start (the replica layer relies on that to
+	// tell a late report of an old process from a new one).
+	n.self.Store(wire.NodeID{Name: full, Boot: uint64(time.Now().UnixNano())})
+
+	n.store = replica.New(replica.Config{
+		Self:        n.Self(),
+		Net:         n,
+		CallTimeout: cfg.CallTimeout,
+		OnEvent:     func(e replica.Event) { n.emit(EventLevel(e.Level), "%s", e.Text) },
+		Logf:        cfg.Logf,
+	})
+	var err error
+	n.tr, err = listenTransport(n, cfg.TransportPort)
+	if err != nil && cfg.TransportPort != 0 && cfg.TransportPort == saved.Transport {
+		n.tr, err = listenTransport(n, 0) // the remembered port is taken
+	}
+	if err != nil {
+		n.store.Close()
+		cancel()
+		return nil, fmt.Errorf("start %s: transport: %w", full, err)
+	}
+	n.ml, err = n.startMembership(cfg.GossipPort)
+	if err != nil && cfg.GossipPort != 0 && cfg.GossipPort == saved.Gossip {
+		n.ml, err = n.startMembership(0)
+	}
+	if err != nil {
+		n.tr.Close()
+		n.store.Close()
+		cancel()
+		return nil, fmt.Errorf("start %s: membership: %w", full, err)
+	}
+	n.reg, err = names.Register(ctx, names.Config{
+		BindAddr: cfg.BindAddr,
+		Port:     cfg.NamesPort,
+		Entry:    names.Entry{Name: full, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot},
+		Logf:     cfg.Logf,
+	})
+	if err != nil {
+		n.ml.Shutdown()
+		n.tr.Close()
+		n.store.Close()
+		cancel()
+		return nil, fmt.Errorf("start %s: %w", full, err)
+	}
+	savePorts(cfg.StateDir, full, savedPorts{Gossip: n.ml.Port(), Transport: n.tr.Port()})
+	n.ready.Store(true)
+	n.wg.Add(1)
+	go n.watchSerf()
+	n.membershipChanged()
+	return n, nil
+}
+
+func listenTransport(n *Node, port int) (*transport.Transport, error) {
+	return transport.Listen(transport.Config{
+		BindAddr:       n.cfg.BindAddr,
+		Port:           port,
+		Self:           n.Self,
+		Resolve:        n.resolve,
+		Handle:         n.store.Handle,
+		HandleClient:   n.handleClient,
+		Fenced:         n.store.Fenced,
+		OnFenced:       n.onFenced,
+		OnLinkDown:     n.store.LinkDown,
+		Block:          n.cfg.Block,
+		RequestTimeout: n.cfg.CallTimeout,
+		Logf:           n.cfg.Logf,
+	})
+}
+
+func (n *Node) startMembership(port int) (*membership.Membership, error) {
+	return membership.Start(membership.Config{
+		Name:      n.name,
+		BindAddr:  n.cfg.BindAddr,
+		Port:      port,
+		Tags:      n.tags(),
+		Profile:   n.cfg.Profile,
+		OnChange:  n.membershipChanged,
+		Logf:      n.cfg.Logf,
+		Transport: n.cfg.MemberlistTransport,
+	})
+}
+
+func (n *Node) tags() map[string]string {
+	return map[string]string{
+		tagBoot:      strconv.FormatUint(n.Self().Boot, 16),
+		tagTransport: strconv.Itoa(n.tr.Port()),
+	}
+}
+
+// Self is this node's current incarnation.
+func (n *Node) Self() wire.NodeID { return n.self.Load().(wire.NodeID) }
+
+// Name is this node's full name.
+func (n *Node) Name() string { return n.name }
+
+// Store gives tests and tools the replica store.
+func (n *Node) Store() *replica.Store { return n.store }
+
+// Events delivers what the console should show as it happens.
+func (n *Node) Events() <-chan Event { return n.events }
+
+// GossipPort and TransportPort are the ports this node listens on.
+func (n *Node) GossipPort() int    { return n.ml.Port() }
+func (n *Node) TransportPort() int { return n.tr.Port() }
+
+func (n *Node) emit(level EventLevel, format string, args ...any) {
+	e := Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)}
+	select {
+	case n.events <- e:
+	default:
+		// A console that falls behind loses events rather than stalling
+		// the node; the log keeps them.
+	}
+	if n.cfg.Logf != nil {
+		n.cfg.Logf("[%s] %s", level, e.Text)
+	}
+}
+
+// Call implements replica.Network over the transport.
+func (n *Node) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error) {
+	return n.tr.Call(ctx, to, m)
+}
+
+func (n *Node) resolve(name string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	a, ok := n.addrs[name]
+	return a, ok
+}
+
+// membershipChanged reads Serf's live members and hands them to the store.
+// It runs on membership's single notifier goroutine.
+func (n *Node) membershipChanged() {
+	if !n.ready.Load() {
+		return
+	}
+	alive := n.ml.Alive()
+	ids := make([]wire.NodeID, 0, len(alive))
+	addrs := make(map[string]string, len(alive))
+	for _, m := range alive {
+		boot, err1 := strconv.ParseUint(m.Tags[tagBoot], 16, 64)
+		port, err2 := strconv.Atoi(m.Tags[tagTransport])
+		if err1 != nil || err2 != nil || port <= 0 || port > 65535 {
+			n.logf("node: ignoring member %s with malformed tags %v", m.Name, m.Tags)
+			continue
+		}
+		ids = append(ids, wire.NodeID{Name: m.Name, Boot: boot})
+		addrs[m.Name] = net.JoinHostPort(m.Addr, strconv.Itoa(port))
+	}
+	self := n.Self()
+	n.mu.Lock()
+	old := n.members
+	next := make(map[string]wire.NodeID, len(ids))
+	for _, id := range ids {
+		next[id.Name] = id
+	}
+	n.members = next
+	for name, a := range addrs {
+		n.addrs[name] = a
+	}
+	n.mu.Unlock()
+
+	n.store.SetMembers(ids)
+
+	var joined []wire.NodeID
+	for name, id := range next {
+		if name == self.Name {
+			continue
+		}
+		if o, ok := old[name]; !ok {
+			n.emit(LevelInfo, "node %s up", name)
+			joined = append(joined, id)
+		} else if o.Boot != id.Boot {
+			n.emit(LevelWarning, "node %s restarted as a new incarnation; it lost what it held", name)
+			joined = append(joined, id)
+		}
+	}
+	for name := range old {
+		if _, ok := next[name]; !ok && name != self.Name {
+			n.emit(LevelWarning, "node %s down", name)
+			n.tr.Disconnect(name)
+		}
+	}
+	// Dial every newcomer at once: the link's EOF is the fastest sign of
+	// its death later, and its handshake tells this node if it was fenced.
+	for _, id := range joined {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+			defer cancel()
+			if _, err := n.tr.Call(ctx, id, &wire.Ping{}); err != nil {
+				n.logf("node: first contact with %s failed: %v", id.Name, err)
+			}
+		}()
+	}
+}
+
+// onFenced runs when a peer says this incarnation was declared failed
+// (this process was paused or cut off for too long). Everything it held has
+// been taken over; it drops it and comes back under a new boot id.
+func (n *Node) onFenced(by wire.NodeID) {
+	if !n.resetting.CompareAndSwap(false, true) {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.resetting.Store(false)
+		old := n.Self()
+		boot := uint64(time.Now().UnixNano())
+		if boot <= old.Boot {
+			boot = old.Boot + 1
+		}
+		id := wire.NodeID{Name: old.Name, Boot: boot}
+		// The new boot must be ours before anyone hears of it.
+		n.self.Store(id)
+		n.store.Reset(id)
+		if err := n.ml.SetTags(n.tags()); err != nil {
+			n.emit(LevelError, "could not announce the new incarnation: %v", err)
+		}
+		n.emit(LevelWarning, "%s told this node it had been declared failed; rejoined as a new incarnation", by.Name)
+		n.membershipChanged()
+	}()
+}
+
+func (n *Node) watchSerf() {
+	defer n.wg.Done()
+	select {
+	case <-n.ctx.Done():
+	case <-n.ml.ShutdownCh():
+		n.emit(LevelError, "cluster membership stopped on its own (name conflict?): this node no longer sees the cluster; restart it")
+	}
+}
+
+func (n *Node) logf(format string, args ...any) {
+	if n.cfg.Logf != nil {
+		n.cfg.Logf(format, args...)
+	}
+}
+
+// ---- what the console asks ----
+
+// Connect joins the cluster of target: "NAME@HOST" (resolved through
+// HOST's name service, as Erlang asks epmd) or "HOST:PORT" (a gossip
+// address). It returns once target is a live member here.
+func (n *Node) Connect(ctx context.Context, target string) error {
+	target = strings.TrimSpace(target)
+	if target == "" {
+		return errors.New("connect: which node? e.g. connect app_node2@" + ShortHostname())
+	}
+	if target == n.name {
+		return nil
+	}
+	var gossip, want string
+	if strings.Contains(target, "@") {
+		if err := ValidateName(target); err != nil {
+			return err
+		}
+		_, host, _ := strings.Cut(target, "@")
+		ip, err := n.hostIP(ctx, host)
+		if err != nil {
+			return fmt.Errorf("cannot connect to %s: %w", target, err)
+		}
+		nsAddr := net.JoinHostPort(ip, strconv.Itoa(n.cfg.NamesPort))
+		var e names.Entry
+		for attempt := 0; ; attempt++ {
+			e, err = names.Lookup(ctx, nsAddr, target)
+			// Just after the serving node died, the others take a moment
+			// to re-register with its successor.
+			if err == nil || !errors.Is(err, names.ErrNotFound) || attempt >= 10 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("cannot connect to %s: %w", target, err)
+		}
+		gossip = net.JoinHostPort(ip, strconv.Itoa(e.GossipPort))
+		want = target
+	} else {
+		if _, _, err := net.SplitHostPort(target); err != nil {
+			return fmt.Errorf("connect %q: give NAME@HOST or HOST:PORT (the node's gossip port)", target)
+		}
+		gossip = target
+	}
+	if _, err := n.ml.Join([]string{gossip}); err != nil {
+		return fmt.Errorf("cannot connect to %s: %w", target, err)
+	}
+	for {
+		if want == "" || n.isMember(want) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot connect to %s: joined its gossip address but it never showed up as a member: %w", target, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) isMember(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.members[name]
+	return ok
+}
+
+// hostIP finds where HOST's name service listens: this host's own name
+// means the local bind address.
+func (n *Node) hostIP(ctx context.Context, host string) (string, error) {
+	_, myHost, _ := strings.Cut(n.name, "@")
+	if host == myHost || host == "localhost" {
+		if n.cfg.BindAddr == "0.0.0.0" || n.cfg.BindAddr == "::" {
+			return "127.0.0.1", nil
+		}
+		return n.cfg.BindAddr, nil
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return host, nil
+	}
+	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil || len(addrs) == 0 {
+		return "", fmt.Errorf("cannot resolve host %q: %v", host, err)
+	}
+	return addrs[0], nil
+}
+
+// Reward adds points (as typed) to player and returns the new total.
+func (n *Node) Reward(ctx context.Context, player, points string) (int64, error) {
+	return n.store.Reward(ctx, player, points)
+}
+
+// LocalPlayers lists the players whose primary runs here.
+func (n *Node) LocalPlayers() []string { return n.store.LocalPlayers() }
+
+// Nodes lists the other live members, sorted.
+func (n *Node) Nodes() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.members))
+	for name := range n.members {
+		if name != n.name && !n.store.Fenced(n.members[name]) {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Where reports the owner and keeper of player ("" when unknown).
+func (n *Node) Where(ctx context.Context, player string) (owner, keeper string, err error) {
+	o, k, err := n.store.Where(ctx, player)
+	return o.Name, k.Name, err
+}
+
+func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+	c, ok := m.(*wire.Command)
+	if !ok {
+		return nil, wire.Errorf(wire.CodeBadRequest, "only commands may be sent by a client")
+	}
+	if n.cfg.Command == nil {
+		return nil, wire.Errorf(wire.CodeBadRequest, "this node does not take commands")
+	}
+	out, failed := n.cfg.Command(ctx, c.Line)
+	return &wire.CommandReply{Output: out, Failed: failed}, nil
+}
+
+// ---- stopping ----
+
+// Leave exits gracefully: hand off every primary and keeper copy, tell the
+// cluster, then stop.
+func (n *Node) Leave(ctx context.Context) error {
+	r := n.store.Leave(ctx)
+	n.emit(LevelInfo, "leaving: %s", r)
+	err := n.ml.Leave()
+	n.Close()
+	if err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	if r.PrimariesFailed+r.CopiesFailed > 0 {
+		return fmt.Errorf("leave: %s", r)
+	}
+	return nil
+}
+
+// Close stops the node at once, handing nothing off (as a crash would,
+// except that the name is unregistered politely).
+func (n *Node) Close() {
+	n.closeOnce.Do(func() {
+		n.cancel()
+		n.reg.Close()
+		n.ml.Shutdown()
+		n.tr.Close()
+		n.store.Close()
+		n.wg.Wait()
+	})
+}
+
+func portsFile(dir, name string) string {
+	return filepath.Join(dir, strings.ReplaceAll(name, "/", "_")+".ports")
+}
+
+func loadPorts(dir, name string) savedPorts {
+	var p savedPorts
+	if dir == "" {
+		return p
+	}
+	b, err := os.ReadFile(portsFile(dir, name))
+	if err == nil {
+		_ = json.Unmarshal(b, &p)
+	}
+	return p
+}
+
+func savePorts(dir, name string, p savedPorts) {
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return
+	}
+	b, _ := json.Marshal(p)
+	_ = os.WriteFile(portsFile(dir, name), b, 0o600)
+}
