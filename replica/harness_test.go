@@ -25,6 +25,7 @@ type cluster struct {
 	mu    sync.Mutex
 	nodes map[string]*tnode
 	boots atomic.Uint64
+	syncs sync.Mutex     // one membership update at a time, as Serf's event loop
 	wg    sync.WaitGroup // fenced-node resets
 }
 
@@ -101,6 +102,8 @@ func (c *cluster) node(name string) *tnode {
 
 // sync gives every live node the full live membership.
 func (c *cluster) sync() {
+	c.syncs.Lock()
+	defer c.syncs.Unlock()
 	c.mu.Lock()
 	var ids []wire.NodeID
 	var stores []*replica.Store
@@ -130,8 +133,16 @@ func (c *cluster) kill(name string) {
 	c.net.Kill(name)
 	c.mu.Lock()
 	delete(c.nodes, name)
+	var rest []*tnode
+	for _, o := range c.nodes {
+		rest = append(rest, o)
+	}
 	c.mu.Unlock()
 	n.store.Close()
+	// The OS closes a dead process's connections: its peers get the hint.
+	for _, o := range rest {
+		o.store.LinkDown(n.ID())
+	}
 }
 
 func (c *cluster) close() {

@@ -34,10 +34,10 @@ type state struct {
 }
 
 type rewardCall struct {
-	ctx    context.Context
-	req    *wire.Reward
-	total  int64
-	err    error
+	ctx     context.Context
+	req     *wire.Reward
+	total   int64
+	err     error
 	replied chan struct{}
 }
 

@@ -180,6 +180,11 @@ func (s *Store) SetMembers(members []wire.NodeID) {
 		if id.Name == s.self.Name || s.tombs[id] {
 			continue
 		}
+		if cur, ok := s.alive[id.Name]; ok && cur.Boot > id.Boot {
+			// Boot ids grow with each start: a lower one is an older
+			// process whose news arrived late.
+			continue
+		}
 		next[id.Name] = id
 	}
 	next[s.self.Name] = s.self
@@ -211,7 +216,13 @@ func (s *Store) declareDead(id wire.NodeID, why string) {
 		return
 	}
 	s.tombstoneLocked(id)
-	if cur, ok := s.alive[id.Name]; ok && cur == id {
+	if cur, ok := s.alive[id.Name]; !ok || cur == id {
+		// A dead process cannot be serving on the far side of a
+		// partition, so unlike a silent member it leaves the membership
+		// that quorum is counted against even when this node is not in
+		// the majority: a two-node cluster whose peer was killed can
+		// grow again when a node joins.
+		delete(s.cluster, id.Name)
 		next := make(map[string]wire.NodeID, len(s.alive))
 		for n, m := range s.alive {
 			if n != id.Name {
@@ -231,7 +242,7 @@ func (s *Store) declareDead(id wire.NodeID, why string) {
 // cluster that loses nodes one at a time keeps serving down to two.
 func (s *Store) applyAliveLocked(next map[string]wire.NodeID) {
 	for name, old := range s.alive {
-		if cur, ok := next[name]; ok && cur.Boot != old.Boot {
+		if cur, ok := next[name]; ok && cur.Boot > old.Boot {
 			// Same name, new boot: the old process is gone for certain.
 			s.tombstoneLocked(old)
 		}
@@ -441,4 +452,20 @@ func (s *Store) Role(player string) wire.Role {
 		return wire.RoleKeeper
 	}
 	return wire.RoleNone
+}
+
+// Describe summarises this node's view for diagnostics.
+func (s *Store) Describe() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var alive, cluster []string
+	for _, id := range s.membersLocked() {
+		alive = append(alive, fmt.Sprintf("%s/%x", id.Name, id.Boot))
+	}
+	for name := range s.cluster {
+		cluster = append(cluster, name)
+	}
+	sort.Strings(cluster)
+	return fmt.Sprintf("self %s/%x alive %v cluster %v quorate %v primaries %d copies %d tombstones %d",
+		s.self.Name, s.self.Boot, alive, cluster, s.quorate, len(s.primaries), len(s.copies), len(s.tombs))
 }
