@@ -17,12 +17,17 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 		}
 	}
 	if s.Fenced(from) {
-		return nil, wire.Errorf(wire.CodeFenced, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
+		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.CallTimeout)
 	defer cancel()
 	switch m := m.(type) {
 	case *wire.Ping:
+		return &wire.Ack{}, nil
+	case *wire.DeclaredDead:
+		if m.Target == s.Self() {
+			s.declaredDead(m.Target)
+		}
 		return &wire.Ack{}, nil
 	case *wire.Reward:
 		return s.handleReward(ctx, m)
@@ -72,7 +77,7 @@ func playerOf(m wire.Msg) string {
 
 func needsPlayer(m wire.Msg) bool {
 	switch m.(type) {
-	case *wire.Ping, *wire.Ack:
+	case *wire.Ping, *wire.Ack, *wire.DeclaredDead:
 		return false
 	}
 	return true
@@ -196,7 +201,7 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 	}
 	c.owner = from
 	c.epoch++
-	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total}, nil
+	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total, Recent: c.recent.list()}, nil
 }
 
 // claimableLocked returns the copy to claim, nil with no error when this
@@ -237,6 +242,7 @@ func (s *Store) handleReplicate(from wire.NodeID, m *wire.Replicate) (wire.Msg, 
 		return nil, wire.Errorf(wire.CodeBadRequest, "%s: stale update %d, copy is at %d", m.Player, m.Seq, c.seq)
 	}
 	c.seq, c.total = m.Seq, m.Total
+	c.recent.add(wire.Applied{ID: m.ID, Total: m.Total})
 	return &wire.Ack{}, nil
 }
 
@@ -271,7 +277,7 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 			return nil, wire.Errorf(wire.CodeBadRequest, "%s: adopt at %d is older than the copy at %d", m.Player, m.Seq, c.seq)
 		}
 	}
-	s.copies[m.Player] = &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total}
+	s.copies[m.Player] = &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(m.Recent)}
 	return &wire.Ack{}, nil
 }
 

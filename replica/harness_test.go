@@ -24,23 +24,25 @@ type cluster struct {
 	net   *replica.MemNetwork
 	mu    sync.Mutex
 	nodes map[string]*tnode
+	dead  map[string]wire.NodeID // last incarnation of each killed node
 	boots atomic.Uint64
 	syncs sync.Mutex     // one membership update at a time, as Serf's event loop
 	wg    sync.WaitGroup // fenced-node resets
 }
 
 type tnode struct {
-	name   string
-	store  *replica.Store
-	id     atomic.Value // wire.NodeID
-	events chan replica.Event
+	name    string
+	store   *replica.Store
+	id      atomic.Value // wire.NodeID
+	events  chan replica.Event
+	fencing sync.Mutex
 }
 
 func (n *tnode) ID() wire.NodeID { return n.id.Load().(wire.NodeID) }
 
 func newCluster(t *testing.T, names ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}}
+	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}}
 	for _, name := range names {
 		c.start(name)
 	}
@@ -58,11 +60,12 @@ func (c *cluster) start(name string) *tnode {
 			return store.Handle(ctx, from, m)
 		},
 		func(id wire.NodeID) bool { return store.Fenced(id) },
-		func() { c.fence(n) })
+		func() { c.fence(n, n.ID()) })
 	store = replica.New(replica.Config{
-		Self:        n.ID(),
-		Net:         netw,
-		CallTimeout: 300 * time.Millisecond,
+		Self:           n.ID(),
+		Net:            netw,
+		OnDeclaredDead: func(dead wire.NodeID) { c.fence(n, dead) },
+		CallTimeout:    300 * time.Millisecond,
 		OnEvent: func(e replica.Event) {
 			select {
 			case n.events <- e:
@@ -79,10 +82,15 @@ func (c *cluster) start(name string) *tnode {
 
 // fence does what the node does when a peer says it was declared failed:
 // drop everything and come back as a new incarnation.
-func (c *cluster) fence(n *tnode) {
+func (c *cluster) fence(n *tnode, dead wire.NodeID) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		n.fencing.Lock()
+		defer n.fencing.Unlock()
+		if n.ID() != dead {
+			return // already rejoined under a new boot
+		}
 		id := wire.NodeID{Name: n.name, Boot: c.boots.Add(1)}
 		n.id.Store(id)
 		n.store.Reset(id)
@@ -126,23 +134,35 @@ func (c *cluster) view(name string, members ...string) {
 	c.node(name).store.SetMembers(ids)
 }
 
-// kill is kill -9: the process and its memory are gone; the others learn it
-// only at the next sync (or through a refused connection).
+// kill is kill -9: the process and its memory are gone; the others get the
+// hint of their links breaking, and learn it for sure at the next sync or
+// through a refused connection.
 func (c *cluster) kill(name string) {
+	for _, o := range c.killQuietly(name) {
+		o.store.LinkDown(c.lastID(name))
+	}
+}
+
+func (c *cluster) lastID(name string) wire.NodeID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dead[name]
+}
+
+// killQuietly is a kill whose peers get no hint (no link to them broke).
+func (c *cluster) killQuietly(name string) []*tnode {
 	n := c.node(name)
 	c.net.Kill(name)
 	c.mu.Lock()
 	delete(c.nodes, name)
+	c.dead[name] = n.ID()
 	var rest []*tnode
 	for _, o := range c.nodes {
 		rest = append(rest, o)
 	}
 	c.mu.Unlock()
 	n.store.Close()
-	// The OS closes a dead process's connections: its peers get the hint.
-	for _, o := range rest {
-		o.store.LinkDown(n.ID())
-	}
+	return rest
 }
 
 func (c *cluster) close() {

@@ -169,7 +169,7 @@ func runSchedule(t *testing.T, seed uint64) int {
 		}()
 	}
 
-	faults := nemesis(t, c, rng, ctx)
+	faults := nemesis(t, c, rng, ctx, players)
 	clients.Wait()
 
 	// Heal everything and read every total from every node: they must agree.
@@ -212,6 +212,7 @@ func runSchedule(t *testing.T, seed uint64) int {
 			f.Close()
 		}
 		dumpHistory(t, h.ops)
+		explain(t, h.ops, info)
 		t.Fatalf("seed %d: history of %d operations is not linearizable (faults: %v); replay with APPNODE_SEED=%d", seed, len(h.ops), faults, seed)
 	}
 	if res == porcupine.Unknown {
@@ -231,9 +232,12 @@ func (c *cluster) tryNode(name string) *tnode {
 	return c.nodes[name]
 }
 
-// nemesis injects one fault at a time until ctx ends, keeping at least two
-// nodes alive, and returns how many of each kind it injected.
-func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context) map[string]int {
+// nemesis injects faults until ctx ends, within the failure model SPEC.md
+// guarantees: one node at a time is killed, paused or cut off, and the next
+// fault comes only after the cluster has restored two copies of every
+// player (sequential failures). It returns how many of each kind it
+// injected.
+func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, players []string) map[string]int {
 	faults := map[string]int{}
 	var dead []string
 	pause := func(d time.Duration) bool {
@@ -244,7 +248,7 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context) map[
 			return true
 		}
 	}
-	for pause(time.Duration(50+rng.IntN(150)) * time.Millisecond) {
+	for pause(time.Duration(50+rng.IntN(100)) * time.Millisecond) {
 		live := c.names()
 		switch k := rng.IntN(4); {
 		case k == 0 && len(live) > 2:
@@ -253,7 +257,7 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context) map[
 			dead = append(dead, victim)
 			faults["kill"]++
 			if rng.IntN(2) == 0 {
-				c.sync() // detected at once; otherwise only refused connections tell
+				c.sync() // detected now; otherwise only the link hints tell
 			}
 		case k == 1 && len(dead) > 0:
 			name := dead[0]
@@ -278,25 +282,67 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context) map[
 			c.net.Resume(victim)
 			c.sync()
 		case k == 3 && len(live) > 2:
-			minority := live[:(len(live)-1)/2]
-			if len(minority) == 0 {
-				continue
+			victim := live[rng.IntN(len(live))]
+			var rest []string
+			for _, n := range live {
+				if n != victim {
+					rest = append(rest, n)
+				}
 			}
-			majority := live[(len(live)-1)/2:]
-			c.net.Partition(minority, majority)
-			for _, n := range minority {
-				c.view(n, minority...)
-			}
-			for _, n := range majority {
-				c.view(n, majority...)
+			c.net.Partition([]string{victim}, rest)
+			c.view(victim, victim)
+			for _, n := range rest {
+				c.view(n, rest...)
 			}
 			faults["partition"]++
-			pause(time.Duration(50+rng.IntN(150)) * time.Millisecond)
+			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
 			c.net.Heal()
 			c.sync()
 		}
+		if !c.waitRedundant(players, 5*time.Second) {
+			t.Errorf("two copies of every player were not restored within 5 s after faults %v", faults)
+			return faults
+		}
 	}
 	return faults
+}
+
+// waitRedundant waits until every existing player has exactly one primary
+// and a keeper copy on another live node that names that primary's node.
+func (c *cluster) waitRedundant(players []string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok := true
+		for _, p := range players {
+			owners, keepers := c.holders(p)
+			if len(owners) == 0 && len(keepers) == 0 {
+				continue // not created yet
+			}
+			if len(owners) != 1 {
+				ok = false
+				break
+			}
+			found := false
+			for _, k := range keepers {
+				if n := c.tryNode(k); n != nil {
+					if o, _, err := n.store.Where(context.Background(), p); err == nil && o.Name == owners[0] {
+						found = true
+					}
+				}
+			}
+			if !found {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // dumpHistory writes the history, sorted by call time, to a file for study.
@@ -312,4 +358,42 @@ func dumpHistory(t *testing.T, ops []porcupine.Operation) {
 		fmt.Fprintf(f, "%12d %12d c%-3d %s\n", op.Call, op.Return, op.ClientId, counterModel.DescribeOperation(op.Input, op.Output))
 	}
 	t.Logf("history written to %s", f.Name())
+}
+
+// explain logs, for each player whose history failed, the end of the
+// longest linearization porcupine found and the operations it could not
+// place after it.
+func explain(t *testing.T, ops []porcupine.Operation, info porcupine.LinearizationInfo) {
+	for _, part := range info.PartialLinearizationsOperations() {
+		var longest []porcupine.Operation
+		for _, lin := range part {
+			if len(lin) > len(longest) {
+				longest = lin
+			}
+		}
+		if len(longest) == 0 {
+			continue
+		}
+		player := longest[0].Input.(rewardIn).Player
+		placed := map[[2]int64]bool{}
+		for _, op := range longest {
+			placed[[2]int64{op.Call, int64(op.ClientId)}] = true
+		}
+		var rest []porcupine.Operation
+		for _, op := range ops {
+			if op.Input.(rewardIn).Player == player && !placed[[2]int64{op.Call, int64(op.ClientId)}] {
+				rest = append(rest, op)
+			}
+		}
+		if len(rest) == 0 {
+			continue
+		}
+		sort.Slice(rest, func(i, j int) bool { return rest[i].Call < rest[j].Call })
+		for _, op := range longest[max(0, len(longest)-8):] {
+			t.Logf("  %s linearized: [%d..%d] c%d %s", player, op.Call, op.Return, op.ClientId, counterModel.DescribeOperation(op.Input, op.Output))
+		}
+		for _, op := range rest[:min(8, len(rest))] {
+			t.Logf("  %s not placed: [%d..%d] c%d %s", player, op.Call, op.Return, op.ClientId, counterModel.DescribeOperation(op.Input, op.Output))
+		}
+	}
 }

@@ -148,6 +148,14 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 		return nil, err
 	}
 	rep, err := target.handler(ctx, from, req)
+	n.mu.Lock()
+	_, callerAlive := n.nodes[e.name]
+	_, targetAlive := n.nodes[to.Name]
+	n.mu.Unlock()
+	if !callerAlive || !targetAlive {
+		// The handler ran, but a kill cut the link before the reply.
+		return nil, fmt.Errorf("call %s: %w", to.Name, wire.ErrLinkLost)
+	}
 	if err != nil {
 		var we *wire.Error
 		if errors.As(err, &we) {

@@ -38,24 +38,6 @@ func placementOrder(player string, members []wire.NodeID) []wire.NodeID {
 	return out
 }
 
-// firstExcept returns the first member of player's order whose name is not
-// in exclude.
-func firstExcept(player string, members []wire.NodeID, exclude ...string) (wire.NodeID, bool) {
-	for _, m := range placementOrder(player, members) {
-		skip := false
-		for _, e := range exclude {
-			if m.Name == e {
-				skip = true
-				break
-			}
-		}
-		if !skip {
-			return m, true
-		}
-	}
-	return wire.NodeID{}, false
-}
-
 // rendezvous scores a (player, node) pair: FNV-1a over both names, then a
 // 64-bit finaliser so that similar names do not get similar scores.
 func rendezvous(player, node string) uint64 {

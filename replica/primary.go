@@ -24,6 +24,8 @@ type primary struct {
 
 	mu sync.Mutex
 	st state
+
+	applied dedup // owned by the actor goroutine
 }
 
 type state struct {
@@ -31,6 +33,7 @@ type state struct {
 	seq    uint64 // counts replication attempts, not rewards: see replicate
 	total  int64
 	keeper wire.NodeID
+	recent []wire.Applied // only to seed a primary or a new keeper; see dedup
 }
 
 type rewardCall struct {
@@ -67,7 +70,9 @@ func (s *Store) startPrimaryLocked(player string, st state) *primary {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		st:      st,
+		applied: newDedup(st.recent),
 	}
+	p.st.recent = nil
 	s.primaries[player] = p
 	delete(s.routes, player)
 	s.wg.Add(1)
@@ -217,12 +222,17 @@ func (p *primary) apply(c *rewardCall) (stepDown bool) {
 		return false
 	}
 	st := p.snapshot()
+	if total, ok := p.applied.find(c.req.ID); ok {
+		// A re-send of a reward already applied: answer it again.
+		c.reply(total, nil)
+		return false
+	}
 	next, ok := addPoints(st.total, c.req.Points)
 	if !ok {
 		c.reply(0, wire.Errorf(wire.CodeOverflow, "%s: adding %d to %d would overflow a 64-bit total; nothing changed", p.player, c.req.Points, st.total))
 		return false
 	}
-	if err := p.replicate(c.ctx, next); err != nil {
+	if err := p.replicate(c.ctx, next, c.req.ID); err != nil {
 		var we *wire.Error
 		if errors.As(err, &we) && we.Code == wire.CodeFenced {
 			p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
@@ -240,14 +250,15 @@ func (p *primary) apply(c *rewardCall) (stepDown bool) {
 // Every attempt takes a fresh sequence number, even one that failed: a
 // keeper accepts only increasing numbers, so an attempt whose outcome is
 // unknown can never be confused with a later one.
-func (p *primary) replicate(ctx context.Context, total int64) error {
+func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) error {
 	st := p.snapshot()
 	st.seq++
 	p.set(st)
-	_, err := p.s.call(ctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total})
+	_, err := p.s.call(ctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
 	if err == nil {
 		st.total = total
 		p.set(st)
+		p.applied.add(wire.Applied{ID: id, Total: total})
 		return nil
 	}
 	code, isWire := wire.CodeOf(err)
@@ -261,6 +272,7 @@ func (p *primary) replicate(ctx context.Context, total int64) error {
 		// Its name is not excluded: a restarted process under that name
 		// is a fine new keeper, and the dead one is no longer a member.
 		st.total = total
+		p.applied.add(wire.Applied{ID: id, Total: total})
 		if err := p.placeKeeper(ctx, st); err != nil {
 			return err
 		}
@@ -275,11 +287,13 @@ func (p *primary) replicate(ctx context.Context, total int64) error {
 // members other than this node and those excluded, and records it.
 func (p *primary) placeKeeper(ctx context.Context, st state, exclude ...string) error {
 	old := st.keeper
+	st.recent = p.applied.list()
 	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, exclude...)
 	if err != nil {
 		return err
 	}
 	st.keeper = keeper
+	st.recent = nil
 	p.set(st)
 	if old.IsZero() || old.Name == keeper.Name {
 		return nil
@@ -332,6 +346,7 @@ func (p *primary) restore() (wire.NodeID, state, error) {
 	}
 	next := state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: st.keeper}
 	p.set(next)
+	p.applied = newDedup(cr.Recent)
 	return st.keeper, next, nil
 }
 

@@ -74,7 +74,7 @@ func (s *Store) repair() {
 			ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.CallTimeout)
 			defer cancel()
 			_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
-				return s.promoteCopy(ctx, player, "")
+				return s.restore(ctx, player, true)
 			})
 			if err != nil {
 				s.logf("replica: could not take over orphaned %s yet: %v", player, err)

@@ -38,6 +38,9 @@ func (s *Store) RewardInt(ctx context.Context, player string, points int64) (int
 }
 
 func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
+	if req.ID.IsZero() {
+		req.ID = wire.ReqID{Origin: s.Self().Boot, Seq: s.reqSeq.Add(1)}
+	}
 	var last error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
@@ -72,10 +75,11 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 	return 0, fmt.Errorf("%s: the player kept moving, gave up after %d attempts; retry: %w", req.Player, maxAttempts, last)
 }
 
-// retryable says whether err proves the request was not applied, so that
-// sending it again cannot apply it twice.
+// retryable says whether sending the request again cannot apply it twice:
+// either err proves it was not applied, or the link broke mid-call and the
+// request's ReqID lets the primary recognise a re-send.
 func retryable(err error) bool {
-	if errors.Is(err, wire.ErrGone) {
+	if errors.Is(err, wire.ErrGone) || errors.Is(err, wire.ErrLinkLost) {
 		return true
 	}
 	code, ok := wire.CodeOf(err)
@@ -166,7 +170,7 @@ func (s *Store) activate(ctx context.Context, player string, fn func(context.Con
 
 	s.mu.Lock()
 	delete(s.flights, player)
-	if f.err == nil && f.owner != s.self {
+	if f.err == nil && !f.owner.IsZero() && f.owner != s.self {
 		s.routes[player] = f.owner
 	}
 	s.mu.Unlock()
@@ -176,49 +180,94 @@ func (s *Store) activate(ctx context.Context, player string, fn func(context.Con
 
 // findOrCreate implements the rules of SPEC.md for a player with no known
 // live primary: forward to a live primary if there is one; else restore
-// from the keeper, wherever it is; else create the player here.
+// from the freshest keeper copy, wherever it is (this node's own included);
+// else create the player here.
+//
+// A copy is trusted only after every live peer was asked: a node that was
+// cut off may hold a copy that a newer one elsewhere has superseded, and
+// promoting it would bring back an old total.
 func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
+	return s.restore(ctx, player, false)
+}
+
+// restore is findOrCreate; with repairOnly it acts only when this node
+// holds the freshest copy of an orphaned player (the repair loop's case),
+// and never claims elsewhere or creates.
+func (s *Store) restore(ctx context.Context, player string, repairOnly bool) (wire.NodeID, error) {
 	s.mu.Lock()
 	if s.primaries[player] != nil {
 		defer s.mu.Unlock()
 		return s.self, nil
 	}
+	self := s.self
+	var local *whereResult
 	if c := s.copies[player]; c != nil {
-		owner := c.owner
-		if owner != s.self && s.isAliveLocked(owner) {
+		if c.owner != self && s.isAliveLocked(c.owner) {
+			owner := c.owner
 			s.mu.Unlock()
 			return owner, nil
 		}
-		s.mu.Unlock()
-		return s.promoteCopy(ctx, player, "")
+		local = &whereResult{from: self, reply: &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Epoch: c.epoch, Seq: c.seq}}
 	}
 	peers := s.peersLocked()
 	s.mu.Unlock()
+	if repairOnly && local == nil {
+		return wire.NodeID{}, nil
+	}
 
 	replies, err := s.whereAll(ctx, player, peers)
 	if err != nil {
 		return wire.NodeID{}, err
 	}
-	var best *whereResult
+	best := local
 	for i := range replies {
 		r := &replies[i]
 		switch r.reply.Role {
 		case wire.RolePrimary:
 			return r.from, nil
 		case wire.RoleKeeper:
-			// The freshest copy wins; ties go to the lowest name so that
-			// every claimant picks the same keeper.
-			if best == nil || r.reply.Epoch > best.reply.Epoch ||
-				(r.reply.Epoch == best.reply.Epoch && r.reply.Seq > best.reply.Seq) ||
-				(r.reply.Epoch == best.reply.Epoch && r.reply.Seq == best.reply.Seq && r.from.Name < best.from.Name) {
+			if fresher(r, best) {
 				best = r
 			}
 		}
 	}
-	if best != nil {
-		return s.claim(ctx, player, best.from)
+	switch {
+	case best == nil:
+		if repairOnly {
+			return wire.NodeID{}, nil
+		}
+		return s.create(ctx, player)
+	case best == local:
+		return s.promoteCopy(ctx, player, "")
 	}
-	return s.create(ctx, player)
+	if local != nil {
+		// A fresher copy exists elsewhere: this one is obsolete.
+		s.mu.Lock()
+		if c := s.copies[player]; c != nil && c.epoch == local.reply.Epoch && c.seq == local.reply.Seq {
+			delete(s.copies, player)
+		}
+		s.mu.Unlock()
+	}
+	if repairOnly {
+		return wire.NodeID{}, nil
+	}
+	return s.claim(ctx, player, best.from)
+}
+
+// fresher orders keeper copies: a higher epoch is a later owner; within an
+// epoch, a higher sequence number is a later update. Ties go to the lower
+// node name, so that every node picks the same copy.
+func fresher(a, b *whereResult) bool {
+	if b == nil {
+		return true
+	}
+	if a.reply.Epoch != b.reply.Epoch {
+		return a.reply.Epoch > b.reply.Epoch
+	}
+	if a.reply.Seq != b.reply.Seq {
+		return a.reply.Seq > b.reply.Seq
+	}
+	return a.from.Name < b.from.Name
 }
 
 type whereResult struct {
@@ -292,7 +341,7 @@ func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (w
 		return cr.Owner, nil
 	}
 	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper})
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper, recent: cr.Recent})
 	s.mu.Unlock()
 	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
 	return self, nil
@@ -373,7 +422,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 		c.owner = s.self
 		c.epoch++
 	}
-	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
+	st := state{epoch: c.epoch, seq: c.seq, total: c.total, recent: c.recent.list()}
 	self := s.self
 	s.mu.Unlock()
 
@@ -409,7 +458,7 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, exc
 		if contains(skip, cand.Name) {
 			continue
 		}
-		_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total})
+		_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: st.recent})
 		if err == nil {
 			return cand, nil
 		}

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/appnode/appnode/wire"
@@ -65,6 +66,11 @@ type Config struct {
 	CallTimeout time.Duration
 	// Logf receives diagnostics. May be nil.
 	Logf func(format string, args ...any)
+	// OnDeclaredDead is called when a peer says that dead, an incarnation
+	// of this node, was declared failed. If dead is still the current one,
+	// the node must take a new boot id and call Reset. It must not block.
+	// May be nil.
+	OnDeclaredDead func(dead wire.NodeID)
 }
 
 // maxTombstones bounds the memory of dead incarnations. Only one that
@@ -80,6 +86,7 @@ type Store struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	kick   chan struct{} // wakes the repair loop
+	reqSeq atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
 
 	mu        sync.Mutex
 	self      wire.NodeID
@@ -97,10 +104,11 @@ type Store struct {
 
 // keeperCopy is the backup of a player owned by another node.
 type keeperCopy struct {
-	owner wire.NodeID
-	epoch uint64
-	seq   uint64
-	total int64
+	owner  wire.NodeID
+	epoch  uint64
+	seq    uint64
+	total  int64
+	recent dedup
 }
 
 // flight is one activation of a player on this node; concurrent requests
@@ -176,8 +184,15 @@ func (s *Store) logf(format string, args ...any) {
 func (s *Store) SetMembers(members []wire.NodeID) {
 	s.mu.Lock()
 	next := make(map[string]wire.NodeID, len(members)+1)
+	var zombies []wire.NodeID
 	for _, id := range members {
-		if id.Name == s.self.Name || s.tombs[id] {
+		if id.Name == s.self.Name {
+			continue
+		}
+		if s.tombs[id] {
+			if s.quorate {
+				zombies = append(zombies, id)
+			}
 			continue
 		}
 		if cur, ok := s.alive[id.Name]; ok && cur.Boot > id.Boot {
@@ -190,6 +205,7 @@ func (s *Store) SetMembers(members []wire.NodeID) {
 	next[s.self.Name] = s.self
 	s.applyAliveLocked(next)
 	s.mu.Unlock()
+	s.noticeZombies(zombies)
 	s.kickRepair()
 }
 
@@ -197,6 +213,9 @@ func (s *Store) SetMembers(members []wire.NodeID) {
 // whether it is really gone (a refused connection is proof), instead of
 // waiting seconds for the failure detector.
 func (s *Store) LinkDown(peer wire.NodeID) {
+	if s.ctx.Err() != nil {
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -431,7 +450,37 @@ func (s *Store) primaryList() []*primary {
 func (s *Store) call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
-	return s.cfg.Net.Call(ctx, to, m)
+	self := s.Self()
+	rep, err := s.cfg.Net.Call(ctx, to, m)
+	if code, ok := wire.CodeOf(err); ok && code == wire.CodeDeclaredDead {
+		s.declaredDead(self)
+	}
+	return rep, err
+}
+
+func (s *Store) declaredDead(dead wire.NodeID) {
+	if s.cfg.OnDeclaredDead != nil {
+		s.cfg.OnDeclaredDead(dead)
+	}
+}
+
+// noticeZombies tells incarnations that are tombstoned here but still
+// gossiped as alive (they were paused or cut off and came back) that they
+// must rejoin clean. Without it such a node could sit on stale copies until
+// it happens to call someone.
+func (s *Store) noticeZombies(zombies []wire.NodeID) {
+	if s.ctx.Err() != nil {
+		return
+	}
+	for _, z := range zombies {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+			defer cancel()
+			_, _ = s.cfg.Net.Call(ctx, z, &wire.DeclaredDead{Target: z})
+		}()
+	}
 }
 
 func (s *Store) kickRepair() {

@@ -64,7 +64,7 @@ func TestRestoreFromRemoteKeeper(t *testing.T) {
 	if keeper == "n2" {
 		other = "n3"
 	}
-	c.kill("n1")
+	c.killQuietly("n1") // no hints: the request must find the dead owner
 	c.mustReward(other, "p", 1, 6)
 	owners, keepers := c.holders("p")
 	if !reflect.DeepEqual(owners, []string{other}) || !reflect.DeepEqual(keepers, []string{keeper}) {

@@ -21,13 +21,18 @@ const (
 	CodeOverflow    Code = 8  // the total would overflow int64; state unchanged
 	CodeBusy        Code = 9  // the player is being moved or activated; retry
 	CodeNoCopy      Code = 10 // the receiver holds no keeper copy of the player
+	// CodeDeclaredDead: the sender's incarnation was declared failed by the
+	// cluster (it was paused or cut off). It must drop what it holds and
+	// rejoin under a new boot id. Unlike CodeFenced, which supersedes one
+	// player's owner, this is about the whole node.
+	CodeDeclaredDead Code = 11
 )
 
 var codeNames = map[Code]string{
 	CodeInternal: "internal", CodeBadRequest: "bad request", CodeNotOwner: "not owner",
 	CodeFenced: "fenced", CodeNoQuorum: "no quorum", CodeTooFewNodes: "too few nodes",
 	CodeCrashed: "crash", CodeUnavailable: "unavailable", CodeOverflow: "overflow",
-	CodeBusy: "busy", CodeNoCopy: "no copy",
+	CodeBusy: "busy", CodeNoCopy: "no copy", CodeDeclaredDead: "declared dead",
 }
 
 func (c Code) String() string {

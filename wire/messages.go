@@ -21,20 +21,21 @@ const (
 	KindHelloReply Kind = 2 // acceptor -> dialer
 	KindError      Kind = 3 // reply: the request failed (*Error)
 
-	KindReward      Kind = 10 // any node -> owner: apply points (RewardReply)
-	KindRewardReply Kind = 11
-	KindWhere       Kind = 12 // any node -> any node: what do you hold for a player (WhereReply)
-	KindWhereReply  Kind = 13
-	KindCreate      Kind = 14 // claimant -> arbiter: register a brand new player (ClaimReply)
-	KindClaim       Kind = 15 // claimant -> keeper: take ownership of an existing player (ClaimReply)
-	KindClaimReply  Kind = 16
-	KindReplicate   Kind = 17 // owner -> keeper: new state, acknowledged before any answer (Ack)
-	KindAdopt       Kind = 18 // owner -> node: become (or stay) this player's keeper (Ack)
-	KindAck         Kind = 19
-	KindHandoff     Kind = 20 // leaving owner -> keeper: take over as owner (Ack)
-	KindKeeperGone  Kind = 21 // leaving keeper -> owner: place your keeper elsewhere (Ack)
-	KindRelease     Kind = 22 // owner -> old keeper: forget this player (Ack)
-	KindPing        Kind = 23 // any -> any: are you the incarnation I think? (Ack)
+	KindReward       Kind = 10 // any node -> owner: apply points (RewardReply)
+	KindRewardReply  Kind = 11
+	KindWhere        Kind = 12 // any node -> any node: what do you hold for a player (WhereReply)
+	KindWhereReply   Kind = 13
+	KindCreate       Kind = 14 // claimant -> arbiter: register a brand new player (ClaimReply)
+	KindClaim        Kind = 15 // claimant -> keeper: take ownership of an existing player (ClaimReply)
+	KindClaimReply   Kind = 16
+	KindReplicate    Kind = 17 // owner -> keeper: new state, acknowledged before any answer (Ack)
+	KindAdopt        Kind = 18 // owner -> node: become (or stay) this player's keeper (Ack)
+	KindAck          Kind = 19
+	KindHandoff      Kind = 20 // leaving owner -> keeper: take over as owner (Ack)
+	KindKeeperGone   Kind = 21 // leaving keeper -> owner: place your keeper elsewhere (Ack)
+	KindRelease      Kind = 22 // owner -> old keeper: forget this player (Ack)
+	KindPing         Kind = 23 // any -> any: are you the incarnation I think? (Ack)
+	KindDeclaredDead Kind = 24 // majority node -> an incarnation it declared failed: rejoin clean (Ack)
 
 	KindCommand      Kind = 30 // `appnode rpc` -> node: run one console line (CommandReply)
 	KindCommandReply Kind = 31
@@ -92,6 +93,23 @@ type HelloReply struct {
 	Refused string `msgpack:"refused,omitempty"`
 }
 
+// ReqID names one reward as its entry node sent it: Origin is that node's
+// boot id, Seq counts its rewards. A reward re-sent after a broken link
+// carries the same ReqID, and the primary answers it from its record of
+// recently applied requests instead of applying it twice.
+type ReqID struct {
+	Origin uint64 `msgpack:"o"`
+	Seq    uint64 `msgpack:"s"`
+}
+
+func (r ReqID) IsZero() bool { return r.Origin == 0 && r.Seq == 0 }
+
+// Applied records a request that was applied and the total it produced.
+type Applied struct {
+	ID    ReqID `msgpack:"id"`
+	Total int64 `msgpack:"t"`
+}
+
 // Reward asks the owner of Player to add Points. NotInt carries the term a
 // person typed when it was not an integer: the primary crashes on it, as the
 // Erlang original does, and its supervisor restarts it.
@@ -99,6 +117,7 @@ type Reward struct {
 	Player string `msgpack:"p"`
 	Points int64  `msgpack:"pts"`
 	NotInt string `msgpack:"bad,omitempty"`
+	ID     ReqID  `msgpack:"id,omitempty"`
 }
 
 type RewardReply struct {
@@ -150,11 +169,12 @@ type Claim struct {
 // ClaimReply either grants ownership with the state to start from, or names
 // the live owner to forward to.
 type ClaimReply struct {
-	Granted bool   `msgpack:"g"`
-	Owner   NodeID `msgpack:"o"`
-	Epoch   uint64 `msgpack:"e"`
-	Seq     uint64 `msgpack:"s"`
-	Total   int64  `msgpack:"t"`
+	Granted bool      `msgpack:"g"`
+	Owner   NodeID    `msgpack:"o"`
+	Epoch   uint64    `msgpack:"e"`
+	Seq     uint64    `msgpack:"s"`
+	Total   int64     `msgpack:"t"`
+	Recent  []Applied `msgpack:"rc,omitempty"`
 }
 
 // Replicate carries a primary's new state to its keeper. The keeper applies
@@ -164,17 +184,19 @@ type Replicate struct {
 	Epoch  uint64 `msgpack:"e"`
 	Seq    uint64 `msgpack:"s"`
 	Total  int64  `msgpack:"t"`
+	ID     ReqID  `msgpack:"id,omitempty"` // the reward this update applies
 }
 
 // Adopt makes the receiver the keeper of Player for Owner at Epoch. Used
 // when a player is created, when a keeper is lost with its node, and when a
 // keeper moves.
 type Adopt struct {
-	Player string `msgpack:"p"`
-	Owner  NodeID `msgpack:"o"`
-	Epoch  uint64 `msgpack:"e"`
-	Seq    uint64 `msgpack:"s"`
-	Total  int64  `msgpack:"t"`
+	Player string    `msgpack:"p"`
+	Owner  NodeID    `msgpack:"o"`
+	Epoch  uint64    `msgpack:"e"`
+	Seq    uint64    `msgpack:"s"`
+	Total  int64     `msgpack:"t"`
+	Recent []Applied `msgpack:"rc,omitempty"`
 }
 
 // Handoff is sent by an owner that is leaving gracefully to its keeper:
@@ -202,6 +224,14 @@ type Release struct {
 // Ping checks that the receiver is the incarnation the sender addressed;
 // the transport's handshake does the real work (wire.ErrGone otherwise).
 type Ping struct{}
+
+// DeclaredDead tells a process that the cluster declared its incarnation
+// Target failed while it was paused or cut off, and that it must drop what
+// it holds and rejoin. It is sent when such an incarnation shows up alive
+// again in the gossip, so that it learns even if it never calls anyone.
+type DeclaredDead struct {
+	Target NodeID `msgpack:"t"`
+}
 
 type Ack struct{}
 
@@ -232,6 +262,7 @@ func (Handoff) Kind() Kind      { return KindHandoff }
 func (KeeperGone) Kind() Kind   { return KindKeeperGone }
 func (Release) Kind() Kind      { return KindRelease }
 func (Ping) Kind() Kind         { return KindPing }
+func (DeclaredDead) Kind() Kind { return KindDeclaredDead }
 func (Command) Kind() Kind      { return KindCommand }
 func (CommandReply) Kind() Kind { return KindCommandReply }
 
@@ -273,6 +304,8 @@ func New(k Kind) Msg {
 		return &Release{}
 	case KindPing:
 		return &Ping{}
+	case KindDeclaredDead:
+		return &DeclaredDead{}
 	case KindCommand:
 		return &Command{}
 	case KindCommandReply:

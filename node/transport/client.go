@@ -165,7 +165,7 @@ func (c *clientConn) start(wg *sync.WaitGroup) {
 	go func() {
 		defer wg.Done()
 		if err := c.snd.run(); err != nil {
-			c.fail(fmt.Errorf("transport: connection to %s lost: %w", c.remote.Name, err), true)
+			c.fail(fmt.Errorf("transport: connection to %s lost: %w: %w", c.remote.Name, wire.ErrLinkLost, err), true)
 		}
 	}()
 }
@@ -224,7 +224,7 @@ func (c *clientConn) readLoop() {
 	for {
 		k, id, body, err := c.fr.ReadFrame()
 		if err != nil {
-			c.fail(fmt.Errorf("transport: connection to %s lost: %w", c.remote.Name, err), true)
+			c.fail(fmt.Errorf("transport: connection to %s lost: %w: %w", c.remote.Name, wire.ErrLinkLost, err), true)
 			return
 		}
 		if c.blocked != nil && c.blocked() {
