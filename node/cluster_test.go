@@ -47,6 +47,14 @@ func newCluster(t *testing.T, names ...string) *cluster {
 	for _, name := range names[1:] {
 		c.connect(names[0], name)
 	}
+	waitFor(t, 10*time.Second, "every node to see every other", func() bool {
+		for _, name := range names {
+			if len(c.n(name).Nodes()) != len(names)-1 {
+				return false
+			}
+		}
+		return true
+	})
 	return c
 }
 

@@ -79,6 +79,7 @@ type Node struct {
 	members   map[string]wire.NodeID // last membership given to the store
 	addrs     map[string]string      // name -> transport address
 	resetting atomic.Bool
+	leaving   atomic.Bool // a graceful exit is under way: a fence now is its own departure
 	ready     atomic.Bool // n.ml is set; Serf may report changes before Start returns
 	closeOnce sync.Once
 }
@@ -159,11 +160,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.self.Store(wire.NodeID{Name: full, Boot: uint64(time.Now().UnixNano())})
 
 	n.store = replica.New(replica.Config{
-		Self:        n.Self(),
-		Net:         n,
-		CallTimeout: cfg.CallTimeout,
-		OnEvent:     func(e replica.Event) { n.emit(EventLevel(e.Level), "%s", e.Text) },
-		Logf:        cfg.Logf,
+		Self:           n.Self(),
+		Net:            n,
+		CallTimeout:    cfg.CallTimeout,
+		OnEvent:        func(e replica.Event) { n.emit(EventLevel(e.Level), "%s", e.Text) },
+		Logf:           cfg.Logf,
+		OnDeclaredDead: n.declaredDead,
 	})
 	var err error
 	n.tr, err = listenTransport(n, cfg.TransportPort)
@@ -352,11 +354,15 @@ func (n *Node) membershipChanged() {
 	}
 }
 
-// onFenced runs when a peer says this incarnation was declared failed
-// (this process was paused or cut off for too long). Everything it held has
-// been taken over; it drops it and comes back under a new boot id.
-func (n *Node) onFenced(by wire.NodeID) {
-	if !n.resetting.CompareAndSwap(false, true) {
+// onFenced runs when a peer's handshake says this incarnation was declared
+// failed (this process was paused or cut off for too long).
+func (n *Node) onFenced(by wire.NodeID) { n.declaredDead(n.Self()) }
+
+// declaredDead drops everything incarnation dead held, if it is still the
+// current one, and comes back under a new boot id: what it held has been
+// taken over elsewhere.
+func (n *Node) declaredDead(dead wire.NodeID) {
+	if dead != n.Self() || n.leaving.Load() || !n.resetting.CompareAndSwap(false, true) {
 		return
 	}
 	n.wg.Add(1)
@@ -375,7 +381,7 @@ func (n *Node) onFenced(by wire.NodeID) {
 		if err := n.ml.SetTags(n.tags()); err != nil {
 			n.emit(LevelError, "could not announce the new incarnation: %v", err)
 		}
-		n.emit(LevelWarning, "%s told this node it had been declared failed; rejoined as a new incarnation", by.Name)
+		n.emit(LevelWarning, "the cluster had declared this node failed (paused or cut off); rejoined as a new incarnation")
 		n.membershipChanged()
 	}()
 }
@@ -527,6 +533,7 @@ func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 // Leave exits gracefully: hand off every primary and keeper copy, tell the
 // cluster, then stop.
 func (n *Node) Leave(ctx context.Context) error {
+	n.leaving.Store(true)
 	r := n.store.Leave(ctx)
 	n.emit(LevelInfo, "leaving: %s", r)
 	err := n.ml.Leave()

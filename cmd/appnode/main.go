@@ -105,7 +105,12 @@ func run(args []string) int {
 	logf, closeLog := openLog(*stateDir, full)
 	defer closeLog()
 
-	var n *node.Node
+	// SIGTERM, SIGHUP (and SIGINT when not at a terminal, where readline
+	// takes Ctrl-C as a key) end the console and exit gracefully, as does
+	// `appnode rpc NODE q`.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
+	defer stop()
+
 	cluster := &lateCluster{}
 	startCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	n, err := node.Start(startCtx, node.Config{
@@ -118,7 +123,10 @@ func run(args []string) int {
 		Profile:       prof,
 		Logf:          logf,
 		Command: func(ctx context.Context, line string) (string, bool) {
-			out, _, failed := shell.Eval(ctx, cluster, line)
+			out, quit, failed := shell.Eval(ctx, cluster, line)
+			if quit {
+				stop() // the console ends and the node leaves gracefully
+			}
 			return out, failed
 		},
 	})
@@ -135,10 +143,6 @@ func run(args []string) int {
 			n.Name(), *bind, n.GossipPort(), *bind, n.TransportPort())
 	}
 
-	// SIGTERM, SIGHUP (and SIGINT when not at a terminal, where readline
-	// takes Ctrl-C as a key) end the console and exit gracefully.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
-	defer stop()
 	history := ""
 	if *stateDir != "" {
 		history = filepath.Join(*stateDir, "history")

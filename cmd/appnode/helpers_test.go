@@ -1,0 +1,473 @@
+package main
+
+// Helpers for the end-to-end tests in e2e_test.go: they run the built
+// appnode binary as real processes, each test with its own state directory
+// and its own name service port, all on 127.0.0.1.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/appnode/appnode/node"
+)
+
+// appnodeBin is the binary under test, built once by TestMain.
+var appnodeBin string
+
+// Limits of the waits in these tests. Passing runs take a small fraction of
+// them; they only bound how long a broken product can hang a test.
+const (
+	answerLimit = 20 * time.Second // one console answer (the console's own command timeout is 10 s)
+	rpcLimit    = 30 * time.Second // one `appnode rpc` process, start to exit
+	settleLimit = 20 * time.Second // a cluster converging after a change
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	flag.Parse() // for testing.Verbose
+	dir, err := os.MkdirTemp("", "appnode-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	appnodeBin = filepath.Join(dir, "appnode")
+	goCmd := "go"
+	if _, err := exec.LookPath(goCmd); err != nil {
+		goCmd = "/usr/local/go/bin/go"
+	}
+	start := time.Now()
+	build := exec.Command(goCmd, "build", "-o", appnodeBin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building appnode: %v\n%s", err, out)
+		return 1
+	}
+	if testing.Verbose() {
+		fmt.Printf("built %s in %v\n", appnodeBin, time.Since(start).Round(time.Millisecond))
+	}
+	return m.Run()
+}
+
+// harness is one test's private world: a state directory and a name
+// service port that no other test uses.
+type harness struct {
+	t         *testing.T
+	stateDir  string
+	namesPort int
+	host      string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	return &harness{t: t, stateDir: t.TempDir(), namesPort: freePort(t), host: node.ShortHostname()}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// full turns "app_node1" into "app_node1@<short host name>".
+func (h *harness) full(name string) string { return name + "@" + h.host }
+
+func (h *harness) env() []string {
+	return append(os.Environ(),
+		"APPNODE_STATE_DIR="+h.stateDir,
+		fmt.Sprintf("APPNODE_NAMES_PORT=%d", h.namesPort),
+	)
+}
+
+// proc is one running node process in scripted mode: its stdin is a pipe
+// the test writes commands to, one per line; its stdout gives one answer
+// per line; its stderr carries the events.
+type proc struct {
+	t       *testing.T
+	h       *harness
+	name    string // full name
+	cmd     *exec.Cmd
+	started time.Time
+	stdin   io.WriteCloser
+	answers chan string   // stdout lines; closed at EOF
+	exited  chan struct{} // closed once the process was waited for
+	waitErr error         // valid after exited is closed
+
+	mu     sync.Mutex
+	events []string // stderr lines
+}
+
+// start runs `appnode --bind 127.0.0.1 NAME` and returns at once, before
+// the node is up. Whatever happens, the process is killed and waited for
+// when the test ends.
+func (h *harness) start(name string) *proc {
+	h.t.Helper()
+	cmd := exec.Command(appnodeBin, "--bind", "127.0.0.1", name)
+	cmd.Env = h.env()
+	p := &proc{t: h.t, h: h, name: h.full(name), cmd: cmd, answers: make(chan string, 1024), exited: make(chan struct{})}
+	var err error
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		h.t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	p.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		h.t.Fatalf("start %s: %v", name, err)
+	}
+	var readers sync.WaitGroup
+	readers.Go(func() {
+		defer close(p.answers)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			p.answers <- sc.Text()
+		}
+	})
+	readers.Go(func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.events = append(p.events, sc.Text())
+			p.mu.Unlock()
+		}
+	})
+	go func() {
+		readers.Wait() // Wait must not run before the pipes are read to EOF
+		p.waitErr = cmd.Wait()
+		close(p.exited)
+	}()
+	h.t.Cleanup(func() {
+		if !p.hasExited() {
+			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL) // works on a stopped process too
+		}
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			h.t.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, cmd.Process.Pid)
+		}
+		p.stdin.Close()
+		if h.t.Failed() {
+			h.t.Logf("%s stderr (events):\n%s", p.name, strings.Join(p.stderrLines(), "\n"))
+			if b, err := os.ReadFile(filepath.Join(h.stateDir, p.name+".log")); err == nil {
+				h.t.Logf("%s log (tail):\n%s", p.name, tail(string(b), 40))
+			}
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) stderrLines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.events)
+}
+
+// ask types one command and returns the one line the console answers.
+func (p *proc) ask(line string) string {
+	p.t.Helper()
+	p.typeLine(line)
+	return p.next(line)
+}
+
+// typeLine writes one line on the console's stdin without waiting for the
+// answer (the pipe buffers it, even while the process is stopped).
+func (p *proc) typeLine(line string) {
+	p.t.Helper()
+	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
+		p.t.Fatalf("%s: typing %q: %v", p.name, line, err)
+	}
+}
+
+// next returns the console's next answer line; line is what it answers,
+// for messages.
+func (p *proc) next(line string) string {
+	p.t.Helper()
+	select {
+	case a, ok := <-p.answers:
+		if !ok {
+			<-p.exited
+			p.t.Fatalf("%s exited (%v) instead of answering %q; stderr:\n%s", p.name, p.waitErr, line, strings.Join(p.stderrLines(), "\n"))
+		}
+		return a
+	case <-time.After(answerLimit):
+		p.t.Fatalf("%s: no answer to %q within %v", p.name, line, answerLimit)
+	}
+	return ""
+}
+
+// expect types line and fails the test unless the answer is want.
+func (p *proc) expect(line, want string) {
+	p.t.Helper()
+	if got := p.ask(line); got != want {
+		p.t.Fatalf("%s: %q answered %q, want %q", p.name, line, got, want)
+	}
+}
+
+// waitUp waits until the console answers `node` with this node's name and
+// returns how long after the process started that was.
+func (p *proc) waitUp() time.Duration {
+	p.t.Helper()
+	p.expect("node", "'"+p.name+"'")
+	return time.Since(p.started)
+}
+
+// kill9 sends SIGKILL, returns the moment it was sent, and waits until the
+// process is gone.
+func (p *proc) kill9() time.Time {
+	p.t.Helper()
+	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
+		p.t.Fatalf("kill -9 %s: %v", p.name, err)
+	}
+	at := time.Now()
+	p.waitExit()
+	return at
+}
+
+// waitExit waits for the process to end and returns its exit error.
+func (p *proc) waitExit() error {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+		return p.waitErr
+	case <-time.After(settleLimit):
+		p.t.Fatalf("%s did not exit within %v", p.name, settleLimit)
+	}
+	return nil
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := syscall.Kill(p.pid(), sig); err != nil {
+		p.t.Fatalf("kill -%v %s: %v", sig, p.name, err)
+	}
+}
+
+// rpcResult is what one `appnode rpc` run gave.
+type rpcResult struct {
+	out, errOut string // trimmed stdout and stderr
+	code        int    // exit status
+	took        time.Duration
+}
+
+func (r rpcResult) ok() bool { return r.code == 0 }
+
+func (r rpcResult) String() string {
+	if r.ok() {
+		return fmt.Sprintf("%q", r.out)
+	}
+	return fmt.Sprintf("exit %d: %q", r.code, strings.TrimSpace(r.out+"\n"+r.errOut))
+}
+
+// rpc runs `appnode rpc TARGET LINE` and returns what it printed and its
+// exit status. target may be a bare name ("app_node2").
+func (h *harness) rpc(target, line string, flags ...string) rpcResult {
+	h.t.Helper()
+	if !strings.Contains(target, "@") {
+		target = h.full(target)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rpcLimit)
+	defer cancel()
+	args := append(append([]string{"rpc"}, flags...), target)
+	if line != "" {
+		args = append(args, line)
+	}
+	cmd := exec.CommandContext(ctx, appnodeBin, args...)
+	cmd.Env = h.env()
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	start := time.Now()
+	err := cmd.Run()
+	r := rpcResult{out: strings.TrimSpace(out.String()), errOut: strings.TrimSpace(errOut.String()), took: time.Since(start)}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		h.t.Fatalf("appnode rpc %s %q did not exit within %v", target, line, rpcLimit)
+	case errors.As(err, &exitErr):
+		r.code = exitErr.ExitCode()
+	default:
+		h.t.Fatalf("appnode rpc %s %q: %v", target, line, err)
+	}
+	return r
+}
+
+// mustRPC runs line on target and fails the test unless it succeeds with
+// the answer want.
+func (h *harness) mustRPC(target, line, want string) {
+	h.t.Helper()
+	if r := h.rpc(target, line); !r.ok() || r.out != want {
+		h.t.Fatalf("rpc %s %q: got %v, want %q", target, line, r, want)
+	}
+}
+
+// eventually polls cond until it reports true or limit passes; it fails the
+// test with cond's last explanation then. It returns how long it took.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(limit)
+	for {
+		ok, detail := cond()
+		if ok {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %v; last: %s", what, limit, detail)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+// An asker runs one console line on one node, at its console or by rpc,
+// and returns the answer and whether the command succeeded.
+type asker struct {
+	where string
+	ask   func(line string) (string, bool)
+}
+
+// console asks at p's console. A failed command's answer starts with `**`.
+func (p *proc) console() asker {
+	return asker{where: p.name + " console", ask: func(line string) (string, bool) {
+		a := p.ask(line)
+		return a, !strings.HasPrefix(a, "** ")
+	}}
+}
+
+// viaRPC asks through `appnode rpc`, which exits non-zero on failure.
+func (h *harness) viaRPC(name string) asker {
+	return asker{where: name + " by rpc", ask: func(line string) (string, bool) {
+		r := h.rpc(name, line)
+		if !r.ok() {
+			return r.String(), false
+		}
+		return r.out, true
+	}}
+}
+
+// startCluster starts the named nodes one after the other (so the first
+// serves the host's name service), waits until each answers, and connects
+// the first to each of the others from its console.
+func (h *harness) startCluster(names ...string) []*proc {
+	h.t.Helper()
+	ps := make([]*proc, len(names))
+	for i, n := range names {
+		ps[i] = h.start(n)
+		ps[i].waitUp()
+	}
+	for _, p := range ps[1:] {
+		ps[0].expect("connect "+p.name, "true")
+	}
+	h.waitMembers(ps...)
+	return ps
+}
+
+// waitMembers waits until `nodes`, typed at each of ps, lists exactly the
+// others, and returns how long that took.
+func (h *harness) waitMembers(ps ...*proc) time.Duration {
+	h.t.Helper()
+	return eventually(h.t, settleLimit, "every node lists the others", func() (bool, string) {
+		for _, p := range ps {
+			if got, want := p.ask("nodes"), othersList(p, ps); got != want {
+				return false, fmt.Sprintf("nodes at %s: %s, want %s", p.name, got, want)
+			}
+		}
+		return true, ""
+	})
+}
+
+// othersList is what `nodes` at p should answer when ps are the members.
+func othersList(p *proc, ps []*proc) string {
+	var names []string
+	for _, q := range ps {
+		if q.name != p.name {
+			names = append(names, "'"+q.name+"'")
+		}
+	}
+	slices.Sort(names)
+	return "[" + strings.Join(names, ",") + "]"
+}
+
+// rewardUntilOK asks for `reward PLAYER POINTS` until it succeeds or limit
+// passes; it returns the successful answer, the failed answers before it,
+// and when the success arrived. Retrying is safe only because every failed
+// answer must leave the total unchanged (SPEC.md): callers check the total
+// that follows.
+func rewardUntilOK(t *testing.T, a asker, player string, points int, limit time.Duration) (string, []string, time.Time) {
+	t.Helper()
+	line := fmt.Sprintf("reward %s %d", player, points)
+	deadline := time.Now().Add(limit)
+	var failures []string
+	for {
+		out, ok := a.ask(line)
+		if ok {
+			return out, failures, time.Now()
+		}
+		failures = append(failures, out)
+		if time.Now().After(deadline) {
+			t.Fatalf("%q at %s: no success within %v; %d failures, last: %s", line, a.where, limit, len(failures), out)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
+}
