@@ -15,7 +15,7 @@ const dedupLen = 256
 // as requests arrive, so an idle player costs a few words.
 type dedup struct {
 	ring []wire.Applied
-	next int // where the next entry goes once the ring is full
+	next uint32 // where the next entry goes once the ring is full
 }
 
 func newDedup(recent []wire.Applied) dedup {

@@ -308,10 +308,8 @@ func (s *Store) handleKeeperGone(from wire.NodeID, m *wire.KeeperGone) (wire.Msg
 		return nil, notOwner(m.Player)
 	}
 	mv := &moveKeeperCall{from: from, done: make(chan struct{})}
-	select {
-	case p.moveKp <- mv:
-	case <-p.done:
-		return nil, notOwner(m.Player)
+	if err := p.send(mv); err != nil {
+		return nil, err
 	}
 	<-mv.done
 	if mv.err != nil {

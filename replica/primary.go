@@ -9,23 +9,23 @@ import (
 	"github.com/appnode/appnode/wire"
 )
 
-// primary is the single live actor of one player: a goroutine with a
-// mailbox, as an Erlang gen_server. Only its goroutine changes its state;
-// others read a snapshot under mu.
+// primary is the single live actor of one player, as an Erlang
+// gen_server: messages go into its mailbox and one goroutine at a time
+// handles them, in order. The goroutine exists only while the mailbox has
+// work; an idle player is this struct and nothing else (Orleans and Akka
+// call this passivation), so a node can hold a million players.
 type primary struct {
-	s       *Store
-	player  string
-	mailbox chan *rewardCall
-	checkKp chan struct{}        // "is your keeper still alive?" from the repair loop
-	moveKp  chan *moveKeeperCall // graceful moves of the keeper
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
+	s      *Store
+	player string
 
-	mu sync.Mutex
-	st state
+	mu       sync.Mutex // guards the fields below
+	st       state
+	mailbox  []op
+	running  chan struct{} // non-nil while a goroutine serves the mailbox; closed when it stops
+	stopped  bool
+	checking bool // a checkKeeper is queued already
 
-	applied dedup // owned by the actor goroutine
+	applied dedup // touched only by the goroutine serving the mailbox
 }
 
 type state struct {
@@ -33,8 +33,11 @@ type state struct {
 	seq    uint64 // counts replication attempts, not rewards: see replicate
 	total  int64
 	keeper wire.NodeID
-	recent []wire.Applied // only to seed a primary or a new keeper; see dedup
 }
+
+// op is a message in a primary's mailbox. fail answers it without handling
+// it, when the primary stops first.
+type op interface{ fail(err error) }
 
 type rewardCall struct {
 	ctx     context.Context
@@ -44,42 +47,41 @@ type rewardCall struct {
 	replied chan struct{}
 }
 
+func (c *rewardCall) reply(total int64, err error) {
+	c.total, c.err = total, err
+	close(c.replied)
+}
+
+func (c *rewardCall) fail(err error) { c.reply(0, err) }
+
+// moveKeeperCall asks the primary to move its keeper off a leaving node.
 type moveKeeperCall struct {
-	from wire.NodeID // the keeper that is leaving
+	from wire.NodeID
 	err  error
 	done chan struct{}
 }
 
-// crash is the deliberate failure of a primary on a request it cannot
-// handle (points that are not an integer), caught by its supervisor.
-type crash struct {
-	call   *rewardCall
-	reason string
+func (m *moveKeeperCall) fail(err error) {
+	m.err = err
+	close(m.done)
 }
 
-const mailboxSize = 256
+// checkKeeper asks the primary to re-create its keeper if the membership
+// lost it.
+type checkKeeper struct{}
 
-// startPrimaryLocked registers and starts the primary of player with st.
-func (s *Store) startPrimaryLocked(player string, st state) *primary {
-	p := &primary{
-		s:       s,
-		player:  player,
-		mailbox: make(chan *rewardCall, mailboxSize),
-		checkKp: make(chan struct{}, 1),
-		moveKp:  make(chan *moveKeeperCall),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		st:      st,
-		applied: newDedup(st.recent),
-	}
-	p.st.recent = nil
+func (checkKeeper) fail(error) {}
+
+// maxMailbox bounds a primary's queue: beyond it a reward is refused (not
+// applied) rather than queued without limit behind a slow keeper.
+const maxMailbox = 1024
+
+// startPrimaryLocked registers the primary of player with st and the
+// rewards recently applied to it.
+func (s *Store) startPrimaryLocked(player string, st state, recent []wire.Applied) *primary {
+	p := &primary{s: s, player: player, st: st, applied: newDedup(recent)}
 	s.primaries[player] = p
 	delete(s.routes, player)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		p.supervise()
-	}()
 	return p
 }
 
@@ -95,113 +97,147 @@ func (p *primary) set(st state) {
 	p.mu.Unlock()
 }
 
+// send puts o in the mailbox, starting a goroutine to serve it if none runs.
+func (p *primary) send(o op) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return notOwner(p.player)
+	}
+	if len(p.mailbox) >= maxMailbox {
+		return wire.Errorf(wire.CodeBusy, "%s: %d rewards are already queued for this player (not applied)", p.player, len(p.mailbox))
+	}
+	if _, ok := o.(checkKeeper); ok {
+		if p.checking {
+			return nil
+		}
+		p.checking = true
+	}
+	p.mailbox = append(p.mailbox, o)
+	if p.running == nil {
+		p.running = make(chan struct{})
+		p.s.wg.Add(1)
+		go p.serve(p.running)
+	}
+	return nil
+}
+
 // call hands a reward to the actor and waits for its answer.
 func (p *primary) call(ctx context.Context, req *wire.Reward) (int64, error) {
 	c := &rewardCall{ctx: ctx, req: req, replied: make(chan struct{})}
-	select {
-	case p.mailbox <- c:
-	case <-p.done:
-		return 0, notOwner(p.player)
-	case <-ctx.Done():
-		return 0, wire.Errorf(wire.CodeUnavailable, "%s: the primary is overloaded: %v", p.player, ctx.Err())
+	if err := p.send(c); err != nil {
+		return 0, err
 	}
 	select {
 	case <-c.replied:
 		return c.total, c.err
-	case <-p.done:
-		select {
-		case <-c.replied:
-			return c.total, c.err
-		default:
-			// The actor stopped before it took the call: never applied.
-			return 0, notOwner(p.player)
-		}
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%s: no answer from the primary in time, the reward may or may not be applied: %w", p.player, ctx.Err())
 	}
-}
-
-func (c *rewardCall) reply(total int64, err error) {
-	c.total, c.err = total, err
-	close(c.replied)
 }
 
 func notOwner(player string) error {
 	return wire.Errorf(wire.CodeNotOwner, "%s: primary is no longer on this node", player)
 }
 
-// stopAndWait ends the actor; queued rewards are answered "not owner", so
-// callers re-route them. Safe to call more than once and from any goroutine
-// but the actor's own.
+// stopAndWait ends the actor: what it is handling finishes, what is queued
+// is answered "not owner" so that callers re-route it. Safe to call more
+// than once, from any goroutine but the actor's own.
 func (p *primary) stopAndWait() {
-	p.once.Do(func() { close(p.stop) })
-	<-p.done
-}
-
-// supervise is the primary's supervisor: it runs the actor, and when the
-// actor crashes it restarts it with state restored from the keeper, as an
-// OTP supervisor restarts a gen_server whose init reads the state keeper.
-func (p *primary) supervise() {
-	defer func() {
-		close(p.done)
-		p.drain()
-	}()
-	for {
-		c, stopped := p.serve()
-		if stopped {
-			return
-		}
-		if c.call == nil {
-			// Not the deliberate crash: a bug. Keep the player safe by
-			// stopping; its keeper still holds the state.
-			p.s.emit(Error, "primary of %s failed: %s; stopped, the next request restores it from its keeper", p.player, c.reason)
-			p.s.removePrimary(p)
-			return
-		}
-		from, st, err := p.restore()
-		if err != nil {
-			c.call.reply(0, wire.Errorf(wire.CodeCrashed, "%s: %s (primary crashed and could not be restarted: %v; the next request restores it)", p.player, c.reason, err))
-			p.s.emit(Error, "primary of %s crashed: %s; restart failed: %v", p.player, c.reason, err)
-			p.s.removePrimary(p)
-			return
-		}
-		c.call.reply(0, wire.Errorf(wire.CodeCrashed, "%s: %s (primary restarted, state restored from keeper on %s)", p.player, c.reason, from.Name))
-		p.s.emit(Error, "primary of %s crashed: %s; supervisor restarted it, state restored from keeper on %s (total %d)", p.player, c.reason, from.Name, st.total)
+	p.mu.Lock()
+	p.stopped = true
+	running := p.running
+	var queued []op
+	if running == nil {
+		queued, p.mailbox = p.mailbox, nil
+	}
+	p.mu.Unlock()
+	for _, o := range queued {
+		o.fail(notOwner(p.player))
+	}
+	if running != nil {
+		<-running
 	}
 }
 
-// serve runs the actor until it is stopped, steps down, or crashes.
-func (p *primary) serve() (c *crash, stopped bool) {
-	var cur *rewardCall
+// serve handles the mailbox until it is empty or the primary stops.
+func (p *primary) serve(running chan struct{}) {
+	defer p.s.wg.Done()
+	for {
+		p.mu.Lock()
+		if len(p.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
+			queued := p.mailbox
+			p.mailbox = nil
+			p.running = nil
+			close(running)
+			p.mu.Unlock()
+			for _, o := range queued {
+				o.fail(notOwner(p.player))
+			}
+			return
+		}
+		o := p.mailbox[0]
+		p.mailbox[0] = nil
+		p.mailbox = p.mailbox[1:]
+		if _, ok := o.(checkKeeper); ok {
+			p.checking = false
+		}
+		p.mu.Unlock()
+		if p.handle(o) {
+			p.s.removePrimary(p)
+			p.mu.Lock()
+			p.stopped = true
+			p.mu.Unlock()
+		}
+	}
+}
+
+// handle runs one message under the primary's supervisor: the deliberate
+// crash on points that are not an integer is caught here and the primary
+// restarted with its state restored from the keeper, as an OTP supervisor
+// restarts a gen_server whose init reads the state keeper. It reports
+// whether the primary must stop.
+func (p *primary) handle(o op) (stop bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			reason := fmt.Sprint(r)
-			if nc, ok := r.(notIntegerCrash); ok {
-				reason = nc.Error()
-			}
-			c, stopped = &crash{call: cur, reason: reason}, false
+			stop = p.restart(o, r)
 		}
 	}()
-	for {
-		select {
-		case <-p.stop:
-			return nil, true
-		case <-p.s.ctx.Done():
-			return nil, true
-		case <-p.checkKp:
-			p.ensureKeeper()
-		case m := <-p.moveKp:
-			m.err = p.moveKeeper(m.from)
-			close(m.done)
-		case call := <-p.mailbox:
-			cur = call
-			if p.apply(call) {
-				p.s.removePrimary(p)
-				return nil, true
-			}
-			cur = nil
-		}
+	switch o := o.(type) {
+	case *rewardCall:
+		return p.apply(o)
+	case *moveKeeperCall:
+		o.err = p.moveKeeper(o.from)
+		close(o.done)
+	case checkKeeper:
+		p.ensureKeeper()
 	}
+	return false
+}
+
+// restart is the supervisor's response to a crash while handling o.
+func (p *primary) restart(o op, r any) (stop bool) {
+	reason := fmt.Sprint(r)
+	if nc, ok := r.(notIntegerCrash); ok {
+		reason = nc.Error()
+	}
+	call, ok := o.(*rewardCall)
+	if !ok {
+		// Not the deliberate crash: a bug. Keep the player safe by
+		// stopping; its keeper still holds the state.
+		o.fail(wire.Errorf(wire.CodeInternal, "%s: primary failed: %s", p.player, reason))
+		p.s.emit(Error, "primary of %s failed: %s; stopped, the next request restores it from its keeper", p.player, reason)
+		return true
+	}
+	from, st, err := p.restore()
+	if err != nil {
+		call.reply(0, wire.Errorf(wire.CodeCrashed, "%s: %s (primary crashed and could not be restarted: %v; the next request restores it)", p.player, reason, err))
+		p.s.emit(Error, "primary of %s crashed: %s; restart failed: %v", p.player, reason, err)
+		return true
+	}
+	call.reply(0, wire.Errorf(wire.CodeCrashed, "%s: %s (primary restarted, state restored from keeper on %s)", p.player, reason, from.Name))
+	p.s.emit(Error, "primary of %s crashed: %s; supervisor restarted it, state restored from keeper on %s (total %d)", p.player, reason, from.Name, st.total)
+	return false
 }
 
 type notIntegerCrash struct{ player, term string }
@@ -287,13 +323,11 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 // members other than this node and those excluded, and records it.
 func (p *primary) placeKeeper(ctx context.Context, st state, exclude ...string) error {
 	old := st.keeper
-	st.recent = p.applied.list()
-	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, exclude...)
+	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, p.applied.list(), exclude...)
 	if err != nil {
 		return err
 	}
 	st.keeper = keeper
-	st.recent = nil
 	p.set(st)
 	if old.IsZero() || old.Name == keeper.Name {
 		return nil
@@ -348,21 +382,6 @@ func (p *primary) restore() (wire.NodeID, state, error) {
 	p.set(next)
 	p.applied = newDedup(cr.Recent)
 	return st.keeper, next, nil
-}
-
-// drain answers every queued reward after the actor stopped.
-func (p *primary) drain() {
-	for {
-		select {
-		case c := <-p.mailbox:
-			c.reply(0, notOwner(p.player))
-		case m := <-p.moveKp:
-			m.err = notOwner(p.player)
-			close(m.done)
-		default:
-			return
-		}
-	}
 }
 
 // removePrimary unregisters p if it is still the registered primary.

@@ -49,10 +49,7 @@ func (s *Store) repair() {
 	}
 	for _, p := range s.primaries {
 		if !s.isAliveLocked(p.snapshot().keeper) {
-			select {
-			case p.checkKp <- struct{}{}:
-			default:
-			}
+			_ = p.send(checkKeeper{}) // fails only if p is stopping
 		}
 	}
 	s.mu.Unlock()

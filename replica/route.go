@@ -123,6 +123,21 @@ func (s *Store) send(ctx context.Context, owner wire.NodeID, req *wire.Reward) (
 	return rr.Total, nil
 }
 
+// maxRoutes bounds the route cache. A miss costs one round of Where
+// questions, so the cache only needs to cover the players that are active
+// now; past the bound an arbitrary entry makes room.
+const maxRoutes = 65536
+
+func (s *Store) learnRouteLocked(player string, owner wire.NodeID) {
+	if _, ok := s.routes[player]; !ok && len(s.routes) >= maxRoutes {
+		for p := range s.routes {
+			delete(s.routes, p)
+			break
+		}
+	}
+	s.routes[player] = owner
+}
+
 func (s *Store) forgetRoute(player string, owner wire.NodeID) {
 	s.mu.Lock()
 	if s.routes[player] == owner {
@@ -171,7 +186,7 @@ func (s *Store) activate(ctx context.Context, player string, fn func(context.Con
 	s.mu.Lock()
 	delete(s.flights, player)
 	if f.err == nil && !f.owner.IsZero() && f.owner != s.self {
-		s.routes[player] = f.owner
+		s.learnRouteLocked(player, f.owner)
 	}
 	s.mu.Unlock()
 	close(f.done)
@@ -341,7 +356,7 @@ func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (w
 		return cr.Owner, nil
 	}
 	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper, recent: cr.Recent})
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, cr.Recent)
 	s.mu.Unlock()
 	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
 	return self, nil
@@ -361,13 +376,13 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 	arbiter := placementOrder(player, members)[0]
 	if arbiter.Name == self.Name {
 		st := state{epoch: 1}
-		keeper, err := s.adoptSomewhere(ctx, player, st)
+		keeper, err := s.adoptSomewhere(ctx, player, st, nil)
 		if err != nil {
 			return wire.NodeID{}, err
 		}
 		st.keeper = keeper
 		s.mu.Lock()
-		s.startPrimaryLocked(player, st)
+		s.startPrimaryLocked(player, st, nil)
 		s.mu.Unlock()
 		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
 		return self, nil
@@ -391,7 +406,7 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 		return cr.Owner, nil
 	}
 	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter})
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, nil)
 	s.mu.Unlock()
 	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
 	return self, nil
@@ -422,11 +437,12 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 		c.owner = s.self
 		c.epoch++
 	}
-	st := state{epoch: c.epoch, seq: c.seq, total: c.total, recent: c.recent.list()}
+	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
+	recent := c.recent.list()
 	self := s.self
 	s.mu.Unlock()
 
-	keeper, err := s.adoptSomewhere(ctx, player, st, exclude)
+	keeper, err := s.adoptSomewhere(ctx, player, st, recent, exclude)
 	if err != nil {
 		return wire.NodeID{}, err
 	}
@@ -435,7 +451,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	if cur := s.copies[player]; cur == c {
 		delete(s.copies, player)
 	}
-	s.startPrimaryLocked(player, st)
+	s.startPrimaryLocked(player, st, recent)
 	s.mu.Unlock()
 	if old == self {
 		s.emit(Info, "%s restored from the keeper copy on this node (total %d); new keeper on %s", player, st.total, keeper.Name)
@@ -447,7 +463,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 
 // adoptSomewhere makes a live node other than this one (and exclude) the
 // keeper of player with state st, trying candidates in placement order.
-func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, exclude ...string) (wire.NodeID, error) {
+func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent []wire.Applied, exclude ...string) (wire.NodeID, error) {
 	s.mu.Lock()
 	members := s.membersLocked()
 	self := s.self
@@ -458,7 +474,7 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, exc
 		if contains(skip, cand.Name) {
 			continue
 		}
-		_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: st.recent})
+		_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent})
 		if err == nil {
 			return cand, nil
 		}
