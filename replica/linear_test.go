@@ -2,18 +2,16 @@ package replica_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sort"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	"github.com/appnode/appnode/wire"
+	"github.com/appnode/appnode/replica/replicatest"
 )
 
 // The linearizability check: concurrent clients on every node reward a few
@@ -25,85 +23,6 @@ import (
 //
 // APPNODE_SOAK=N runs N schedules instead of the few the normal suite runs;
 // APPNODE_SEED=S replays one schedule.
-
-type rewardIn struct {
-	Player string
-	Delta  int64
-}
-
-type rewardOut struct {
-	Total   int64
-	Unknown bool
-}
-
-var counterModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byPlayer := map[string][]porcupine.Operation{}
-		var order []string
-		for _, op := range history {
-			p := op.Input.(rewardIn).Player
-			if _, ok := byPlayer[p]; !ok {
-				order = append(order, p)
-			}
-			byPlayer[p] = append(byPlayer[p], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(order))
-		for _, p := range order {
-			out = append(out, byPlayer[p])
-		}
-		return out
-	},
-	Init: func() any { return int64(0) },
-	Step: func(state, input, output any) (bool, any) {
-		next := state.(int64) + input.(rewardIn).Delta
-		out := output.(rewardOut)
-		return out.Unknown || out.Total == next, next
-	},
-	DescribeOperation: func(input, output any) string {
-		in, out := input.(rewardIn), output.(rewardOut)
-		if out.Unknown {
-			return fmt.Sprintf("reward(%s, %d) -> ?", in.Player, in.Delta)
-		}
-		return fmt.Sprintf("reward(%s, %d) -> %d", in.Player, in.Delta, out.Total)
-	},
-}
-
-// notApplied reports whether err proves the reward did not happen.
-func notApplied(err error) bool {
-	if errors.Is(err, wire.ErrGone) {
-		return true
-	}
-	switch code(err) {
-	case wire.CodeNotOwner, wire.CodeBusy, wire.CodeNoCopy, wire.CodeTooFewNodes, wire.CodeNoQuorum, wire.CodeBadRequest, wire.CodeOverflow:
-		_, isWire := wire.CodeOf(err)
-		return isWire
-	}
-	return false
-}
-
-type history struct {
-	mu    sync.Mutex
-	start time.Time
-	ops   []porcupine.Operation
-	stats struct{ ok, failed, unknown int }
-}
-
-func (h *history) now() int64 { return int64(time.Since(h.start)) }
-
-func (h *history) record(client int, in rewardIn, call int64, total int64, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	switch {
-	case err == nil:
-		h.stats.ok++
-		h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: rewardOut{Total: total}, Return: h.now()})
-	case notApplied(err):
-		h.stats.failed++
-	default:
-		h.stats.unknown++
-		h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: rewardOut{Unknown: true}, Return: 1 << 62})
-	}
-}
 
 func TestLinearizableUnderFaults(t *testing.T) {
 	schedules := 4
@@ -139,7 +58,7 @@ func runSchedule(t *testing.T, seed uint64) int {
 	names := []string{"n1", "n2", "n3", "n4", "n5"}[:3+rng.IntN(3)]
 	c := newCluster(t, names...)
 	players := []string{"p1", "p2", "p3"}
-	h := &history{start: time.Now()}
+	h := replicatest.NewHistory()
 	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
 	defer cancel()
 
@@ -155,16 +74,16 @@ func runSchedule(t *testing.T, seed uint64) int {
 					return
 				}
 				at := live[crng.IntN(len(live))]
-				in := rewardIn{Player: players[crng.IntN(len(players))], Delta: int64(crng.IntN(20) - 5)}
+				in := replicatest.Input{Player: players[crng.IntN(len(players))], Delta: int64(crng.IntN(20) - 5)}
 				n := c.tryNode(at)
 				if n == nil {
 					continue
 				}
 				callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
-				call := h.now()
+				call := h.Now()
 				total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
 				cancelCall()
-				h.record(i, in, call, total, err)
+				h.Record(i, in, call, total, err)
 			}
 		}()
 	}
@@ -182,9 +101,9 @@ func runSchedule(t *testing.T, seed uint64) int {
 			var err error
 			deadline := time.Now().Add(5 * time.Second)
 			for {
-				call := h.now()
+				call := h.Now()
 				total, err = c.node(at).store.RewardInt(ctxT(t), p, 0)
-				h.record(100+j, rewardIn{Player: p}, call, total, err)
+				h.Record(100+j, replicatest.Input{Player: p}, call, total, err)
 				if err == nil || time.Now().After(deadline) {
 					break
 				}
@@ -192,7 +111,7 @@ func runSchedule(t *testing.T, seed uint64) int {
 			}
 			if err != nil {
 				for _, n := range c.names() {
-					t.Logf("%s: %s", n, c.node(n).store.Describe())
+					t.Logf("%s: %s; copies %s", n, c.node(n).store.Describe(), c.node(n).store.DebugCopies())
 				}
 				t.Fatalf("seed %d: final read of %s at %s: %v", seed, p, at, err)
 			}
@@ -204,26 +123,18 @@ func runSchedule(t *testing.T, seed uint64) int {
 		}
 	}
 
-	res, info := porcupine.CheckOperationsVerbose(counterModel, h.ops, 10*time.Second)
-	if res == porcupine.Illegal {
-		path := fmt.Sprintf("%s/history-%d.html", t.TempDir(), seed)
-		if f, err := os.Create(path); err == nil {
-			_ = porcupine.Visualize(counterModel, info, f)
-			f.Close()
-		}
-		dumpHistory(t, h.ops)
-		explain(t, h.ops, info)
-		t.Fatalf("seed %d: history of %d operations is not linearizable (faults: %v); replay with APPNODE_SEED=%d", seed, len(h.ops), faults, seed)
-	}
-	if res == porcupine.Unknown {
+	if h.Check(t, 10*time.Second) == porcupine.Unknown {
 		t.Logf("seed %d: linearizability check timed out (inconclusive)", seed)
 	}
+	if t.Failed() {
+		t.Fatalf("seed %d: faults %v; replay with APPNODE_SEED=%d", seed, faults, seed)
+	}
 	t.Logf("seed %d: %d nodes, ok %d, not applied %d, unknown %d; faults %v",
-		seed, len(names), h.stats.ok, h.stats.failed, h.stats.unknown, faults)
-	if h.stats.ok == 0 {
+		seed, len(names), h.OK, h.Failed, h.Unknown, faults)
+	if h.OK == 0 {
 		t.Fatalf("seed %d: no reward succeeded", seed)
 	}
-	return len(h.ops)
+	return h.Len()
 }
 
 func (c *cluster) tryNode(name string) *tnode {
@@ -300,6 +211,13 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, play
 			c.sync()
 		}
 		if !c.waitRedundant(players, 5*time.Second) {
+			for _, n := range c.names() {
+				t.Logf("%s: %s; copies %s", n, c.node(n).store.Describe(), c.node(n).store.DebugCopies())
+			}
+			for _, p := range players {
+				o, k := c.holders(p)
+				t.Logf("%s: primaries %v keepers %v", p, o, k)
+			}
 			t.Errorf("two copies of every player were not restored within 5 s after faults %v", faults)
 			return faults
 		}
@@ -345,55 +263,3 @@ func (c *cluster) waitRedundant(players []string, timeout time.Duration) bool {
 	}
 }
 
-// dumpHistory writes the history, sorted by call time, to a file for study.
-func dumpHistory(t *testing.T, ops []porcupine.Operation) {
-	sorted := append([]porcupine.Operation(nil), ops...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Call < sorted[j].Call })
-	f, err := os.CreateTemp("", "appnode-history-*.txt")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	for _, op := range sorted {
-		fmt.Fprintf(f, "%12d %12d c%-3d %s\n", op.Call, op.Return, op.ClientId, counterModel.DescribeOperation(op.Input, op.Output))
-	}
-	t.Logf("history written to %s", f.Name())
-}
-
-// explain logs, for each player whose history failed, the end of the
-// longest linearization porcupine found and the operations it could not
-// place after it.
-func explain(t *testing.T, ops []porcupine.Operation, info porcupine.LinearizationInfo) {
-	for _, part := range info.PartialLinearizationsOperations() {
-		var longest []porcupine.Operation
-		for _, lin := range part {
-			if len(lin) > len(longest) {
-				longest = lin
-			}
-		}
-		if len(longest) == 0 {
-			continue
-		}
-		player := longest[0].Input.(rewardIn).Player
-		placed := map[[2]int64]bool{}
-		for _, op := range longest {
-			placed[[2]int64{op.Call, int64(op.ClientId)}] = true
-		}
-		var rest []porcupine.Operation
-		for _, op := range ops {
-			if op.Input.(rewardIn).Player == player && !placed[[2]int64{op.Call, int64(op.ClientId)}] {
-				rest = append(rest, op)
-			}
-		}
-		if len(rest) == 0 {
-			continue
-		}
-		sort.Slice(rest, func(i, j int) bool { return rest[i].Call < rest[j].Call })
-		for _, op := range longest[max(0, len(longest)-8):] {
-			t.Logf("  %s linearized: [%d..%d] c%d %s", player, op.Call, op.Return, op.ClientId, counterModel.DescribeOperation(op.Input, op.Output))
-		}
-		for _, op := range rest[:min(8, len(rest))] {
-			t.Logf("  %s not placed: [%d..%d] c%d %s", player, op.Call, op.Return, op.ClientId, counterModel.DescribeOperation(op.Input, op.Output))
-		}
-	}
-}

@@ -299,11 +299,13 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	}
 	code, isWire := wire.CodeOf(err)
 	switch {
-	case errors.Is(err, wire.ErrGone) || (isWire && code == wire.CodeNoCopy):
-		// The keeper is gone for certain (or lost its copy): no other node
-		// can hold this update, so give the new total to a new keeper.
-		if errors.Is(err, wire.ErrGone) {
-			p.s.declareDead(st.keeper, "it refused the connection")
+	case errors.Is(err, wire.ErrGone):
+		// The keeper is gone for certain, and with it every copy of this
+		// update: give the new total to a new keeper, unless the player
+		// moved on without this primary knowing.
+		p.s.declareDead(st.keeper, "it refused the connection")
+		if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
+			return err
 		}
 		// Its name is not excluded: a restarted process under that name
 		// is a fine new keeper, and the dead one is no longer a member.
@@ -313,8 +315,13 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 			return err
 		}
 		return nil
-	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum):
-		return err
+	case isWire && code == wire.CodeNoCopy:
+		// A live keeper without the copy gave it up: it became the owner,
+		// or a fresher copy exists elsewhere. Either way this primary is
+		// superseded.
+		return wire.Errorf(wire.CodeFenced, "%s: keeper %s no longer holds its copy: %v", p.player, st.keeper.Name, err)
+	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum || code == wire.CodeBusy):
+		return err // refused, so not applied
 	}
 	return wire.Errorf(wire.CodeUnavailable, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
 }
@@ -348,9 +355,25 @@ func (p *primary) ensureKeeper() {
 	}
 	ctx, cancel := context.WithTimeout(p.s.ctx, 2*p.s.cfg.CallTimeout)
 	defer cancel()
+	if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
+		if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
+			p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
+			p.stepDown()
+		}
+		return
+	}
 	if err := p.placeKeeper(ctx, st); err != nil {
 		p.s.emit(Warning, "%s has lost its keeper on %s and no new keeper could be placed yet: %v", p.player, st.keeper.Name, err)
 	}
+}
+
+// stepDown unregisters the primary from inside its own goroutine; serve
+// stops after the current message.
+func (p *primary) stepDown() {
+	p.s.removePrimary(p)
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
 }
 
 func (p *primary) moveKeeper(from wire.NodeID) error {

@@ -31,6 +31,7 @@ func (s *Store) repairLoop() {
 		case <-s.kick:
 		case <-t.C:
 		}
+		s.confirm()
 		s.repair()
 	}
 }
@@ -43,7 +44,10 @@ func (s *Store) repair() {
 	}
 	var orphans []string
 	for player, c := range s.copies {
-		if c.owner != s.self && !s.isAliveLocked(c.owner) && s.flights[player] == nil {
+		// A copy owned by this node itself is one whose promotion failed
+		// half way (no keeper could be placed then): finish it.
+		orphan := !s.isAliveLocked(c.owner) || (c.owner == s.self && s.primaries[player] == nil)
+		if orphan && s.flights[player] == nil {
 			orphans = append(orphans, player)
 		}
 	}

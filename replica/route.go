@@ -41,38 +41,47 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 	if req.ID.IsZero() {
 		req.ID = wire.ReqID{Origin: s.Self().Boot, Seq: s.reqSeq.Add(1)}
 	}
+	// maybe records that an attempt may have been applied (its link broke
+	// mid-call). Re-sending is still safe, but if no later attempt gets an
+	// answer the caller must hear "unknown", never "not applied".
+	maybe := false
+	fail := func(err error) (int64, error) {
+		if maybe {
+			return 0, wire.Errorf(wire.CodeUnavailable, "%s: an attempt was cut off mid-call and the retries did not settle it, so the reward may or may not be applied: %v", req.Player, err)
+		}
+		return 0, err
+	}
 	var last error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := backoff(ctx, attempt); err != nil {
-				return 0, fmt.Errorf("%s: %w (last error: %v)", req.Player, err, last)
+				return fail(fmt.Errorf("%s: %w (last error: %v)", req.Player, err, last))
 			}
 		}
 		s.mu.Lock()
 		err := s.checkServingLocked()
 		s.mu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-		owner, err := s.locate(ctx, req.Player)
-		if err != nil {
-			if retryable(err) {
-				last = err
-				continue
-			}
-			return 0, err
-		}
-		total, err := s.send(ctx, owner, req)
 		if err == nil {
-			return total, nil
+			var owner wire.NodeID
+			owner, err = s.locate(ctx, req.Player)
+			if err == nil {
+				var total int64
+				total, err = s.send(ctx, owner, req)
+				if err == nil {
+					return total, nil
+				}
+				s.forgetRoute(req.Player, owner)
+				if errors.Is(err, wire.ErrLinkLost) {
+					maybe = true
+				}
+			}
 		}
 		if !retryable(err) {
-			return 0, err
+			return fail(err)
 		}
-		s.forgetRoute(req.Player, owner)
 		last = err
 	}
-	return 0, fmt.Errorf("%s: the player kept moving, gave up after %d attempts; retry: %w", req.Player, maxAttempts, last)
+	return fail(fmt.Errorf("%s: the player kept moving, gave up after %d attempts; retry: %w", req.Player, maxAttempts, last))
 }
 
 // retryable says whether sending the request again cannot apply it twice:
@@ -217,11 +226,8 @@ func (s *Store) restore(ctx context.Context, player string, repairOnly bool) (wi
 	self := s.self
 	var local *whereResult
 	if c := s.copies[player]; c != nil {
-		if c.owner != self && s.isAliveLocked(c.owner) {
-			owner := c.owner
-			s.mu.Unlock()
-			return owner, nil
-		}
+		// Even with a live owner recorded, ask: the owner may have lost
+		// its primary (a failed restart), and only the peers can say.
 		local = &whereResult{from: self, reply: &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Epoch: c.epoch, Seq: c.seq}}
 	}
 	peers := s.peersLocked()
@@ -498,6 +504,33 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 		return wire.NodeID{}, tooFewNodes(player)
 	}
 	return wire.NodeID{}, fmt.Errorf("%s: no live node accepted its keeper copy: %w", player, last)
+}
+
+// checkStillOwner asks every live peer about player before this node, its
+// owner at epoch, re-creates a lost keeper: a primary that was cut off may
+// have been superseded through its old keeper, and a fresh node that knows
+// nothing would accept it as the owner. Another primary, or a copy from a
+// later epoch or for another owner, means this one must step down.
+func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64) error {
+	s.mu.Lock()
+	peers := s.peersLocked()
+	self := s.self
+	s.mu.Unlock()
+	replies, err := s.whereAll(ctx, player, peers)
+	if err != nil {
+		return err
+	}
+	for _, r := range replies {
+		switch r.reply.Role {
+		case wire.RolePrimary:
+			return wire.Errorf(wire.CodeFenced, "%s: %s runs its primary at epoch %d", player, r.from.Name, r.reply.Epoch)
+		case wire.RoleKeeper:
+			if r.reply.Epoch > epoch || r.reply.Owner != self {
+				return wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", player, r.from.Name, r.reply.Owner.Name, r.reply.Epoch)
+			}
+		}
+	}
+	return nil
 }
 
 func contains(list []string, s string) bool {

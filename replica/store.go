@@ -91,8 +91,12 @@ type Store struct {
 	mu        sync.Mutex
 	self      wire.NodeID
 	alive     map[string]wire.NodeID // live members by name, self included, tombstoned excluded
-	cluster   map[string]bool        // the membership quorum is counted against
+	cluster   map[string]wire.NodeID // the membership quorum is counted against, last incarnations
 	quorate   bool
+	// confirming: a member was lost and quorum is being confirmed; rewards
+	// wait (retryably) rather than fail. confirmWanted: confirm must run.
+	confirming, confirmWanted bool
+	viewGen                   uint64 // counts membership changes
 	leaving   bool
 	tombs     map[wire.NodeID]bool
 	tombOrder []wire.NodeID
@@ -132,7 +136,7 @@ func New(cfg Config) *Store {
 		kick:      make(chan struct{}, 1),
 		self:      cfg.Self,
 		alive:     map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
-		cluster:   map[string]bool{cfg.Self.Name: true},
+		cluster:   map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
 		quorate:   true,
 		tombs:     map[wire.NodeID]bool{},
 		primaries: map[string]*primary{},
@@ -257,34 +261,18 @@ func (s *Store) declareDead(id wire.NodeID, why string) {
 
 // applyAliveLocked installs a new live set and recomputes quorum: the node
 // serves only while it sees a strict majority of the membership it last
-// agreed on. Each failure seen while quorate shrinks that membership, so a
-// cluster that loses nodes one at a time keeps serving down to two.
+// agreed on (cluster). Growth is taken at once. A member missing from the
+// view is another matter: a node that is itself being cut off often hears
+// of its peers' failures one at a time, and would briefly think it holds a
+// majority. So a loss suspends serving until confirm has reached a majority
+// of the cluster over the transport; only then are the missing members
+// tombstoned and the cluster shrunk, so that failures detected one after
+// another keep the cluster serving down to two nodes.
 func (s *Store) applyAliveLocked(next map[string]wire.NodeID) {
 	for name, old := range s.alive {
 		if cur, ok := next[name]; ok && cur.Boot > old.Boot {
 			// Same name, new boot: the old process is gone for certain.
 			s.tombstoneLocked(old)
-		}
-	}
-	seen := 0
-	for name := range s.cluster {
-		if _, ok := next[name]; ok {
-			seen++
-		}
-	}
-	was := s.quorate
-	s.quorate = 2*seen > len(s.cluster)
-	if s.quorate {
-		for name := range s.cluster {
-			if _, ok := next[name]; !ok {
-				if old, ok := s.alive[name]; ok {
-					s.tombstoneLocked(old)
-				}
-			}
-		}
-		s.cluster = make(map[string]bool, len(next))
-		for name := range next {
-			s.cluster[name] = true
 		}
 	}
 	s.alive = next
@@ -293,11 +281,93 @@ func (s *Store) applyAliveLocked(next map[string]wire.NodeID) {
 			delete(s.routes, p)
 		}
 	}
-	switch {
-	case was && !s.quorate:
-		s.emit(Warning, "lost the majority: this node sees %d of the %d members it last agreed on; rewards are refused until the cluster heals", seen, len(s.cluster))
-	case !was && s.quorate:
-		s.emit(Info, "majority regained: serving again with %d live members", len(next))
+	missing := false
+	for name := range s.cluster {
+		if _, ok := next[name]; !ok {
+			missing = true
+		}
+	}
+	s.viewGen++
+	if s.quorate && !missing {
+		for name, id := range next {
+			s.cluster[name] = id
+		}
+		return
+	}
+	if s.quorate {
+		s.confirming = true
+	}
+	s.quorate = false
+	s.confirmWanted = true
+}
+
+// confirm decides quorum after a change that lost members (or while the
+// node is in a minority): it pings every live peer and counts the members
+// of the cluster that answer. It runs on the repair loop.
+func (s *Store) confirm() {
+	s.mu.Lock()
+	if !s.confirmWanted {
+		s.mu.Unlock()
+		return
+	}
+	gen := s.viewGen
+	peers := s.peersLocked()
+	clusterSize := len(s.cluster)
+	inCluster := make(map[string]bool, len(s.cluster))
+	for name := range s.cluster {
+		inCluster[name] = true
+	}
+	self := s.self
+	s.mu.Unlock()
+
+	answered := make([]bool, len(peers))
+	var wg sync.WaitGroup
+	for i, peer := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.call(s.ctx, peer, &wire.Ping{})
+			answered[i] = err == nil
+		}()
+	}
+	wg.Wait()
+	reached := 0
+	if inCluster[self.Name] {
+		reached++
+	}
+	for i, peer := range peers {
+		if answered[i] && inCluster[peer.Name] {
+			reached++
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.viewGen != gen || s.self != self {
+		return // the view moved on: the next round decides
+	}
+	was := s.quorate || s.confirming
+	s.confirmWanted = false
+	s.confirming = false
+	if 2*reached <= clusterSize {
+		if was {
+			s.emit(Warning, "lost the majority: this node reaches %d of the %d members it last agreed on; rewards are refused until the cluster heals", reached, clusterSize)
+		}
+		s.confirmWanted = true // keep trying on every repair tick
+		return
+	}
+	for name, id := range s.cluster {
+		if _, ok := s.alive[name]; !ok {
+			s.tombstoneLocked(id)
+			delete(s.cluster, name)
+		}
+	}
+	for name, id := range s.alive {
+		s.cluster[name] = id
+	}
+	s.quorate = true
+	if !was {
+		s.emit(Info, "majority regained: serving again with %d live members", len(s.alive))
 	}
 }
 
@@ -337,6 +407,9 @@ func (s *Store) membersLocked() []wire.NodeID {
 }
 
 func (s *Store) checkServingLocked() error {
+	if s.confirming {
+		return wire.Errorf(wire.CodeBusy, "a member was just lost; confirming this node is still in the majority")
+	}
 	if !s.quorate {
 		seen := 0
 		for name := range s.cluster {
@@ -366,8 +439,9 @@ func (s *Store) Reset(newSelf wire.NodeID) {
 	s.copies = map[string]*keeperCopy{}
 	s.routes = map[string]wire.NodeID{}
 	s.alive = map[string]wire.NodeID{newSelf.Name: newSelf}
-	s.cluster = map[string]bool{newSelf.Name: true}
+	s.cluster = map[string]wire.NodeID{newSelf.Name: newSelf}
 	s.quorate = true
+	s.confirming, s.confirmWanted = false, false
 	s.mu.Unlock()
 	for _, p := range prims {
 		p.stopAndWait()

@@ -105,7 +105,7 @@ func (m *testMember) addr() string {
 
 // startMember starts a member with ProfileLocal on 127.0.0.1 and shuts it
 // down at the end of the test.
-func startMember(t *testing.T, l *testLog, name string, port int, tags map[string]string, tr *faultTransport) *testMember {
+func startMember(t *testing.T, l *testLog, name string, port int, tags map[string]string, tr *FaultTransport) *testMember {
 	t.Helper()
 	tm := &testMember{name: name}
 	var self atomic.Pointer[Membership]
@@ -145,11 +145,11 @@ func startMember(t *testing.T, l *testLog, name string, port int, tags map[strin
 // startCluster starts members named n1, n2, ... with tags {"boot": "1"},
 // joins them all through the first one and waits until everyone sees
 // everyone.
-func startCluster(t *testing.T, l *testLog, n int, transports []*faultTransport) []*testMember {
+func startCluster(t *testing.T, l *testLog, n int, transports []*FaultTransport) []*testMember {
 	t.Helper()
 	members := make([]*testMember, n)
 	for i := range members {
-		var tr *faultTransport
+		var tr *FaultTransport
 		if transports != nil {
 			tr = transports[i]
 		}
@@ -500,9 +500,9 @@ func TestNameConflictShutsNewcomerDown(t *testing.T) {
 func TestPartitionSeenFailedAndHealed(t *testing.T) {
 	checkGoroutines(t)
 	l := newTestLog(t)
-	var trs []*faultTransport
+	var trs []*FaultTransport
 	for range 3 {
-		tr, err := newFaultTransport("127.0.0.1")
+		tr, err := NewFaultTransport("127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -514,9 +514,9 @@ func TestPartitionSeenFailedAndHealed(t *testing.T) {
 	ms := startCluster(t, l, 3, trs)
 	a, b, c := ms[0], ms[1], ms[2]
 
-	trs[0].block(c.addr())
-	trs[1].block(c.addr())
-	trs[2].block(a.addr(), b.addr())
+	trs[0].Block(c.addr())
+	trs[1].Block(c.addr())
+	trs[2].Block(a.addr(), b.addr())
 	start := time.Now()
 	for _, m := range []*testMember{a, b} {
 		waitFor(t, m.name+" sees "+c.name+" failed", func() bool {
@@ -531,7 +531,7 @@ func TestPartitionSeenFailedAndHealed(t *testing.T) {
 	t.Logf("%s alone %v after the partition", c.name, time.Since(start))
 
 	for _, tr := range trs {
-		tr.unblockAll()
+		tr.UnblockAll()
 	}
 	start = time.Now()
 	all := []string{a.name, b.name, c.name}

@@ -12,24 +12,25 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// faultTransport is memberlist's own UDP+TCP transport with a switch that
-// makes some peers unreachable from this member: packets to them are
+// FaultTransport is memberlist's own UDP+TCP transport with a switch that
+// makes some peers unreachable from this member, for tests of this and
+// other packages: packets to them are
 // dropped silently, as a lossy network would, and connections to them fail.
 // Blocking both directions between two members (each one's transport
 // blocking the other) is a network partition between them.
 //
 // Only outgoing traffic is filtered: an incoming TCP stream comes from an
 // ephemeral port and cannot be attributed to a gossip address.
-type faultTransport struct {
+type FaultTransport struct {
 	*memberlist.NetTransport
 
 	mu      sync.Mutex
 	blocked map[string]bool // gossip addresses "ip:port"
 }
 
-var _ memberlist.NodeAwareTransport = (*faultTransport)(nil)
+var _ memberlist.NodeAwareTransport = (*FaultTransport)(nil)
 
-func newFaultTransport(bindAddr string) (*faultTransport, error) {
+func NewFaultTransport(bindAddr string) (*FaultTransport, error) {
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{bindAddr},
 		BindPort:  0,
@@ -38,10 +39,10 @@ func newFaultTransport(bindAddr string) (*faultTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fault transport: %w", err)
 	}
-	return &faultTransport{NetTransport: nt, blocked: make(map[string]bool)}, nil
+	return &FaultTransport{NetTransport: nt, blocked: make(map[string]bool)}, nil
 }
 
-func (t *faultTransport) block(addrs ...string) {
+func (t *FaultTransport) Block(addrs ...string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, a := range addrs {
@@ -49,13 +50,13 @@ func (t *faultTransport) block(addrs ...string) {
 	}
 }
 
-func (t *faultTransport) unblockAll() {
+func (t *FaultTransport) UnblockAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	clear(t.blocked)
 }
 
-func (t *faultTransport) isBlocked(addr string) bool {
+func (t *FaultTransport) isBlocked(addr string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.blocked[addr]
@@ -63,28 +64,28 @@ func (t *faultTransport) isBlocked(addr string) bool {
 
 var errBlocked = errors.New("blocked by fault injection")
 
-func (t *faultTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+func (t *FaultTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if t.isBlocked(addr) {
 		return time.Now(), nil
 	}
 	return t.NetTransport.WriteTo(b, addr)
 }
 
-func (t *faultTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+func (t *FaultTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	if t.isBlocked(a.Addr) {
 		return time.Now(), nil
 	}
 	return t.NetTransport.WriteToAddress(b, a)
 }
 
-func (t *faultTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+func (t *FaultTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	if t.isBlocked(addr) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errBlocked}
 	}
 	return t.NetTransport.DialTimeout(addr, timeout)
 }
 
-func (t *faultTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+func (t *FaultTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	if t.isBlocked(a.Addr) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errBlocked}
 	}
