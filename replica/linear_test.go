@@ -262,4 +262,3 @@ func (c *cluster) waitRedundant(players []string, timeout time.Duration) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-

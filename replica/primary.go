@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/appnode/appnode/wire"
 )
@@ -116,10 +117,46 @@ func (p *primary) send(o op) error {
 	p.mailbox = append(p.mailbox, o)
 	if p.running == nil {
 		p.running = make(chan struct{})
-		p.s.wg.Add(1)
-		go p.serve(p.running)
+		p.s.schedule(p)
 	}
 	return nil
+}
+
+// workerIdle is how long a worker goroutine waits for another primary to
+// serve before it exits. Workers are reused because a fresh goroutine's
+// stack must grow through msgpack's encoder on every message, which
+// costs more than the message itself.
+const workerIdle = 5 * time.Second
+
+// schedule hands a primary with mail to an idle worker, or to a new one.
+// As in an actor system's dispatcher, a worker serves one primary at a
+// time, so a primary's messages stay in order; since a primary blocks on
+// its keeper's ack, workers are not capped: there are as many as there
+// are players being served at once.
+func (s *Store) schedule(p *primary) {
+	select {
+	case s.runq <- p:
+	default:
+		s.wg.Add(1)
+		go s.worker(p)
+	}
+}
+
+func (s *Store) worker(p *primary) {
+	defer s.wg.Done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		p.serve()
+		idle.Reset(workerIdle)
+		select {
+		case p = <-s.runq:
+		case <-idle.C:
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
 }
 
 // call hands a reward to the actor and waits for its answer.
@@ -161,15 +198,14 @@ func (p *primary) stopAndWait() {
 }
 
 // serve handles the mailbox until it is empty or the primary stops.
-func (p *primary) serve(running chan struct{}) {
-	defer p.s.wg.Done()
+func (p *primary) serve() {
 	for {
 		p.mu.Lock()
 		if len(p.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
 			queued := p.mailbox
 			p.mailbox = nil
+			close(p.running)
 			p.running = nil
-			close(running)
 			p.mu.Unlock()
 			for _, o := range queued {
 				o.fail(notOwner(p.player))

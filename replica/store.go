@@ -87,23 +87,24 @@ type Store struct {
 	wg     sync.WaitGroup
 	kick   chan struct{} // wakes the repair loop
 	reqSeq atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
+	runq   chan *primary // primaries with mail, for idle workers
 
-	mu        sync.Mutex
-	self      wire.NodeID
-	alive     map[string]wire.NodeID // live members by name, self included, tombstoned excluded
-	cluster   map[string]wire.NodeID // the membership quorum is counted against, last incarnations
-	quorate   bool
+	mu      sync.Mutex
+	self    wire.NodeID
+	alive   map[string]wire.NodeID // live members by name, self included, tombstoned excluded
+	cluster map[string]wire.NodeID // the membership quorum is counted against, last incarnations
+	quorate bool
 	// confirming: a member was lost and quorum is being confirmed; rewards
 	// wait (retryably) rather than fail. confirmWanted: confirm must run.
 	confirming, confirmWanted bool
 	viewGen                   uint64 // counts membership changes
-	leaving   bool
-	tombs     map[wire.NodeID]bool
-	tombOrder []wire.NodeID
-	primaries map[string]*primary
-	copies    map[string]*keeperCopy
-	routes    map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
-	flights   map[string]*flight     // activations in progress on this node
+	leaving                   bool
+	tombs                     map[wire.NodeID]bool
+	tombOrder                 []wire.NodeID
+	primaries                 map[string]*primary
+	copies                    map[string]*keeperCopy
+	routes                    map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
+	flights                   map[string]*flight     // activations in progress on this node
 }
 
 // keeperCopy is the backup of a player owned by another node.
@@ -134,6 +135,7 @@ func New(cfg Config) *Store {
 		ctx:       ctx,
 		cancel:    cancel,
 		kick:      make(chan struct{}, 1),
+		runq:      make(chan *primary),
 		self:      cfg.Self,
 		alive:     map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
 		cluster:   map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
