@@ -19,7 +19,7 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 	if s.Fenced(from) {
 		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.CallTimeout)
+	ctx, cancel := withTimeout(ctx, 2*s.cfg.CallTimeout)
 	defer cancel()
 	switch m := m.(type) {
 	case *wire.Ping:

@@ -524,7 +524,7 @@ func (s *Store) primaryList() []*primary {
 }
 
 func (s *Store) call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	ctx, cancel := withTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
 	self := s.Self()
 	rep, err := s.cfg.Net.Call(ctx, to, m)
@@ -532,6 +532,15 @@ func (s *Store) call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg,
 		s.declaredDead(self)
 	}
 	return rep, err
+}
+
+// withTimeout bounds ctx by d, without a new timer when ctx already ends
+// sooner: on the reward path every call would otherwise allocate one.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 func (s *Store) declaredDead(dead wire.NodeID) {
