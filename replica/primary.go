@@ -26,7 +26,8 @@ type primary struct {
 	stopped  bool
 	checking bool // a checkKeeper is queued already
 
-	applied dedup // touched only by the goroutine serving the mailbox
+	applied  dedup                   // touched only by the goroutine serving the mailbox
+	inflight context.CancelCauseFunc // cancels the replication under way, if any
 }
 
 type state struct {
@@ -326,7 +327,20 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	st := p.snapshot()
 	st.seq++
 	p.set(st)
-	_, err := p.s.call(ctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
+	// The call is cut short if the cluster declares the keeper failed
+	// meanwhile (a paused keeper): waiting out the timeout would stall
+	// the player for nothing, since a tombstoned keeper's copy can no
+	// longer be claimed by anyone.
+	cctx, cancel := context.WithCancelCause(ctx)
+	p.mu.Lock()
+	p.inflight = cancel
+	p.mu.Unlock()
+	_, err := p.s.call(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
+	p.mu.Lock()
+	p.inflight = nil
+	p.mu.Unlock()
+	keeperDead := errors.Is(context.Cause(cctx), errKeeperDead)
+	cancel(nil)
 	if err == nil {
 		st.total = total
 		p.set(st)
@@ -335,11 +349,16 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	}
 	code, isWire := wire.CodeOf(err)
 	switch {
-	case errors.Is(err, wire.ErrGone):
-		// The keeper is gone for certain, and with it every copy of this
-		// update: give the new total to a new keeper, unless the player
-		// moved on without this primary knowing.
-		p.s.declareDead(st.keeper, "it refused the connection")
+	case errors.Is(err, wire.ErrGone) || keeperDead || (isWire && code == wire.CodeNoCopy):
+		// The keeper is gone for certain, or was declared failed, or is a
+		// process that dropped what it held (a paused keeper comes back
+		// with nothing): no copy of this update can be claimed there. Give
+		// the new total to a new keeper, unless the player moved on
+		// without this primary knowing (a keeper that became the owner,
+		// or a newer copy elsewhere).
+		if errors.Is(err, wire.ErrGone) {
+			p.s.declareDead(st.keeper, "it refused the connection")
+		}
 		if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
 			return err
 		}
@@ -351,16 +370,15 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 			return err
 		}
 		return nil
-	case isWire && code == wire.CodeNoCopy:
-		// A live keeper without the copy gave it up: it became the owner,
-		// or a fresher copy exists elsewhere. Either way this primary is
-		// superseded.
-		return wire.Errorf(wire.CodeFenced, "%s: keeper %s no longer holds its copy: %v", p.player, st.keeper.Name, err)
 	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum || code == wire.CodeBusy):
 		return err // refused, so not applied
 	}
 	return wire.Errorf(wire.CodeUnavailable, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
 }
+
+// errKeeperDead cancels a replication whose keeper the cluster declared
+// failed.
+var errKeeperDead = errors.New("keeper declared failed")
 
 // placeKeeper puts st on a new keeper, chosen by placement among the live
 // members other than this node and those excluded, and records it.

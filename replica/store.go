@@ -378,6 +378,14 @@ func (s *Store) tombstoneLocked(id wire.NodeID) {
 		return
 	}
 	s.tombs[id] = true
+	// Replications waiting on the dead keeper give up now (see replicate).
+	for _, p := range s.primaries {
+		p.mu.Lock()
+		if p.inflight != nil && p.st.keeper == id {
+			p.inflight(errKeeperDead)
+		}
+		p.mu.Unlock()
+	}
 	s.tombOrder = append(s.tombOrder, id)
 	if len(s.tombOrder) > maxTombstones {
 		delete(s.tombs, s.tombOrder[0])

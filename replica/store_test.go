@@ -192,3 +192,54 @@ func TestPausedOwnerIsFenced(t *testing.T) {
 		t.Fatalf("owners after the pause: %v, want exactly one", o)
 	}
 }
+
+// A paused keeper is replaced once the cluster declares it failed, and the
+// owner keeps acknowledging rewards; when the keeper comes back with
+// nothing, nothing is lost.
+func TestPausedKeeperIsReplaced(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 1000, 1000)
+	_, keeper := c.where("n1", "p")
+	var rest []string
+	for _, n := range c.names() {
+		if n != keeper {
+			rest = append(rest, n)
+		}
+	}
+	oldKeeper := c.node(keeper).ID()
+	c.net.Pause(keeper)
+	done := make(chan error, 1)
+	go func() {
+		// Blocks on the paused keeper until the cluster gives up on it.
+		_, err := c.reward("n1", "p", 1)
+		done <- err
+	}()
+	for _, n := range rest {
+		c.view(n, rest...)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("reward while the keeper was paused and then declared failed: %v", err)
+	}
+	c.mustReward("n1", "p", 1, 1002)
+	c.net.Resume(keeper)
+	c.sync()
+	waitFor(t, 5*time.Second, "the paused keeper to rejoin as a new incarnation", func() bool {
+		return c.node(keeper).store.Self() != oldKeeper
+	})
+	c.sync()
+	if o, k := c.holders("p"); len(o) != 1 || len(k) != 1 || o[0] == k[0] {
+		t.Fatalf("after the keeper's return: primaries %v keepers %v", o, k)
+	}
+	for _, n := range c.names() {
+		c.mustReward(n, "p", 1, 1003+int64(indexOf(c.names(), n)))
+	}
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
