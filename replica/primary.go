@@ -335,6 +335,13 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	p.mu.Lock()
 	p.inflight = cancel
 	p.mu.Unlock()
+	// Registered first, checked second: a tombstone added in between
+	// finds the cancel function (tombstoneLocked runs under s.mu).
+	p.s.mu.Lock()
+	if p.s.tombs[st.keeper] {
+		cancel(errKeeperDead)
+	}
+	p.s.mu.Unlock()
 	_, err := p.s.call(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
 	p.mu.Lock()
 	p.inflight = nil

@@ -335,6 +335,11 @@ func (s *Store) whereAll(ctx context.Context, player string, peers []wire.NodeID
 		if code, ok := wire.CodeOf(err); ok && code == wire.CodeBusy {
 			return nil, err
 		}
+		if errors.Is(err, wire.ErrLinkLost) {
+			// The peer was just disconnected (declared down, most often):
+			// asking again is harmless and will likely get an answer.
+			return nil, wire.Errorf(wire.CodeBusy, "%s: lost the link to %s while asking about this player; retrying", player, peers[i].Name)
+		}
 		return nil, wire.Errorf(wire.CodeUnavailable, "%s: cannot tell whether %s holds this player (%v); retry when it answers or is declared down", player, peers[i].Name, err)
 	}
 	return res, nil
