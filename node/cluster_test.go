@@ -11,12 +11,22 @@ import (
 	"time"
 
 	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/node/membership"
 	"github.com/appnode/appnode/wire"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testCookie is the cookie of the test clusters' nodes.
+var testCookie = func() cookie.Cookie {
+	c, err := cookie.New("node package test cookie")
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
 
 // cluster runs real nodes in this process: real Serf, real TCP, a name
 // service on a private port, all on 127.0.0.1.
@@ -26,6 +36,9 @@ type cluster struct {
 	stateDir  string
 	mu        sync.Mutex
 	nodes     map[string]*node.Node
+	gossip    map[string]*membership.FaultTransport
+	cut       map[[2]string]bool // full node names, both directions listed
+	events    []string
 }
 
 func freePort(t *testing.T) int {
@@ -39,7 +52,8 @@ func freePort(t *testing.T) int {
 }
 
 func newCluster(t *testing.T, names ...string) *cluster {
-	c := &cluster{t: t, namesPort: freePort(t), stateDir: t.TempDir(), nodes: map[string]*node.Node{}}
+	c := &cluster{t: t, namesPort: freePort(t), stateDir: t.TempDir(), nodes: map[string]*node.Node{},
+		gossip: map[string]*membership.FaultTransport{}, cut: map[[2]string]bool{}}
 	t.Cleanup(c.closeAll)
 	for _, name := range names {
 		c.start(name)
@@ -62,20 +76,79 @@ func (c *cluster) start(short string) *node.Node {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	gt, err := membership.NewFaultTransport("127.0.0.1")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	full := short + "@testhost"
 	n, err := node.Start(ctx, node.Config{
-		Name:        short + "@testhost",
-		NamesPort:   c.namesPort,
-		StateDir:    c.stateDir,
-		Profile:     membership.ProfileLocal,
-		CallTimeout: time.Second,
+		Name:                full,
+		Cookie:              testCookie,
+		NamesPort:           c.namesPort,
+		StateDir:            c.stateDir,
+		Profile:             membership.ProfileLocal,
+		CallTimeout:         time.Second,
+		MemberlistTransport: gt,
+		Block: func(peer string) bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.cut[[2]string{full, peer}]
+		},
 	})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", short, err)
 	}
 	c.mu.Lock()
 	c.nodes[short] = n
+	c.gossip[short] = gt
 	c.mu.Unlock()
+	// Keep each node's events; they are shown if the test fails.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range n.Events() {
+			c.mu.Lock()
+			c.events = append(c.events, fmt.Sprintf("%s %s [%s] %s", e.Time.Format("15:04:05.000000"), short, e.Level, e.Text))
+			c.mu.Unlock()
+		}
+	}()
+	c.t.Cleanup(func() {
+		n.Close()
+		<-done
+		if c.t.Failed() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for _, e := range c.events {
+				c.t.Log(e)
+			}
+			c.events = nil
+		}
+	})
 	return n
+}
+
+// partition cuts every link, gossip and transport, between the groups.
+func (c *cluster) partition(a, b []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, x := range a {
+		for _, y := range b {
+			nx, ny := c.nodes[x], c.nodes[y]
+			c.cut[[2]string{nx.Name(), ny.Name()}] = true
+			c.cut[[2]string{ny.Name(), nx.Name()}] = true
+			c.gossip[x].Block(fmt.Sprintf("127.0.0.1:%d", ny.GossipPort()))
+			c.gossip[y].Block(fmt.Sprintf("127.0.0.1:%d", nx.GossipPort()))
+		}
+	}
+}
+
+func (c *cluster) heal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cut = map[[2]string]bool{}
+	for _, g := range c.gossip {
+		g.UnblockAll()
+	}
 }
 
 func (c *cluster) n(short string) *node.Node {

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/node/membership"
 	"github.com/appnode/appnode/node/names"
 	"github.com/appnode/appnode/node/transport"
@@ -30,11 +31,16 @@ const (
 	tagTransport = "tp"
 )
 
-// Config describes one node. Only Name is required.
+// Config describes one node. Only Name and Cookie are required.
 type Config struct {
 	// Name is "app_node1" or "app_node1@host"; HOST defaults to the short
 	// host name, as `erl -sname` does.
 	Name string
+	// Cookie is the cluster's shared secret (required). Gossip is
+	// encrypted with a key derived from it, and every transport
+	// connection proves knowledge of it both ways: nodes with different
+	// cookies never form a cluster.
+	Cookie cookie.Cookie
 	// BindAddr is the address every listener binds and advertises.
 	// 127.0.0.1 by default: other hosts reach a node only when it binds an
 	// address they can route to.
@@ -70,6 +76,9 @@ type Node struct {
 	ml     *membership.Membership
 	reg    *names.Registration
 	events chan Event
+
+	eventsMu     sync.RWMutex // orders emits before the channel's close
+	eventsClosed bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -131,6 +140,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	full := FullName(cfg.Name)
 	if err := ValidateName(full); err != nil {
 		return nil, err
+	}
+	if cfg.Cookie.IsZero() {
+		return nil, fmt.Errorf("start %s: no cookie: nodes join only a cluster whose cookie they know", full)
 	}
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = "127.0.0.1"
@@ -210,6 +222,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 func listenTransport(n *Node, port int) (*transport.Transport, error) {
 	return transport.Listen(transport.Config{
+		Cookie:         n.cfg.Cookie,
 		BindAddr:       n.cfg.BindAddr,
 		Port:           port,
 		Self:           n.Self,
@@ -228,6 +241,7 @@ func listenTransport(n *Node, port int) (*transport.Transport, error) {
 func (n *Node) startMembership(port int) (*membership.Membership, error) {
 	return membership.Start(membership.Config{
 		Name:      n.name,
+		SecretKey: n.cfg.Cookie.GossipKey(),
 		BindAddr:  n.cfg.BindAddr,
 		Port:      port,
 		Tags:      n.tags(),
@@ -254,8 +268,21 @@ func (n *Node) Name() string { return n.name }
 // Store gives tests and tools the replica store.
 func (n *Node) Store() *replica.Store { return n.store }
 
-// Events delivers what the console should show as it happens.
+// Events delivers what the console should show as it happens. It is
+// closed when the node has stopped.
 func (n *Node) Events() <-chan Event { return n.events }
+
+// ListenerStats counts what this node's transport and gossip listeners
+// turned away: strangers, peers with another cookie, malformed frames.
+type ListenerStats struct {
+	Transport transport.Stats
+	Gossip    membership.Stats
+}
+
+// ListenerStats returns the listeners' counters so far.
+func (n *Node) ListenerStats() ListenerStats {
+	return ListenerStats{Transport: n.tr.Stats(), Gossip: n.ml.Stats()}
+}
 
 // GossipPort and TransportPort are the ports this node listens on.
 func (n *Node) GossipPort() int    { return n.ml.Port() }
@@ -263,12 +290,16 @@ func (n *Node) TransportPort() int { return n.tr.Port() }
 
 func (n *Node) emit(level EventLevel, format string, args ...any) {
 	e := Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)}
-	select {
-	case n.events <- e:
-	default:
-		// A console that falls behind loses events rather than stalling
-		// the node; the log keeps them.
+	n.eventsMu.RLock()
+	if !n.eventsClosed {
+		select {
+		case n.events <- e:
+		default:
+			// A console that falls behind loses events rather than
+			// stalling the node; the log keeps them.
+		}
 	}
+	n.eventsMu.RUnlock()
 	if n.cfg.Logf != nil {
 		n.cfg.Logf("[%s] %s", level, e.Text)
 	}
@@ -447,7 +478,14 @@ func (n *Node) Connect(ctx context.Context, target string) error {
 		gossip = target
 	}
 	if _, err := n.ml.Join([]string{gossip}); err != nil {
-		return fmt.Errorf("cannot connect to %s: %w", target, err)
+		if errors.Is(err, membership.ErrGossipKey) {
+			n.logf("node: connect %s: %v", target, err)
+			return fmt.Errorf("cannot connect to %s: cookie mismatch: it gossips with another cookie: %w", target, membership.ErrGossipKey)
+		}
+		// The name service answered, so the host is up; a node that
+		// cannot be joined is gone, paused, or firewalled. A cookie
+		// mismatch is reported as such above, but say it is possible.
+		return fmt.Errorf("cannot connect to %s: its gossip port did not answer (node unreachable, or a cookie mismatch): %w", target, err)
 	}
 	for {
 		if want == "" || n.isMember(want) {
@@ -557,6 +595,10 @@ func (n *Node) Close() {
 		n.tr.Close()
 		n.store.Close()
 		n.wg.Wait()
+		n.eventsMu.Lock()
+		n.eventsClosed = true
+		close(n.events)
+		n.eventsMu.Unlock()
 	})
 }
 

@@ -16,14 +16,21 @@ import (
 const (
 	headerLen = 4
 	prefixLen = 1 + 8
-	// MaxFrame bounds one frame. The largest legitimate message is a
-	// console command or its output, a few KB; 1 MiB leaves room and stops
-	// a forged length prefix from making a node allocate gigabytes.
+	// MaxFrame bounds one frame on an authenticated connection. The
+	// largest message is the output of a console command sent back to
+	// `appnode rpc`: local_players on a node holding tens of thousands of
+	// players is a few hundred KB. Every other message is under 10 KB
+	// (an Adopt with 256 remembered requests). 1 MiB leaves room and
+	// caps what one connection's read buffer can grow to.
 	MaxFrame = 1 << 20
+	// MaxHandshakeFrame bounds the frames of the handshake, which come
+	// from peers not yet authenticated: a Hello is two names of at most
+	// MaxNodeName bytes and a nonce, under 700 bytes.
+	MaxHandshakeFrame = 2 << 10
 )
 
 var (
-	ErrFrameTooLarge = errors.New("frame exceeds the 1 MiB limit")
+	ErrFrameTooLarge = errors.New("frame exceeds the size limit")
 	ErrFrameTooShort = errors.New("frame shorter than its header")
 	ErrUnknownKind   = errors.New("unknown message kind")
 )
@@ -44,12 +51,18 @@ func NewFrameWriter(w io.Writer) *FrameWriter {
 }
 
 // Append encodes one frame into the pending buffer without writing it, so a
-// writer can batch many frames into one write.
+// writer can batch many frames into one write. A message that breaks a
+// limit (limits.go) or a frame over MaxFrame is refused here, where the
+// caller gets an error and the connection survives, rather than by the
+// peer, which would close it.
 func (fw *FrameWriter) Append(id uint64, m Msg) error {
 	start := fw.buf.Len()
 	var hdr [headerLen + prefixLen]byte
 	hdr[headerLen] = byte(m.Kind())
 	binary.BigEndian.PutUint64(hdr[headerLen+1:], id)
+	if err := Validate(m); err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
 	fw.buf.Write(hdr[:])
 	if err := fw.enc.Encode(m); err != nil {
 		fw.buf.Truncate(start)
@@ -58,7 +71,7 @@ func (fw *FrameWriter) Append(id uint64, m Msg) error {
 	n := fw.buf.Len() - start - headerLen
 	if n > MaxFrame {
 		fw.buf.Truncate(start)
-		return fmt.Errorf("encode %s: %w", m.Kind(), ErrFrameTooLarge)
+		return fmt.Errorf("encode %s of %d bytes (limit %d): %w", m.Kind(), n, MaxFrame, ErrFrameTooLarge)
 	}
 	binary.BigEndian.PutUint32(fw.buf.Bytes()[start:], uint32(n))
 	return nil
@@ -88,22 +101,32 @@ func (fw *FrameWriter) WriteFrame(id uint64, m Msg) error {
 // FrameReader reads frames one at a time, reusing its buffer. The body it
 // returns is valid until the next call.
 type FrameReader struct {
-	r   io.Reader
-	hdr [headerLen]byte
-	buf []byte
+	r     io.Reader
+	hdr   [headerLen]byte
+	buf   []byte
+	limit int // 0: MaxFrame
 }
 
 func NewFrameReader(r io.Reader) *FrameReader { return &FrameReader{r: r} }
 
-// ReadFrame reads the next frame. A length over MaxFrame is refused before
-// anything is allocated for it.
+// SetLimit sets the largest frame ReadFrame accepts (0: MaxFrame); the
+// transport lowers it to MaxHandshakeFrame until the peer has proved it
+// knows the cookie.
+func (fr *FrameReader) SetLimit(n int) { fr.limit = n }
+
+// ReadFrame reads the next frame. A length over the limit is refused
+// before anything is allocated for it.
 func (fr *FrameReader) ReadFrame() (Kind, uint64, []byte, error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
 		return 0, 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(fr.hdr[:])
-	if n > MaxFrame {
-		return 0, 0, nil, fmt.Errorf("read frame of %d bytes: %w", n, ErrFrameTooLarge)
+	limit := fr.limit
+	if limit <= 0 {
+		limit = MaxFrame
+	}
+	if n > uint32(limit) {
+		return 0, 0, nil, fmt.Errorf("read frame of %d bytes (limit %d): %w", n, limit, ErrFrameTooLarge)
 	}
 	if n < prefixLen {
 		return 0, 0, nil, fmt.Errorf("read frame of %d bytes: %w", n, ErrFrameTooShort)
@@ -132,14 +155,22 @@ func (fr *FrameReader) ReadMsg() (uint64, Msg, error) {
 }
 
 // Decode decodes a frame body of kind k. Every decoded message is a pointer
-// (*Reward, *Claim, ...); handlers switch on pointer types.
+// (*Reward, *Claim, ...); handlers switch on pointer types. The body is
+// checked against the structural limits before decoding and the message
+// against the field limits after (limits.go).
 func Decode(k Kind, body []byte) (Msg, error) {
 	m := New(k)
 	if m == nil {
 		return nil, fmt.Errorf("decode %s: %w", k, ErrUnknownKind)
 	}
-	if err := msgpack.Unmarshal(body, m); err != nil {
+	if err := checkBody(body); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", k, err)
+	}
+	if err := msgpack.Unmarshal(body, m); err != nil {
+		return nil, fmt.Errorf("decode %s: %w: %w", k, ErrMalformed, err)
+	}
+	if err := Validate(m); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	return m, nil
 }

@@ -9,8 +9,9 @@ package wire
 import "fmt"
 
 // Version is the protocol version a node speaks. A peer that announces a
-// different version is refused in the handshake.
-const Version = 1
+// different version is refused in the handshake. Version 2 added the
+// cookie proofs to the handshake and the keepalive frame.
+const Version = 2
 
 // Kind names the message carried by a frame. The numbers are part of the
 // protocol: never reuse one.
@@ -18,8 +19,11 @@ type Kind uint8
 
 const (
 	KindHello      Kind = 1 // dialer -> acceptor, first frame on a connection
-	KindHelloReply Kind = 2 // acceptor -> dialer
+	KindHelloReply Kind = 2 // acceptor -> dialer: the verdict, last handshake frame (or an early refusal)
 	KindError      Kind = 3 // reply: the request failed (*Error)
+	KindChallenge  Kind = 4 // acceptor -> dialer: its nonce, second handshake frame
+	KindHelloProof Kind = 5 // dialer -> acceptor: proof it knows the cookie, third handshake frame
+	KindKeepalive  Kind = 6 // dialer -> acceptor, id 0, no reply: the idle link is still wanted
 
 	KindReward       Kind = 10 // any node -> owner: apply points (RewardReply)
 	KindRewardReply  Kind = 11
@@ -50,12 +54,13 @@ func (k Kind) String() string {
 
 var kindNames = map[Kind]string{
 	KindHello: "hello", KindHelloReply: "hello-reply", KindError: "error",
+	KindChallenge: "challenge", KindHelloProof: "hello-proof", KindKeepalive: "keepalive",
 	KindReward: "reward", KindRewardReply: "reward-reply",
 	KindWhere: "where", KindWhereReply: "where-reply",
 	KindCreate: "create", KindClaim: "claim", KindClaimReply: "claim-reply",
 	KindReplicate: "replicate", KindAdopt: "adopt", KindAck: "ack",
 	KindHandoff: "handoff", KindKeeperGone: "keeper-gone", KindRelease: "release",
-	KindPing:    "ping",
+	KindPing: "ping", KindDeclaredDead: "declared-dead",
 	KindCommand: "command", KindCommandReply: "command-reply",
 }
 
@@ -74,6 +79,25 @@ func (id NodeID) String() string { return id.Name }
 // Msg is any message that travels in a frame.
 type Msg interface{ Kind() Kind }
 
+// The handshake. Both ends prove they know the cluster's cookie without
+// sending it, and the acceptor reads no request before the dialer's proof
+// checks out:
+//
+//	dialer -> acceptor  Hello       version, names, dialer's nonce
+//	acceptor -> dialer  Challenge   acceptor's incarnation and nonce
+//	dialer -> acceptor  HelloProof  HMAC(key, "dialer", transcript)
+//	acceptor -> dialer  HelloReply  verdict, HMAC(key, "acceptor", transcript, verdict)
+//
+// The transcript holds both nonces, both incarnations, the dialer's
+// expected name and the client flag, so a proof is good for one connection
+// and one direction only: replayed or reflected, it fails. The dialer
+// proves first, so a stranger who connects learns nothing computed from
+// the key. The acceptor may answer the Hello with a HelloReply instead of
+// a Challenge to refuse at once (version, wrong name); such a refusal is
+// not authenticated and only ever ends the connection. The key is derived
+// from the cookie (package node/cookie); see node/transport for the exact
+// transcript.
+
 // Hello opens every connection. Client is set by `appnode rpc`, which is not
 // a cluster member and must not be treated as one.
 type Hello struct {
@@ -81,17 +105,37 @@ type Hello struct {
 	From    NodeID `msgpack:"from"`
 	To      string `msgpack:"to"` // the name the dialer expects; a mismatch is refused
 	Client  bool   `msgpack:"client,omitempty"`
+	Nonce   []byte `msgpack:"nonce,omitempty"` // NonceLen fresh random bytes
+}
+
+// Challenge answers a Hello the acceptor is willing to authenticate.
+type Challenge struct {
+	Node  NodeID `msgpack:"node"`
+	Nonce []byte `msgpack:"nonce"` // NonceLen fresh random bytes
+}
+
+// HelloProof is the dialer's proof that it knows the cookie.
+type HelloProof struct {
+	Proof []byte `msgpack:"proof"`
 }
 
 // HelloReply accepts or refuses a connection. Fenced tells the dialer that
 // the acceptor saw this incarnation declared failed: the dialer must drop
-// everything it holds and come back as a new incarnation.
+// everything it holds and come back as a new incarnation. Proof is the
+// acceptor's proof that it knows the cookie; it covers Fenced. A reply
+// without a valid proof is a refusal, whatever else it says.
 type HelloReply struct {
 	Version int    `msgpack:"v"`
 	Node    NodeID `msgpack:"node"`
 	Fenced  bool   `msgpack:"fenced,omitempty"`
 	Refused string `msgpack:"refused,omitempty"`
+	Proof   []byte `msgpack:"proof,omitempty"`
 }
+
+// Keepalive is sent by the dialer on a link that carried nothing for a
+// while, so that the acceptor can tell a quiet member from a dead or
+// silent one (see transport's idle limit). It has no reply.
+type Keepalive struct{}
 
 // ReqID names one reward as its entry node sent it: Origin is that node's
 // boot id, Seq counts its rewards. A reward re-sent after a broken link
@@ -247,6 +291,9 @@ type CommandReply struct {
 
 func (Hello) Kind() Kind        { return KindHello }
 func (HelloReply) Kind() Kind   { return KindHelloReply }
+func (Challenge) Kind() Kind    { return KindChallenge }
+func (HelloProof) Kind() Kind   { return KindHelloProof }
+func (Keepalive) Kind() Kind    { return KindKeepalive }
 func (*Error) Kind() Kind       { return KindError }
 func (Reward) Kind() Kind       { return KindReward }
 func (RewardReply) Kind() Kind  { return KindRewardReply }
@@ -276,6 +323,12 @@ func New(k Kind) Msg {
 		return &HelloReply{}
 	case KindError:
 		return &Error{}
+	case KindChallenge:
+		return &Challenge{}
+	case KindHelloProof:
+		return &HelloProof{}
+	case KindKeepalive:
+		return &Keepalive{}
 	case KindReward:
 		return &Reward{}
 	case KindRewardReply:

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/node/cookie"
 )
 
 // appnodeBin is the binary under test, built once by TestMain.
@@ -93,11 +94,28 @@ func freePort(t *testing.T) int {
 // full turns "app_node1" into "app_node1@<short host name>".
 func (h *harness) full(name string) string { return name + "@" + h.host }
 
+// env is the test's processes' environment. Their cookie is the file
+// cookieFile(), which the first node creates; a cookie inherited from the
+// environment is dropped, and the real home's cookie file is never used.
 func (h *harness) env() []string {
-	return append(os.Environ(),
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, cookie.EnvCookie+"=") || strings.HasPrefix(kv, cookie.EnvCookieFile+"=")
+	})
+	return append(env,
 		"APPNODE_STATE_DIR="+h.stateDir,
 		fmt.Sprintf("APPNODE_NAMES_PORT=%d", h.namesPort),
+		cookie.EnvCookieFile+"="+h.cookieFile(),
 	)
+}
+
+func (h *harness) cookieFile() string { return filepath.Join(h.stateDir, "cookie") }
+
+// cookie is the test cluster's cookie, for clients dialled from the test
+// itself, once a node has created it; before that, the zero Cookie, which
+// transport.DialClient refuses. Safe from any goroutine.
+func (h *harness) cookie() cookie.Cookie {
+	c, _ := cookie.Load(h.cookieFile())
+	return c
 }
 
 // proc is one running node process in scripted mode: its stdin is a pipe
@@ -118,12 +136,12 @@ type proc struct {
 	events []string // stderr lines
 }
 
-// start runs `appnode --bind 127.0.0.1 NAME` and returns at once, before
-// the node is up. Whatever happens, the process is killed and waited for
-// when the test ends.
-func (h *harness) start(name string) *proc {
+// start runs `appnode --bind 127.0.0.1 [FLAGS] NAME` and returns at once,
+// before the node is up. Whatever happens, the process is killed and
+// waited for when the test ends.
+func (h *harness) start(name string, flags ...string) *proc {
 	h.t.Helper()
-	cmd := exec.Command(appnodeBin, "--bind", "127.0.0.1", name)
+	cmd := exec.Command(appnodeBin, append(append([]string{"--bind", "127.0.0.1"}, flags...), name)...)
 	cmd.Env = h.env()
 	p := &proc{t: h.t, h: h, name: h.full(name), cmd: cmd, answers: make(chan string, 1024), exited: make(chan struct{})}
 	var err error

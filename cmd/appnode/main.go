@@ -80,6 +80,7 @@ func run(args []string) int {
 	profile := fs.String("profile", "local", "failure detection timers: local (a kill -9 is noticed in about 1-2 s) or lan (memberlist's LAN defaults)")
 	gossipPort := fs.Int("gossip-port", 0, "gossip port (0: the one this name used last time, else any free one)")
 	transportPort := fs.Int("transport-port", 0, "node-to-node transport port (0: as for --gossip-port)")
+	cookieFlag := fs.String("cookie", "", cookieUsage)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -104,6 +105,11 @@ func run(args []string) int {
 
 	logf, closeLog := openLog(*stateDir, full)
 	defer closeLog()
+	secret, err := nodeCookie(*cookieFlag, logf)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
+		return 1
+	}
 
 	// SIGTERM, SIGHUP (and SIGINT when not at a terminal, where readline
 	// takes Ctrl-C as a key) end the console and exit gracefully, as does
@@ -115,6 +121,7 @@ func run(args []string) int {
 	startCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	n, err := node.Start(startCtx, node.Config{
 		Name:          full,
+		Cookie:        secret,
 		BindAddr:      *bind,
 		GossipPort:    *gossipPort,
 		TransportPort: *transportPort,
@@ -193,6 +200,7 @@ func rpc(args []string) int {
 	fs := flag.NewFlagSet("appnode rpc", flag.ContinueOnError)
 	namesPort := fs.Int("names-port", defaultNamesPort(), "port of the target host's name service (env APPNODE_NAMES_PORT)")
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the answer")
+	cookieFlag := fs.String("cookie", "", cookieUsage)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: appnode rpc [flags] NAME@HOST COMMAND...")
 		fs.PrintDefaults()
@@ -208,7 +216,7 @@ func rpc(args []string) int {
 	line := strings.Join(fs.Args()[1:], " ")
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	out, failed, err := rpcCall(ctx, target, *namesPort, line)
+	out, failed, err := rpcCall(ctx, target, *namesPort, line, *cookieFlag)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "appnode rpc: %v\n", err)
 		return 1
@@ -224,7 +232,7 @@ func rpc(args []string) int {
 	return 0
 }
 
-func rpcCall(ctx context.Context, target string, namesPort int, line string) (string, bool, error) {
+func rpcCall(ctx context.Context, target string, namesPort int, line, cookieFlag string) (string, bool, error) {
 	_, host, _ := strings.Cut(target, "@")
 	ip := host
 	if host == node.ShortHostname() || host == "localhost" {
@@ -234,9 +242,15 @@ func rpcCall(ctx context.Context, target string, namesPort int, line string) (st
 	if err != nil {
 		return "", false, err
 	}
-	c, err := transport.DialClient(ctx, fmt.Sprintf("%s:%d", ip, e.TransportPort), fmt.Sprintf("rpc-%d@%s", os.Getpid(), node.ShortHostname()))
+	// After the lookup: with no node running, that is the news, not the
+	// cookie file a first node would have created.
+	secret, err := clientCookie(cookieFlag)
 	if err != nil {
-		return "", false, fmt.Errorf("connect to %s: %w", target, err)
+		return "", false, err
+	}
+	c, err := transport.DialClient(ctx, fmt.Sprintf("%s:%d", ip, e.TransportPort), fmt.Sprintf("rpc-%d@%s", os.Getpid(), node.ShortHostname()), secret)
+	if err != nil {
+		return "", false, explainDial(target, err)
 	}
 	defer c.Close()
 	rep, err := c.Call(ctx, &wire.Command{Line: line})

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
@@ -43,6 +44,13 @@ type Config struct {
 	// loses Serf's name conflict vote and shuts itself down (see
 	// ShutdownCh).
 	Port int
+
+	// SecretKey encrypts and authenticates all gossip (memberlist's
+	// AES-GCM keyring; 16, 24 or 32 bytes). Members with another key, and
+	// strangers, can neither read the gossip nor join: every packet and
+	// stream that does not decrypt is dropped. Nil gossips in the clear,
+	// which only tests should do; appnode derives it from the cookie.
+	SecretKey []byte
 
 	// Tags are gossiped to every member, e.g. {"boot": "...", "tp": "7001"}.
 	// Encoded, they must fit in 512 bytes.
@@ -94,7 +102,8 @@ type Membership struct {
 	serf     *serf.Serf
 	port     int
 	onChange func()
-	logger   *log.Logger // Serf's, so that our lines land with its own
+	logger   *log.Logger       // Serf's, so that our lines land with its own
+	guard    *guardedTransport // nil when Config.Transport was given
 
 	events  chan serf.Event // Serf -> pump
 	changed chan struct{}   // pump -> notifier; capacity 1, so signals coalesce
@@ -136,12 +145,14 @@ func Start(cfg Config) (*Membership, error) {
 	// done here first: binding the sockets and choosing the advertised
 	// address. After this, serf.Create fails only on a bad configuration.
 	tr := cfg.Transport
+	var guarded *guardedTransport
 	if tr == nil {
 		nt, err := listen(cfg.BindAddr, cfg.Port, logger)
 		if err != nil {
 			return nil, fmt.Errorf("membership: %s: %w", cfg.Name, err)
 		}
-		tr = nt
+		guarded = guard(nt)
+		tr = guarded
 	}
 	_, port, err := tr.FinalAdvertiseAddr("", cfg.Port)
 	if err != nil {
@@ -153,6 +164,7 @@ func Start(cfg Config) (*Membership, error) {
 		port:         port,
 		onChange:     cfg.OnChange,
 		logger:       logger,
+		guard:        guarded,
 		events:       make(chan serf.Event, eventBuffer),
 		changed:      make(chan struct{}, 1),
 		selfShutdown: make(chan struct{}),
@@ -255,10 +267,16 @@ func (m *Membership) Port() int {
 	return m.port
 }
 
+// ErrGossipKey means a join failed because the other side gossips with
+// another SecretKey, or with none while this side has one, or the other
+// way round: for appnode, a cookie mismatch.
+var ErrGossipKey = errors.New("the gossip is encrypted with another key")
+
 // Join contacts the given gossip addresses ("ip:port") and merges this
 // node's view of the cluster with theirs. It returns how many were
 // reached. The error is non-nil if none was, or (rarely, with n > 0) if
-// the join could not be announced to the cluster.
+// the join could not be announced to the cluster. It wraps ErrGossipKey
+// when a peer could not be joined for want of a common key.
 func (m *Membership) Join(addrs []string) (int, error) {
 	if len(addrs) == 0 {
 		return 0, errors.New("membership: join: no address given")
@@ -267,10 +285,44 @@ func (m *Membership) Join(addrs []string) (int, error) {
 	// (appnode sends none; this only avoids surprises).
 	n, err := m.serf.Join(addrs, true)
 	if err != nil {
-		return n, fmt.Errorf("membership: join %s: %w", strings.Join(addrs, ", "), err)
+		return n, fmt.Errorf("membership: join %s: %w", strings.Join(addrs, ", "), joinError(err))
 	}
 	return n, nil
 }
+
+// joinError flattens memberlist's multi-error ("1 error occurred:\n\t* ...")
+// into one line, and recognises a key mismatch. Memberlist has no error
+// values for it, only these texts, from either side of the exchange: "no
+// installed keys could decrypt the message", "remote state is encrypted
+// and encryption is not configured", "encryption is configured but remote
+// state is not encrypted".
+func joinError(err error) error {
+	var parts []string
+	if me, ok := err.(interface{ WrappedErrors() []error }); ok {
+		for _, e := range me.WrappedErrors() {
+			parts = append(parts, e.Error())
+		}
+	}
+	if len(parts) == 0 {
+		parts = []string{err.Error()}
+	}
+	text := strings.Join(parts, "; ")
+	if strings.Contains(text, "decrypt") || strings.Contains(text, "encrypt") {
+		return &joinErr{text: ErrGossipKey.Error() + " (" + text + ")", cause: err, key: true}
+	}
+	return &joinErr{text: text, cause: err}
+}
+
+// joinErr keeps memberlist's error in the chain under a readable text.
+type joinErr struct {
+	text  string
+	cause error
+	key   bool
+}
+
+func (e *joinErr) Error() string        { return e.text }
+func (e *joinErr) Unwrap() error        { return e.cause }
+func (e *joinErr) Is(target error) bool { return e.key && target == ErrGossipKey }
 
 // Alive returns the members currently believed alive, this node included
 // (unless it has left), sorted by name. Serf keeps failed members for half
@@ -358,19 +410,67 @@ func copyTags(tags map[string]string) map[string]string {
 	return maps.Clone(tags)
 }
 
+// Stats counts inbound gossip streams the limits of guard.go turned away.
+type Stats struct {
+	StreamsRefused int64 // closed at once: too many streams being served
+	StreamsTooLong int64 // cut off at the per-stream size limit
+}
+
+// Stats returns the gossip port's counters (zero with Config.Transport).
+func (m *Membership) Stats() Stats {
+	if m.guard == nil {
+		return Stats{}
+	}
+	return Stats{StreamsRefused: m.guard.refused.Load(), StreamsTooLong: m.guard.tooLong.Load()}
+}
+
 // newLogger returns the logger given to Serf and memberlist. They write
-// one line per Printf; each line becomes one logf call.
+// one line per Printf; each line becomes one logf call, within a rate
+// limit: memberlist logs every packet or stream it cannot decrypt, so a
+// stranger sending garbage to the gossip port would otherwise write the
+// log as fast as it sends.
 func newLogger(logf func(format string, args ...any)) *log.Logger {
 	if logf == nil {
 		return log.New(io.Discard, "", 0)
 	}
-	return log.New(logfWriter(logf), "", 0)
+	return log.New(&logfWriter{logf: logf, tokens: logBurst}, "", 0)
 }
 
-type logfWriter func(format string, args ...any)
+// Log rate limit: a burst of logBurst lines, then logPerSecond.
+const (
+	logBurst     = 50
+	logPerSecond = 10
+)
 
-func (w logfWriter) Write(p []byte) (int, error) {
+type logfWriter struct {
+	logf func(format string, args ...any)
+
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+func (w *logfWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	now := time.Now()
+	if !w.last.IsZero() {
+		w.tokens = min(logBurst, w.tokens+now.Sub(w.last).Seconds()*logPerSecond)
+	}
+	w.last = now
+	if w.tokens < 1 {
+		w.suppressed++
+		w.mu.Unlock()
+		return len(p), nil
+	}
+	w.tokens--
+	n := w.suppressed
+	w.suppressed = 0
+	w.mu.Unlock()
+	if n > 0 {
+		w.logf("[WARN] membership: %d gossip log lines were dropped (over %d a second: a flood of bad packets?)", n, logPerSecond)
+	}
 	// A string copy: the logger reuses p once Write returns.
-	w("%s", string(bytes.TrimRight(p, "\n")))
+	w.logf("%s", string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
 }

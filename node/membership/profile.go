@@ -224,6 +224,11 @@ func serfConfig(cfg *Config, tr memberlist.Transport, logger *log.Logger, events
 			cfg.Profile, ml.ProbeTimeout, ml.ProbeInterval)
 	}
 
+	// With a key, memberlist encrypts everything it sends and drops
+	// everything it receives that does not decrypt with it
+	// (GossipVerifyIncoming and GossipVerifyOutgoing stay at their
+	// default, true).
+	ml.SecretKey = cfg.SecretKey
 	ml.DeadNodeReclaimTime = deadNodeReclaimTime
 	ml.BindAddr = cfg.BindAddr
 	ml.BindPort = port

@@ -55,6 +55,7 @@ type timing struct {
 	reply      time.Duration // how long anyone waits for an answer or a write
 	idle       time.Duration // an unregistered connection may be silent this long
 	holderIdle time.Duration // a registered holder may be silent this long
+	clientLife time.Duration // an unregistered connection is closed this long after it opened
 	dupGrace   time.Duration // how long a duplicate waits for the old holder to go
 	dial       time.Duration
 	start      time.Duration // how long Register keeps trying before giving up
@@ -66,6 +67,10 @@ var defaultTiming = timing{
 	reply:      3 * time.Second,
 	idle:       3 * time.Second,
 	holderIdle: 5 * time.Second,
+	// A lookup or a listing is one round trip; a connection that holds no
+	// registration has no reason to stay longer, and a stranger sending
+	// a lookup every few seconds must not hold a slot for ever.
+	clientLife: 10 * time.Second,
 	dupGrace:   time.Second,
 	dial:       2 * time.Second,
 	start:      10 * time.Second,

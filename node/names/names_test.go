@@ -21,6 +21,7 @@ var fast = timing{
 	reply:      time.Second,
 	idle:       300 * time.Millisecond,
 	holderIdle: 500 * time.Millisecond,
+	clientLife: 2 * time.Second,
 	dupGrace:   200 * time.Millisecond,
 	dial:       time.Second,
 	start:      5 * time.Second,
@@ -458,6 +459,7 @@ func TestConnectionCap(t *testing.T) {
 	h := newHarness(t)
 	h.tm.maxConns = 4
 	h.tm.idle = 10 * time.Second // keep the fillers connected
+	h.tm.clientLife = 10 * time.Second
 	r1 := h.mustRegister("app_node1@host", 1)
 	srv := r1.server()
 	var fillers []net.Conn

@@ -3,6 +3,7 @@ package names
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"sync"
@@ -28,9 +29,13 @@ type server struct {
 	entries map[string]*slot
 	conns   map[*sconn]struct{}
 
+	remote int // connections in conns from other hosts
+
 	// Counters for tests and diagnostics.
 	pings     atomic.Int64
 	registers atomic.Int64
+	refused   atomic.Int64 // connections closed at once: over a cap
+	dropped   atomic.Int64 // connections closed after a malformed or unknown request
 }
 
 // slot is one registered name. owner is nil for the serving node's own
@@ -44,9 +49,10 @@ type slot struct {
 // sconn is one accepted connection. name is the entry it holds, if any; it
 // is guarded by server.mu.
 type sconn struct {
-	c     net.Conn
-	local bool
-	name  string
+	c      net.Conn
+	local  bool
+	opened time.Time
+	name   string
 }
 
 func newServer(ln net.Listener, self Entry, t *timing, logf func(string, ...any)) *server {
@@ -127,12 +133,18 @@ func (s *server) acceptLoop() {
 			continue
 		}
 		delay = 0
-		sc := &sconn{c: c, local: isLocal(c.RemoteAddr(), c.LocalAddr())}
+		sc := &sconn{c: c, local: isLocal(c.RemoteAddr(), c.LocalAddr()), opened: time.Now()}
 		s.mu.Lock()
-		if s.closed || len(s.conns) >= s.t.maxConns {
+		// Other hosts only look names up; they get half the slots, so
+		// that they can never keep this host's nodes from registering.
+		if s.closed || len(s.conns) >= s.t.maxConns || (!sc.local && s.remote >= s.t.maxConns/2) {
 			s.mu.Unlock()
+			s.refused.Add(1)
 			c.Close()
 			continue
+		}
+		if !sc.local {
+			s.remote++
 		}
 		s.conns[sc] = struct{}{}
 		s.wg.Add(1)
@@ -163,10 +175,14 @@ func (s *server) handle(c *sconn) {
 	defer s.drop(c)
 	for {
 		idle := s.t.idle
+		deadline := time.Now().Add(idle)
 		if s.holds(c) {
 			idle = s.t.holderIdle
+			deadline = time.Now().Add(idle)
+		} else if end := c.opened.Add(s.t.clientLife); s.t.clientLife > 0 && end.Before(deadline) {
+			deadline = end
 		}
-		if err := c.c.SetReadDeadline(time.Now().Add(idle)); err != nil {
+		if err := c.c.SetReadDeadline(deadline); err != nil {
 			return
 		}
 		var req request
@@ -174,9 +190,15 @@ func (s *server) handle(c *sconn) {
 			if name := s.heldName(c); name != "" && isTimeout(err) {
 				s.logf("name service: %s sent no keepalive for %v; dropping its registration", name, idle)
 			}
+			// A bare io.EOF is the peer closing between frames;
+			// anything wrapped is a frame cut short or undecodable.
+			if !isTimeout(err) && err != io.EOF && !errors.Is(err, net.ErrClosed) {
+				s.dropped.Add(1)
+			}
 			return
 		}
 		if req.V != protoVersion {
+			s.dropped.Add(1)
 			s.reply(c, reply{Status: statusBadRequest, Msg: fmt.Sprintf("name service protocol version %d is not supported (this service speaks %d)", req.V, protoVersion)})
 			return
 		}
@@ -208,6 +230,7 @@ func (s *server) handle(c *sconn) {
 		case opUnregister:
 			s.unregister(c)
 		default:
+			s.dropped.Add(1)
 			return
 		}
 		if !s.reply(c, rep) {
@@ -321,6 +344,9 @@ func (s *server) drop(c *sconn) {
 	s.mu.Lock()
 	s.release(c)
 	delete(s.conns, c)
+	if !c.local {
+		s.remote--
+	}
 	s.mu.Unlock()
 	c.c.Close()
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -34,11 +35,12 @@ func (hs *handshakeResult) fencedBy() *wire.NodeID {
 	return &hs.reply.Node
 }
 
-// handshake dials addr and exchanges Hello/HelloReply within ctx. A refused
-// connection wraps wire.ErrGone; a fenced or refused Hello returns a
-// *wire.Error (and, when fenced, the result, so the caller can see who
-// fenced it). On error the connection is closed.
-func handshake(ctx context.Context, addr string, hello *wire.Hello) (*handshakeResult, error) {
+// handshake dials addr and runs the dialer's side of the handshake within
+// ctx. A refused connection wraps wire.ErrGone; a failed proof wraps
+// ErrAuth; a fenced or refused Hello returns a *wire.Error (and, when
+// fenced, the result, so the caller can see who fenced it). On error the
+// connection is closed.
+func handshake(ctx context.Context, addr string, key []byte, hello *wire.Hello) (*handshakeResult, error) {
 	where := addr
 	if hello.To != "" {
 		where = hello.To + " at " + addr
@@ -55,7 +57,7 @@ func handshake(ctx context.Context, addr string, hello *wire.Hello) (*handshakeR
 	// The deadline bounds the exchange; closing the socket is what stops a
 	// blocked read early when ctx is cancelled (the Transport closing).
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	hs, err := exchangeHello(ctx, nc, hello, where)
+	hs, err := exchangeHello(ctx, nc, key, hello, where)
 	stopped := stop()
 	var we *wire.Error
 	if (err == nil && !stopped) || (err != nil && ctx.Err() != nil && !errors.As(err, &we)) {
@@ -69,46 +71,29 @@ func handshake(ctx context.Context, addr string, hello *wire.Hello) (*handshakeR
 	return hs, nil
 }
 
-func exchangeHello(ctx context.Context, nc net.Conn, hello *wire.Hello, where string) (*handshakeResult, error) {
+func exchangeHello(ctx context.Context, nc net.Conn, key []byte, hello *wire.Hello, where string) (*handshakeResult, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		if err := nc.SetDeadline(dl); err != nil {
 			return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
 		}
 	}
 	fw := wire.NewFrameWriter(nc)
-	if err := fw.WriteFrame(0, hello); err != nil {
-		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
-	}
 	fr := wire.NewFrameReader(bufio.NewReaderSize(nc, readBufSize))
-	k, id, body, err := fr.ReadFrame()
+	// Until the acceptor has proved itself, it is a stranger.
+	fr.SetLimit(wire.MaxHandshakeFrame)
+	reply, err := dialerHandshake(fr, fw, key, hello, where)
 	if err != nil {
-		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
+		var hs *handshakeResult
+		if reply != nil {
+			hs = &handshakeResult{nc: nc, fr: fr, fw: fw, reply: reply}
+		}
+		return hs, err
 	}
-	if k != wire.KindHelloReply || id != 0 {
-		return nil, fmt.Errorf("transport: handshake with %s: got %s frame %d, want hello-reply", where, k, id)
-	}
-	m, err := wire.Decode(k, body)
-	if err != nil {
-		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
-	}
-	reply := m.(*wire.HelloReply)
-	hs := &handshakeResult{nc: nc, fr: fr, fw: fw, reply: reply}
-	switch {
-	case reply.Fenced:
-		return hs, &wire.Error{Code: wire.CodeFenced, Msg: fmt.Sprintf(
-			"transport: %s says this incarnation (%s boot %d) was declared failed", reply.Node.Name, hello.From.Name, hello.From.Boot)}
-	case reply.Version != wire.Version:
-		// Retrying cannot help until one side is upgraded.
-		return hs, &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf(
-			"transport: %s speaks protocol version %d, this node %d (%s)", where, reply.Version, wire.Version, reply.Refused)}
-	case reply.Refused != "":
-		return hs, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf(
-			"transport: %s refused the connection: %s", where, reply.Refused)}
-	}
+	fr.SetLimit(wire.MaxFrame)
 	if err := nc.SetDeadline(time.Time{}); err != nil {
-		return hs, fmt.Errorf("transport: handshake with %s: %w", where, err)
+		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
 	}
-	return hs, nil
+	return &handshakeResult{nc: nc, fr: fr, fw: fw, reply: reply}, nil
 }
 
 type result struct {
@@ -136,11 +121,16 @@ type clientConn struct {
 	done    chan struct{}          // closed with err set
 }
 
-func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout time.Duration, logf func(string, ...any)) *clientConn {
+// newClientConn wraps an authenticated connection. keepalive is how often
+// an otherwise idle connection sends a wire.Keepalive, so that the
+// acceptor's idle limit closes only connections whose dialer is gone.
+func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout, keepalive time.Duration, logf func(string, ...any)) *clientConn {
+	snd := newSender(hs.nc, hs.fw, writeTimeout)
+	snd.keepalive = keepalive
 	c := &clientConn{
 		nc:      hs.nc,
 		fr:      hs.fr,
-		snd:     newSender(hs.nc, hs.fw, writeTimeout),
+		snd:     snd,
 		self:    self,
 		remote:  hs.reply.Node,
 		logf:    logf,
@@ -232,7 +222,7 @@ func (c *clientConn) readLoop() {
 			return
 		}
 		m, err := wire.Decode(k, body)
-		if err == nil && (id == 0 || k == wire.KindHello || k == wire.KindHelloReply) {
+		if err == nil && (id == 0 || isHandshake(k)) {
 			err = fmt.Errorf("unexpected %s frame with id %d", k, id)
 		}
 		if err != nil {
@@ -300,19 +290,24 @@ type Client struct {
 }
 
 // DialClient connects to the node whose transport listens at addr,
-// announcing itself as self. ctx bounds the connect and the handshake; if
-// it has no deadline, DefaultDialTimeout applies.
-func DialClient(ctx context.Context, addr string, self string) (*Client, error) {
+// announcing itself as self, and proves it knows the cluster's cookie (and
+// checks that the node does). ctx bounds the connect and the handshake; if
+// it has no deadline, DefaultDialTimeout applies. A node with another
+// cookie gives an error wrapping ErrAuth.
+func DialClient(ctx context.Context, addr string, self string, c cookie.Cookie) (*Client, error) {
+	if c.IsZero() {
+		return nil, errors.New("transport: dial client: no cookie given")
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultDialTimeout)
 		defer cancel()
 	}
-	hs, err := handshake(ctx, addr, &wire.Hello{Version: wire.Version, From: wire.NodeID{Name: self}, Client: true})
+	hs, err := handshake(ctx, addr, c.TransportKey(), &wire.Hello{Version: wire.Version, From: wire.NodeID{Name: self}, Client: true})
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{c: newClientConn(hs, wire.NodeID{Name: self}, DefaultClientTimeout, nil)}
+	cl := &Client{c: newClientConn(hs, wire.NodeID{Name: self}, DefaultClientTimeout, DefaultIdleTimeout/keepalivesPerIdle, nil)}
 	cl.c.start(&cl.wg)
 	return cl, nil
 }

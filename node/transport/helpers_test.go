@@ -10,11 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/wire"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testCookie is the cookie every test transport shares unless a test says
+// otherwise; otherCookie is a different one.
+var testCookie, otherCookie = mustCookie("transport test cookie, shared by every test node"), mustCookie("another cluster's cookie")
+
+func mustCookie(text string) cookie.Cookie {
+	c, err := cookie.New(text)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
 
 // waitFor polls cond until it holds or timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
@@ -98,6 +111,7 @@ func (n *testNet) add(name string, boot uint64, handle func(context.Context, wir
 	tn.boot.Store(boot)
 	cfg := Config{
 		BindAddr: "127.0.0.1",
+		Cookie:   testCookie,
 		Self:     tn.id,
 		Resolve:  n.resolve,
 		Handle:   handle,
@@ -168,9 +182,9 @@ func isUnknown(err error) bool {
 	return !ok || code == wire.CodeUnavailable
 }
 
-// fakePeer is a hand-driven acceptor: it answers the Hello as id, then
-// gives the connection to serve. It lets tests misbehave in ways a real
-// Transport never would.
+// fakePeer is a hand-driven acceptor: it runs the handshake as id (with
+// testCookie), then gives the connection to serve. It lets tests misbehave
+// in ways a real Transport never would.
 type fakePeer struct {
 	ln      net.Listener
 	id      wire.NodeID
@@ -218,14 +232,17 @@ func (f *fakePeer) acceptLoop() {
 			defer nc.Close()
 			fr := wire.NewFrameReader(bufio.NewReader(nc))
 			fw := wire.NewFrameWriter(nc)
-			if _, _, err := fr.ReadMsg(); err != nil {
-				return
-			}
 			id := f.id
 			if f.hello != nil {
 				id = f.hello(n)
 			}
-			if err := fw.WriteFrame(0, &wire.HelloReply{Version: wire.Version, Node: id}); err != nil {
+			a := acceptor{
+				key:    testCookie.TransportKey(),
+				self:   id,
+				screen: func(*wire.Hello) string { return "" },
+				admit:  func(*wire.Hello) (bool, bool) { return false, false },
+			}
+			if _, err := a.run(fr, fw); err != nil {
 				return
 			}
 			f.serve(n, nc, fr, fw)

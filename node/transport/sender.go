@@ -28,6 +28,13 @@ type sender struct {
 	fw      *wire.FrameWriter
 	timeout time.Duration // per write
 
+	// keepalive, if set, is how often the writer checks that something
+	// was written; if nothing was since the last check, it sends a
+	// wire.Keepalive. Only dialers set it: acceptors close connections
+	// idle for longer than their IdleTimeout.
+	keepalive time.Duration
+	wrote     bool // a flush happened since the last keepalive check; writer goroutine only
+
 	// encodeFailed is called on the writer goroutine when a frame cannot
 	// be encoded (too large, unencodable value). It returns a frame body
 	// to send under the same id instead, or nil to send nothing.
@@ -83,9 +90,30 @@ func (s *sender) stop() {
 // run writes queued frames until stop is called (it then returns nil) or a
 // write fails (it returns the error; the caller closes the connection).
 func (s *sender) run() error {
+	var tick <-chan time.Time
+	if s.keepalive > 0 {
+		t := time.NewTicker(s.keepalive)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-s.wake:
+		case <-tick:
+			if s.wrote {
+				s.wrote = false
+				continue
+			}
+			// Nothing went out for a whole interval: tell the acceptor
+			// the link is still wanted. Between two writes there are
+			// thus at most two intervals.
+			if err := s.fw.Append(0, &wire.Keepalive{}); err != nil {
+				return fmt.Errorf("encode keepalive: %w", err)
+			}
+			if err := s.flush(); err != nil {
+				return err
+			}
+			continue
 		case <-s.done:
 			return nil
 		}
@@ -149,5 +177,6 @@ func (s *sender) flush() error {
 	if err := s.fw.Flush(); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
+	s.wrote = true
 	return nil
 }

@@ -51,12 +51,17 @@ func newServerConn(t *Transport, nc net.Conn) *serverConn {
 }
 
 // serve runs the connection: handshake, then the read loop on this
-// goroutine and the writer on another. The Transport counted it in wg.
+// goroutine and the writer on another. The Transport counted it in wg, and
+// in handshaking.
 func (sc *serverConn) serve() {
 	t := sc.t
 	defer t.wg.Done()
 	defer sc.close()
-	if !sc.handshake() {
+	ok := sc.handshake()
+	t.mu.Lock()
+	t.handshaking--
+	t.mu.Unlock()
+	if !ok {
 		return
 	}
 	t.wg.Add(1)
@@ -70,71 +75,71 @@ func (sc *serverConn) serve() {
 	sc.readLoop()
 }
 
-// handshake reads the Hello and answers it. It reports whether the
-// connection is accepted; on false the caller closes it.
+// handshake authenticates the dialer (see wire.Hello) within DialTimeout.
+// It reports whether the connection is accepted; on false the caller
+// closes it. Until the dialer has proved it knows the cookie, frames are
+// limited to wire.MaxHandshakeFrame and nothing but the handshake is read.
 func (sc *serverConn) handshake() bool {
 	t := sc.t
 	remote := sc.nc.RemoteAddr()
 	if err := sc.nc.SetDeadline(time.Now().Add(t.cfg.DialTimeout)); err != nil {
 		return false
 	}
-	k, id, body, err := sc.fr.ReadFrame()
-	if err != nil {
-		if !errors.Is(err, net.ErrClosed) {
-			t.logf("transport: dropping connection from %s: reading hello: %v", remote, err)
-		}
-		return false
-	}
-	if k != wire.KindHello || id != 0 {
-		t.logf("transport: dropping connection from %s: got %s frame %d, want hello", remote, k, id)
-		return false
-	}
-	m, err := wire.Decode(k, body)
-	if err != nil {
-		t.logf("transport: dropping connection from %s: %v", remote, err)
-		return false
-	}
-	h := m.(*wire.Hello)
-
+	sc.fr.SetLimit(wire.MaxHandshakeFrame)
 	self := t.cfg.Self()
-	reply := &wire.HelloReply{Version: wire.Version, Node: self}
-	refuse := func(reason string) bool {
-		t.logf("transport: refusing connection from %s (%s): %s", h.From.Name, remote, reason)
-		reply.Refused = reason
-		_ = sc.snd.fw.WriteFrame(0, reply) // best effort: it is closed next anyway
+	a := acceptor{
+		key:  t.key,
+		self: self,
+		screen: func(h *wire.Hello) string {
+			switch {
+			case h.Client:
+				if t.cfg.HandleClient == nil {
+					return "this node takes no client connections"
+				}
+				if h.To != "" && h.To != self.Name {
+					return fmt.Sprintf("this is %s, not %s", self.Name, h.To)
+				}
+			case h.From.Name == "":
+				return "hello carries no node name"
+			case h.To != self.Name:
+				return fmt.Sprintf("this is %s, not %s", self.Name, h.To)
+			}
+			return ""
+		},
+		admit: func(h *wire.Hello) (fenced, drop bool) {
+			if h.Client {
+				return false, false
+			}
+			if t.blocked(h.From.Name) {
+				return false, true
+			}
+			if t.cfg.Fenced != nil && t.cfg.Fenced(h.From) {
+				t.logf("transport: %s (boot %d) was declared failed; telling it so", h.From.Name, h.From.Boot)
+				return true, false
+			}
+			return false, false
+		},
+	}
+	h, err := a.run(sc.fr, sc.snd.fw)
+	if err != nil {
+		switch {
+		case errors.Is(err, errFenced), errors.Is(err, errDropped):
+			// Expected outcomes with members; logged above if at all.
+		case errors.Is(err, errBadProof):
+			t.stats.authFailed.Add(1)
+			t.noisy.logf("transport: refusing connection from %s: %v (a node with another cookie, or a stranger)", remote, err)
+		case errors.Is(err, errRefused):
+			t.stats.handshakeFailed.Add(1)
+			t.noisy.logf("transport: refusing connection from %s: %v", remote, err)
+		default:
+			t.stats.handshakeFailed.Add(1)
+			if !errors.Is(err, net.ErrClosed) {
+				t.noisy.logf("transport: dropping connection from %s during the handshake: %v", remote, err)
+			}
+		}
 		return false
 	}
-	switch {
-	case h.Version != wire.Version:
-		return refuse(fmt.Sprintf("protocol version %d not supported, this node speaks %d", h.Version, wire.Version))
-	case h.Client:
-		if t.cfg.HandleClient == nil {
-			return refuse("this node takes no client connections")
-		}
-		if h.To != "" && h.To != self.Name {
-			return refuse(fmt.Sprintf("this is %s, not %s", self.Name, h.To))
-		}
-	default:
-		if h.From.Name == "" {
-			return refuse("hello carries no node name")
-		}
-		if h.To != self.Name {
-			return refuse(fmt.Sprintf("this is %s, not %s", self.Name, h.To))
-		}
-		if t.blocked(h.From.Name) {
-			return false
-		}
-		if t.cfg.Fenced != nil && t.cfg.Fenced(h.From) {
-			t.logf("transport: %s (boot %d) was declared failed; telling it so", h.From.Name, h.From.Boot)
-			reply.Fenced = true
-			_ = sc.snd.fw.WriteFrame(0, reply)
-			return false
-		}
-	}
-	if err := sc.snd.fw.WriteFrame(0, reply); err != nil {
-		t.logf("transport: dropping connection from %s (%s): writing hello reply: %v", h.From.Name, remote, err)
-		return false
-	}
+	sc.fr.SetLimit(wire.MaxFrame)
 	if err := sc.nc.SetDeadline(time.Time{}); err != nil {
 		return false
 	}
@@ -146,10 +151,30 @@ func (sc *serverConn) handshake() bool {
 
 func (sc *serverConn) readLoop() {
 	t := sc.t
+	idle := t.cfg.IdleTimeout
+	var refreshed time.Time
 	for {
+		// The deadline is moved only every quarter of the idle limit, so
+		// a busy link does not reset a timer per frame; a link is thus
+		// closed after between 3/4 and all of IdleTimeout of silence.
+		if now := time.Now(); now.Sub(refreshed) > idle/4 {
+			if err := sc.nc.SetReadDeadline(now.Add(idle)); err != nil {
+				return
+			}
+			refreshed = now
+		}
 		k, id, body, err := sc.fr.ReadFrame()
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+			case errors.As(err, &ne) && ne.Timeout():
+				t.stats.idleClosed.Add(1)
+				t.logf("transport: closing connection from %s: nothing received for %v", sc.peerName(), idle)
+			case errors.Is(err, wire.ErrFrameTooLarge), errors.Is(err, wire.ErrFrameTooShort), errors.Is(err, io.ErrUnexpectedEOF):
+				t.stats.badFrames.Add(1)
+				t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
+			default:
 				t.logf("transport: connection from %s lost: %v", sc.peerName(), err)
 			}
 			return
@@ -157,13 +182,17 @@ func (sc *serverConn) readLoop() {
 		if !sc.client && t.blocked(sc.from.Name) {
 			return
 		}
+		if k == wire.KindKeepalive && id == 0 {
+			continue
+		}
 		m, err := wire.Decode(k, body)
-		if err == nil && (id == 0 || k == wire.KindHello || k == wire.KindHelloReply || k == wire.KindError) {
+		if err == nil && (id == 0 || isHandshake(k) || k == wire.KindError) {
 			err = fmt.Errorf("unexpected %s frame with id %d", k, id)
 		}
 		if err != nil {
 			// Framing is intact, but a peer sending what it should not
 			// is broken; drop it rather than guess.
+			t.stats.badFrames.Add(1)
 			t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
 			return
 		}
@@ -195,11 +224,12 @@ func (sc *serverConn) dispatch(m wire.Msg) (reply wire.Msg) {
 	var out wire.Msg
 	var err error
 	if sc.client {
-		cmd, ok := m.(*wire.Command)
-		if !ok {
-			return &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("a client may send only commands, not %s", m.Kind())}
+		switch m.(type) {
+		case *wire.Command, *wire.Reward, *wire.Where:
+		default:
+			return &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("a client may send only commands, rewards and wheres, not %s", m.Kind())}
 		}
-		out, err = t.cfg.HandleClient(sc.ctx, cmd)
+		out, err = t.cfg.HandleClient(sc.ctx, m)
 	} else {
 		out, err = t.cfg.Handle(sc.ctx, sc.from, m)
 	}

@@ -20,13 +20,33 @@
 //     and broken connections: the outcome is unknown. The request may or may
 //     not have been applied.
 //
-// Deadlines: dials and handshakes are bounded by DialTimeout, each call by
-// its ctx (RequestTimeout by default), each write by RequestTimeout. An
-// established connection's reader has no deadline, since it is idle
-// between requests; a peer that vanishes silently is caught by the callers'
-// deadlines, TCP keepalive (Go's default, 15 s) and membership, which then
-// calls Disconnect. A request whose caller gave up is not recalled: it may
-// still reach the peer, late.
+// Security: every connection starts with a handshake in which both ends
+// prove, with HMAC-SHA256 over fresh nonces, that they know the cluster's
+// cookie (see handshake.go and wire.Hello); the acceptor reads no request
+// before the dialer's proof checks out, and the dialer sends none before
+// the acceptor's does. A stranger gets at most an early refusal or a
+// challenge, and its connection is closed. Frames after the handshake are
+// not encrypted: see handshake.go for what that leaves open.
+//
+// Limits, so that a stranger or a broken peer cannot take the node down or
+// hold its resources: frames of at most wire.MaxHandshakeFrame until the
+// dialer is authenticated and wire.MaxFrame after; every frame checked
+// against wire's structural and field limits before and after decoding;
+// at most MaxConns inbound connections, of which at most a quarter may be
+// still in their handshake; at most MaxInflight handlers per connection.
+// Anything malformed closes that connection only, and is counted (Stats).
+//
+// Deadlines: dials and handshakes (both sides) are bounded by DialTimeout,
+// each call by its ctx (RequestTimeout by default), each write by
+// RequestTimeout. An inbound connection that carries nothing for
+// IdleTimeout is closed. Member links are idle between requests for as
+// long as nobody rewards, so the dialer sends a keepalive frame on a link
+// that has been quiet for IdleTimeout/4; the limit then only catches a
+// dialer that is gone (or paused) without its socket closing. A peer that
+// vanishes silently is also caught by the callers' deadlines, TCP
+// keepalive (Go's default, 15 s) and membership, which then calls
+// Disconnect. A request whose caller gave up is not recalled: it may still
+// reach the peer, late.
 //
 // Lock order: Transport.mu is never held while taking clientConn.mu or
 // sender.mu, nor while calling any Config callback except Self, Resolve
@@ -43,6 +63,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -50,6 +71,21 @@ const (
 	DefaultDialTimeout    = time.Second
 	DefaultRequestTimeout = 3 * time.Second
 	DefaultMaxInflight    = 512
+	// DefaultMaxConns bounds inbound connections. A node has one from
+	// each other member plus the `appnode rpc` clients of the moment;
+	// 256 is far above that for the clusters appnode is made for, and
+	// caps what strangers can make the node hold (a 64 KB read buffer and
+	// two goroutines each).
+	DefaultMaxConns = 256
+	// DefaultIdleTimeout closes an inbound connection that carried
+	// nothing, keepalives included, for this long. Dialers send a
+	// keepalive after IdleTimeout/4 of quiet, so a live peer misses it
+	// only if stalled for about three quarters of it; a minute tolerates
+	// any pause short of one the cluster would declare a failure anyway.
+	DefaultIdleTimeout = time.Minute
+	// keepalivesPerIdle: dialers check for quiet this many times per
+	// IdleTimeout.
+	keepalivesPerIdle = 4
 
 	// readBufSize is the read buffer of a connection. Most frames are tens
 	// of bytes, so one read syscall usually brings in a whole batch.
@@ -65,10 +101,15 @@ const (
 // Transport or Client is closed.
 var ErrClosed = errors.New("transport closed")
 
-// Config configures a Transport. Self, Resolve and Handle are required.
+// Config configures a Transport. Cookie, Self, Resolve and Handle are
+// required.
 type Config struct {
 	BindAddr string // e.g. "127.0.0.1"
 	Port     int    // 0 = any free port; see Transport.Port
+
+	// Cookie is the cluster's secret. Only peers that prove they know it
+	// are served or called.
+	Cookie cookie.Cookie
 
 	// Self returns this node's current incarnation. It can change at run
 	// time (a fenced node takes a new boot id), so it is read for every
@@ -96,9 +137,9 @@ type Config struct {
 	Handle func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error)
 
 	// HandleClient serves a connection whose Hello has Client=true (the
-	// `appnode rpc` tool, not a cluster member). Only *wire.Command reaches
-	// it; anything else is answered with CodeBadRequest. Nil refuses
-	// clients.
+	// `appnode rpc` and `appnode bench` tools, not cluster members). Only
+	// *wire.Command, *wire.Reward and *wire.Where reach it; anything else
+	// is answered with CodeBadRequest. Nil refuses clients.
 	HandleClient func(ctx context.Context, m wire.Msg) (wire.Msg, error)
 
 	// Fenced is asked by the acceptor for every member Hello. True means
@@ -128,9 +169,11 @@ type Config struct {
 	// accepted from it are dropped after the Hello.
 	Block func(peer string) bool
 
-	DialTimeout    time.Duration // connect plus handshake; default 1 s
+	DialTimeout    time.Duration // connect plus handshake, on either side; default 1 s
 	RequestTimeout time.Duration // for a Call whose ctx has no deadline, and for each write; default 3 s
 	MaxInflight    int           // concurrent handlers per inbound connection; default 512
+	MaxConns       int           // inbound connections at once; default DefaultMaxConns
+	IdleTimeout    time.Duration // an inbound connection silent this long is closed; default 1 min
 
 	Logf func(format string, args ...any) // may be nil
 }
@@ -139,6 +182,10 @@ type Config struct {
 type Transport struct {
 	cfg Config
 	ln  net.Listener
+	key []byte // the cookie's transport key
+
+	stats counters
+	noisy throttle // for what strangers can make happen at will
 
 	// ctx is cancelled by Close. Dials and request handlers derive from
 	// it, so Close interrupts them.
@@ -150,10 +197,11 @@ type Transport struct {
 	// none can race with Close's Wait.
 	wg sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	peers   map[string]*peer
-	inbound map[*serverConn]struct{}
+	mu          sync.Mutex
+	closed      bool
+	peers       map[string]*peer
+	inbound     map[*serverConn]struct{}
+	handshaking int // inbound connections still in their handshake
 
 	dials atomic.Int64 // handshakes completed as the dialer, for tests
 	joins atomic.Int64 // calls that waited on a dial another call started, for tests
@@ -183,6 +231,9 @@ func Listen(cfg Config) (*Transport, error) {
 	if cfg.Self == nil || cfg.Resolve == nil || cfg.Handle == nil {
 		return nil, errors.New("transport: Config needs Self, Resolve and Handle")
 	}
+	if cfg.Cookie.IsZero() {
+		return nil, errors.New("transport: Config needs the cluster's Cookie")
+	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
@@ -192,6 +243,12 @@ func Listen(cfg Config) (*Transport, error) {
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = DefaultMaxInflight
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	addr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -200,9 +257,11 @@ func Listen(cfg Config) (*Transport, error) {
 	t := &Transport{
 		cfg:     cfg,
 		ln:      ln,
+		key:     cfg.Cookie.TransportKey(),
 		peers:   make(map[string]*peer),
 		inbound: make(map[*serverConn]struct{}),
 	}
+	t.noisy.out = cfg.Logf
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.wg.Add(1)
 	go t.acceptLoop()
@@ -369,7 +428,7 @@ func (t *Transport) connect(name string, self wire.NodeID) (*clientConn, *wire.N
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
 	defer cancel()
-	hs, err := handshake(ctx, addr, &wire.Hello{Version: wire.Version, From: self, To: name})
+	hs, err := handshake(ctx, addr, t.key, &wire.Hello{Version: wire.Version, From: self, To: name})
 	if err != nil {
 		if t.ctx.Err() != nil {
 			err = fmt.Errorf("transport: connect to %s: %w", name, ErrClosed)
@@ -380,7 +439,7 @@ func (t *Transport) connect(name string, self wire.NodeID) (*clientConn, *wire.N
 		hs.nc.Close()
 		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: %s answers as %s, not %s", addr, hs.reply.Node.Name, name)}
 	}
-	c := newClientConn(hs, self, t.cfg.RequestTimeout, t.logf)
+	c := newClientConn(hs, self, t.cfg.RequestTimeout, t.cfg.IdleTimeout/keepalivesPerIdle, t.logf)
 	c.blocked = func() bool { return t.blocked(name) }
 	c.onClose = t.clientClosed
 	t.dials.Add(1)
@@ -408,7 +467,9 @@ func (t *Transport) clientClosed(c *clientConn, linkDown bool) {
 // when the cluster declares that node failed; the next Call dials again,
 // and the peer's next Hello meets Fenced.
 func (t *Transport) Disconnect(name string) {
-	t.disconnect(name, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: disconnected from %s", name)})
+	// Calls under way may have been applied: say so (ErrLinkLost), so that
+	// a reward re-sent with its id is answered once, not lost or doubled.
+	t.disconnect(name, fmt.Errorf("transport: disconnected from %s: %w", name, wire.ErrLinkLost))
 }
 
 func (t *Transport) disconnect(name string, why error) {
@@ -493,14 +554,26 @@ func (t *Transport) acceptLoop() {
 			continue
 		}
 		delay = 0
-		sc := newServerConn(t, nc)
+		t.stats.accepted.Add(1)
 		t.mu.Lock()
 		if t.closed {
 			t.mu.Unlock()
 			nc.Close()
 			return
 		}
+		// Strangers may fill only a quarter of the slots with
+		// handshakes, which each last at most DialTimeout, so members
+		// and clients keep finding room.
+		if open, hs := len(t.inbound), t.handshaking; open >= t.cfg.MaxConns || hs >= max(1, t.cfg.MaxConns/4) {
+			t.mu.Unlock()
+			t.stats.overCap.Add(1)
+			nc.Close()
+			t.noisy.logf("transport: refusing a connection from %s: %d connections open, %d of them in their handshake", nc.RemoteAddr(), open, hs)
+			continue
+		}
+		sc := newServerConn(t, nc)
 		t.inbound[sc] = struct{}{}
+		t.handshaking++
 		t.wg.Add(1)
 		t.mu.Unlock()
 		go sc.serve()

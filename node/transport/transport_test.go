@@ -480,17 +480,9 @@ func TestBadBytesToListener(t *testing.T) {
 
 	hello := func(nc net.Conn) {
 		t.Helper()
-		fw := wire.NewFrameWriter(nc)
-		if err := fw.WriteFrame(0, &wire.Hello{Version: wire.Version, From: wire.NodeID{Name: "x", Boot: 1}, To: "b"}); err != nil {
-			t.Fatal(err)
-		}
-		fr := wire.NewFrameReader(nc)
-		_, m, err := fr.ReadMsg()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r := m.(*wire.HelloReply); r.Refused != "" || r.Fenced {
-			t.Fatalf("hello refused: %+v", r)
+		hello := &wire.Hello{Version: wire.Version, From: wire.NodeID{Name: "x", Boot: 1}, To: "b"}
+		if _, err := dialerHandshake(wire.NewFrameReader(nc), wire.NewFrameWriter(nc), testCookie.TransportKey(), hello, "b"); err != nil {
+			t.Fatalf("handshake: %v", err)
 		}
 	}
 	frameBytes := func(k wire.Kind, id uint64, body []byte) []byte {
@@ -668,8 +660,8 @@ func TestOversizeMessages(t *testing.T) {
 	})
 
 	_, err := a.Call(context.Background(), b.id(), &wire.Command{Line: strings.Repeat("x", wire.MaxFrame)})
-	if !errors.Is(err, wire.ErrFrameTooLarge) {
-		t.Fatalf("oversize request: %v, want ErrFrameTooLarge", err)
+	if !errors.Is(err, wire.ErrLimit) {
+		t.Fatalf("oversize request: %v, want wire.ErrLimit", err)
 	}
 	_, err = a.Call(context.Background(), b.id(), &wire.Command{Line: "big"})
 	if code, _ := wire.CodeOf(err); code != wire.CodeInternal {
@@ -688,7 +680,7 @@ func TestClient(t *testing.T) {
 			return &wire.CommandReply{Output: "ran " + m.(*wire.Command).Line}, nil
 		}
 	})
-	cl, err := DialClient(context.Background(), b.Addr(), "rpc-1")
+	cl, err := DialClient(context.Background(), b.Addr(), "rpc-1", testCookie)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -703,7 +695,7 @@ func TestClient(t *testing.T) {
 	if out := r.(*wire.CommandReply).Output; out != "ran node()." {
 		t.Fatalf("output %q", out)
 	}
-	_, err = cl.Call(context.Background(), &wire.Reward{Player: "p", Points: 1})
+	_, err = cl.Call(context.Background(), &wire.Replicate{Player: "p", Epoch: 1, Seq: 1, Total: 1})
 	if code, _ := wire.CodeOf(err); code != wire.CodeBadRequest {
 		t.Fatalf("member message from a client: %v, want CodeBadRequest", err)
 	}
@@ -721,7 +713,7 @@ func TestClient(t *testing.T) {
 
 	// A node without HandleClient refuses clients.
 	a := n.add("a", 1, nil)
-	if _, err := DialClient(context.Background(), a.Addr(), "rpc-2"); err == nil {
+	if _, err := DialClient(context.Background(), a.Addr(), "rpc-2", testCookie); err == nil {
 		t.Fatal("a node without HandleClient accepted a client")
 	}
 }
