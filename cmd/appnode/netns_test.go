@@ -1,0 +1,489 @@
+package main
+
+// TestNetnsPartition: a real network partition. Three "hosts" are Linux
+// network namespaces, each with one veth to a bridge that lives in a fourth
+// namespace (the root namespace is left untouched), addresses in
+// 10.77.N.0/24 and host names h1, h2, h3 from /etc/netns/NS/hosts, which
+// `ip netns exec` mounts over /etc/hosts. One node runs on each host,
+// bound to its host's address, and they connect by NAME@HOST. Then h3's
+// link to the bridge goes down: h1 and h2, the majority, keep serving every
+// player, h3's included, while h3 refuses rewards with a clear error; when
+// the link comes back h3 rejoins clean.
+//
+// It needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2's ip; where
+// a namespace cannot be made it skips, saying why.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// nsNet is the test's little network: namespaces, bridge and veths.
+type nsNet struct {
+	t      *testing.T
+	ip     string // the ip binary
+	prefix string // of every namespace's name, unique to this test run
+	subnet string // "10.77.N"
+	bridge string // the bridge's namespace
+	hosts  []string
+	made   []string // namespaces created, for the cleanup
+	etc    []string // /etc/netns/NS directories created
+	etcDir bool     // /etc/netns itself was created here
+}
+
+func (n *nsNet) run(args ...string) {
+	n.t.Helper()
+	if out, err := exec.Command(n.ip, args...).CombinedOutput(); err != nil {
+		n.t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// nsSetup makes the network, or skips the test if namespaces cannot be
+// made here. Everything it makes is removed when the test ends.
+func nsSetup(t *testing.T, hosts int) *nsNet {
+	t.Helper()
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/ip"); serr != nil {
+			t.Skip("skipped: needs iproute2's ip command to make network namespaces (not found in PATH or /usr/sbin)")
+		}
+		ip = "/usr/sbin/ip"
+	}
+	pid := os.Getpid()
+	n := &nsNet{
+		t:      t,
+		ip:     ip,
+		prefix: fmt.Sprintf("appnode-%d-%d-", pid, time.Now().UnixNano()%1e6),
+		subnet: fmt.Sprintf("10.77.%d", 1+pid%250),
+	}
+	n.bridge = n.prefix + "br"
+	t.Cleanup(n.teardown)
+	if out, err := exec.Command(ip, "netns", "add", n.bridge).CombinedOutput(); err != nil {
+		t.Skipf("skipped: cannot make a network namespace (this test needs root, with CAP_SYS_ADMIN and CAP_NET_ADMIN): ip netns add: %v: %s",
+			err, strings.TrimSpace(string(out)))
+	}
+	n.made = append(n.made, n.bridge)
+	if _, err := os.Stat("/etc/netns"); os.IsNotExist(err) {
+		n.etcDir = true
+	}
+	n.run("-n", n.bridge, "link", "add", "br0", "type", "bridge")
+	n.run("-n", n.bridge, "link", "set", "br0", "up")
+	n.run("-n", n.bridge, "link", "set", "lo", "up")
+	var hostsFile strings.Builder
+	hostsFile.WriteString("127.0.0.1 localhost\n")
+	for i := 1; i <= hosts; i++ {
+		fmt.Fprintf(&hostsFile, "%s h%d\n", n.addr(i), i)
+	}
+	for i := 1; i <= hosts; i++ {
+		ns := n.prefix + fmt.Sprintf("h%d", i)
+		n.run("netns", "add", ns)
+		n.made = append(n.made, ns)
+		n.hosts = append(n.hosts, ns)
+		// veth vN in the bridge's namespace, eth0 in the host's.
+		n.run("-n", n.bridge, "link", "add", n.veth(i), "type", "veth", "peer", "name", "eth0", "netns", ns)
+		n.run("-n", n.bridge, "link", "set", n.veth(i), "master", "br0")
+		n.run("-n", n.bridge, "link", "set", n.veth(i), "up")
+		n.run("-n", ns, "addr", "add", n.addr(i)+"/24", "dev", "eth0")
+		n.run("-n", ns, "link", "set", "eth0", "up")
+		n.run("-n", ns, "link", "set", "lo", "up")
+		dir := filepath.Join("/etc/netns", ns)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatalf("host names for %s: %v", ns, err)
+		}
+		n.etc = append(n.etc, dir)
+		if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hostsFile.String()), 0o644); err != nil {
+			t.Fatalf("host names for %s: %v", ns, err)
+		}
+	}
+	return n
+}
+
+func (n *nsNet) addr(host int) string { return fmt.Sprintf("%s.%d", n.subnet, host) }
+func (n *nsNet) veth(host int) string { return fmt.Sprintf("v%d", host) }
+
+// cut takes host's link to the bridge down; heal brings it back.
+func (n *nsNet) cut(host int)  { n.run("-n", n.bridge, "link", "set", n.veth(host), "down") }
+func (n *nsNet) heal(host int) { n.run("-n", n.bridge, "link", "set", n.veth(host), "up") }
+
+func (n *nsNet) teardown() {
+	for _, ns := range slices.Backward(n.made) {
+		if out, err := exec.Command(n.ip, "netns", "del", ns).CombinedOutput(); err != nil {
+			n.t.Errorf("cleanup: ip netns del %s: %v: %s", ns, err, out)
+		}
+	}
+	for _, dir := range n.etc {
+		if err := os.RemoveAll(dir); err != nil {
+			n.t.Errorf("cleanup: %v", err)
+		}
+	}
+	if n.etcDir {
+		_ = os.Remove("/etc/netns") // fails, as it should, if another test's namespaces are there now
+	}
+}
+
+// nsProc is one node running in a namespace, driven through its console
+// (scripted mode): the test process cannot reach the namespaces' network.
+type nsProc struct {
+	t       *testing.T
+	name    string
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	answers chan string
+	exited  chan struct{}
+
+	mu     sync.Mutex
+	events []string
+}
+
+// nsStart runs `ip netns exec NS appnode --bind ADDR NAME`; ip execs the
+// binary in place, so the process is the node itself.
+func nsStart(t *testing.T, h *harness, n *nsNet, host int, short string) *nsProc {
+	t.Helper()
+	name := fmt.Sprintf("%s@h%d", short, host)
+	stateDir := filepath.Join(h.stateDir, fmt.Sprintf("h%d", host)) // each host its own home
+	cmd := exec.Command(n.ip, "netns", "exec", n.hosts[host-1], appnodeBin, "--bind", n.addr(host), name)
+	cmd.Env = append(h.env(), "APPNODE_STATE_DIR="+stateDir) // the last value wins
+	p := &nsProc{t: t, name: name, cmd: cmd, answers: make(chan string, 1024), exited: make(chan struct{})}
+	var err error
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	var readers sync.WaitGroup
+	readers.Go(func() {
+		defer close(p.answers)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			p.answers <- sc.Text()
+		}
+	})
+	readers.Go(func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.events = append(p.events, sc.Text())
+			p.mu.Unlock()
+		}
+	})
+	go func() {
+		readers.Wait()
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s (pid %d) did not exit after SIGKILL", name, cmd.Process.Pid)
+		}
+		p.stdin.Close()
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("%s stderr (events):\n%s", name, strings.Join(p.events, "\n"))
+			p.mu.Unlock()
+			if b, err := os.ReadFile(filepath.Join(stateDir, name+".log")); err == nil {
+				t.Logf("%s log (tail):\n%s", name, tail(string(b), 60))
+			}
+		}
+	})
+	return p
+}
+
+func (p *nsProc) ask(line string) string {
+	p.t.Helper()
+	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
+		p.t.Fatalf("%s: typing %q: %v", p.name, line, err)
+	}
+	select {
+	case a, ok := <-p.answers:
+		if !ok {
+			<-p.exited
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.t.Fatalf("%s exited instead of answering %q; stderr:\n%s", p.name, line, strings.Join(p.events, "\n"))
+		}
+		return a
+	case <-time.After(answerLimit):
+		p.t.Fatalf("%s: no answer to %q within %v", p.name, line, answerLimit)
+	}
+	return ""
+}
+
+func (p *nsProc) expect(line, want string) {
+	p.t.Helper()
+	if got := p.ask(line); got != want {
+		p.t.Fatalf("%s: %q answered %q, want %q", p.name, line, got, want)
+	}
+}
+
+// nsRange is what the test knows of a player's total: it is in [lo, hi]
+// (hi > lo after rewards whose outcome is unknown).
+type nsRange struct{ lo, hi int64 }
+
+// rewarded checks the answer to a successful `reward P d` and learns the
+// total from it.
+func (r *nsRange) rewarded(t *testing.T, what string, d int64, answer string) {
+	t.Helper()
+	var v int64
+	if _, err := fmt.Sscan(answer, &v); err != nil || fmt.Sprint(v) != answer {
+		t.Fatalf("%s answered %q, not a total", what, answer)
+	}
+	if v < r.lo+d || v > r.hi+d {
+		if r.lo == r.hi {
+			t.Fatalf("%s answered %d, want %d", what, v, r.lo+d)
+		}
+		t.Fatalf("%s answered %d, want %d..%d (some earlier rewards' outcome is unknown)", what, v, r.lo+d, r.hi+d)
+	}
+	r.lo, r.hi = v, v
+}
+
+// failed learns from a failed reward of d: unless the answer says nothing
+// changed, it may have been applied.
+func (r *nsRange) failed(d int64, answer string) {
+	if chaosClassify(answer) != chaosNotApplied {
+		r.hi += d
+	}
+}
+
+// nsSummary counts equal answers: "none", or "N: 3x "...", 1x "..."".
+func nsSummary(answers []string) string {
+	if len(answers) == 0 {
+		return "none"
+	}
+	count := map[string]int{}
+	var order []string
+	for _, a := range answers {
+		if count[a] == 0 {
+			order = append(order, a)
+		}
+		count[a]++
+	}
+	parts := make([]string, len(order))
+	for i, a := range order {
+		parts[i] = fmt.Sprintf("%dx %q", count[a], a)
+	}
+	return fmt.Sprintf("%d: %s", len(answers), strings.Join(parts, ", "))
+}
+
+func TestNetnsPartition(t *testing.T) {
+	lan := nsSetup(t, 3)
+	h := newHarness(t)
+
+	var ps []*nsProc
+	for i := 1; i <= 3; i++ {
+		p := nsStart(t, h, lan, i, fmt.Sprintf("app_node%d", i))
+		p.expect("node", "'"+p.name+"'")
+		// ip must have exec'd the node in place: the cleanup kills this pid.
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.cmd.Process.Pid)); err != nil || exe != appnodeBin {
+			t.Fatalf("pid %d started by ip netns exec runs %q (%v), not %s", p.cmd.Process.Pid, exe, err, appnodeBin)
+		}
+		ps = append(ps, p)
+	}
+	n1, n2, n3 := ps[0], ps[1], ps[2]
+	n1.expect("connect "+n2.name, "true")
+	n1.expect("connect "+n3.name, "true")
+	members := func(what string, nodes ...*nsProc) time.Duration {
+		t.Helper()
+		return eventually(t, settleLimit, what, func() (bool, string) {
+			for _, p := range nodes {
+				var others []string
+				for _, q := range nodes {
+					if q != p {
+						others = append(others, "'"+q.name+"'")
+					}
+				}
+				slices.Sort(others)
+				if got, want := p.ask("nodes"), "["+strings.Join(others, ",")+"]"; got != want {
+					return false, fmt.Sprintf("nodes at %s: %s, want %s", p.name, got, want)
+				}
+			}
+			return true, ""
+		})
+	}
+	members("the three hosts' nodes list each other", ps...)
+	t.Logf("three nodes on three hosts (%s.1-3), connected by NAME@HOST", lan.subnet)
+
+	// Two players created on each host, so owned there.
+	totals := map[string]*nsRange{}
+	var players []string
+	for i, p := range ps {
+		for _, suffix := range []string{"a", "b"} {
+			pl := fmt.Sprintf("np%d%s", i+1, suffix)
+			players = append(players, pl)
+			totals[pl] = &nsRange{}
+			totals[pl].rewarded(t, "reward "+pl+" 5 at "+p.name, 5, p.ask("reward "+pl+" 5"))
+		}
+		p.expect("local_players", fmt.Sprintf(`["np%da","np%db"]`, i+1, i+1))
+	}
+	var before []string
+	for _, pl := range players {
+		before = append(before, pl+" "+n1.ask("where "+pl))
+	}
+	t.Logf("before the cut: %q", before)
+
+	// rewardAt rewards pl by 1 at p until it succeeds, and returns how long
+	// after since that was, and the failures before.
+	rewardAt := func(p *nsProc, pl string, since time.Time) (time.Duration, []string) {
+		t.Helper()
+		var failures []string
+		what := "reward " + pl + " 1 at " + p.name
+		eventually(t, settleLimit, what, func() (bool, string) {
+			a := p.ask("reward " + pl + " 1")
+			if strings.HasPrefix(a, "** ") {
+				totals[pl].failed(1, a)
+				failures = append(failures, a)
+				return false, a
+			}
+			totals[pl].rewarded(t, what, 1, a)
+			return true, ""
+		})
+		return time.Since(since), failures
+	}
+
+	// Cut h3 off.
+	lan.cut(3)
+	cutAt := time.Now()
+	t.Logf("h3's link to the bridge is down")
+
+	// The majority, h1 and h2, keeps serving every player, h3's included.
+	for _, p := range []*nsProc{n1, n2} {
+		for _, pl := range players {
+			d, failures := rewardAt(p, pl, cutAt)
+			t.Logf("cut: %s served %s %v after the cut; failures before: %s", p.name, pl, d.Round(time.Millisecond), nsSummary(failures))
+		}
+	}
+	members("h1 and h2 list only each other", n1, n2)
+	t.Logf("cut: h1 and h2 list only each other %v after the cut", time.Since(cutAt).Round(time.Millisecond))
+
+	// h3 refuses, with a clear error, and never acknowledges a reward.
+	var noMajority string
+	var refusals []string
+	eventually(t, settleLimit, "h3 refuses rewards because it sees no majority", func() (bool, string) {
+		for _, pl := range []string{"np3a", "np1a"} {
+			a := n3.ask("reward " + pl + " 1")
+			if !strings.HasPrefix(a, "** error: ") {
+				t.Fatalf("h3, cut off, answered `reward %s 1` with %q: a minority node must not acknowledge a reward", pl, a)
+			}
+			totals[pl].failed(1, a)
+			if !strings.Contains(a, "sees only") {
+				refusals = append(refusals, a)
+				return false, a
+			}
+			noMajority = a
+		}
+		return true, ""
+	})
+	t.Logf("cut: h3 refuses rewards %v after the cut: %s; earlier answers: %s", time.Since(cutAt).Round(time.Millisecond), noMajority, nsSummary(refusals))
+	// Still refusing, for every player, while the majority moves on.
+	for _, pl := range players {
+		a := n3.ask("reward " + pl + " 1")
+		totals[pl].failed(1, a)
+		if !strings.Contains(a, "sees only") {
+			t.Errorf("h3, cut off, answered `reward %s 1` with %q, want the no-majority refusal", pl, a)
+		}
+		if _, failures := rewardAt(n1, pl, cutAt); len(failures) > 0 {
+			t.Logf("cut: %s at %s needed retries: %s", pl, n1.name, nsSummary(failures))
+		}
+	}
+
+	// Heal: h3 rejoins clean.
+	lan.heal(3)
+	healAt := time.Now()
+	// The first thing h3 is asked: a player it owned before the cut, which
+	// h1 and h2 have since moved on. It may refuse, never answer stale.
+	d, failures := rewardAt(n3, "np3a", healAt)
+	t.Logf("heal: h3 served np3a, which it owned before the cut, %v after the heal, continuing the cluster's total; failures before: %s", d.Round(time.Millisecond), nsSummary(failures))
+	members("the three nodes list each other again", ps...)
+	t.Logf("heal: all three list each other %v after the link came back", time.Since(healAt).Round(time.Millisecond))
+	for _, pl := range players {
+		d, failures := rewardAt(n3, pl, healAt)
+		t.Logf("heal: h3 served %s %v after the heal, continuing the cluster's total; failures before: %s", pl, d.Round(time.Millisecond), nsSummary(failures))
+	}
+
+	// Every node agrees on every total; each player has one primary, and
+	// every node says the same about where it and its keeper are.
+	for _, pl := range players {
+		for _, p := range ps {
+			what := "reward " + pl + " 0 at " + p.name
+			eventually(t, settleLimit, what, func() (bool, string) {
+				a := p.ask("reward " + pl + " 0")
+				if strings.HasPrefix(a, "** ") {
+					return false, a
+				}
+				totals[pl].rewarded(t, what, 0, a)
+				return true, ""
+			})
+		}
+	}
+	var after []string
+	eventually(t, settleLimit, "one primary per player, one placement seen from every node", func() (bool, string) {
+		on := map[string][]string{}
+		for _, p := range ps {
+			local := p.ask("local_players")
+			for _, pl := range players {
+				if strings.Contains(local, `"`+pl+`"`) {
+					on[pl] = append(on[pl], p.name)
+				}
+			}
+		}
+		after = after[:0]
+		for _, pl := range players {
+			if len(on[pl]) != 1 {
+				return false, fmt.Sprintf("%s has a primary on %v", pl, on[pl])
+			}
+			var first string
+			for _, p := range ps {
+				w := p.ask("where " + pl)
+				m := chaosWhereRE.FindStringSubmatch(w)
+				if m == nil || m[1] != on[pl][0] || m[2] == m[1] {
+					return false, fmt.Sprintf("where %s at %s: %q, want owner %s and a keeper elsewhere", pl, p.name, w, on[pl][0])
+				}
+				if first == "" {
+					first = w
+				} else if w != first {
+					return false, fmt.Sprintf("where %s: %q at %s, %q elsewhere", pl, w, p.name, first)
+				}
+			}
+			after = append(after, pl+" "+first)
+		}
+		return true, ""
+	})
+	var final []string
+	for _, pl := range players {
+		final = append(final, fmt.Sprintf("%s=%d", pl, totals[pl].lo))
+	}
+	t.Logf("after the heal: %q; totals %s", after, strings.Join(final, " "))
+	var stderr bytes.Buffer
+	n3.mu.Lock()
+	for _, e := range n3.events {
+		if strings.Contains(e, "declared") || strings.Contains(e, "rejoin") || strings.Contains(e, "majority") || strings.HasSuffix(e, " down") || strings.HasSuffix(e, " up") {
+			fmt.Fprintln(&stderr, e)
+		}
+	}
+	n3.mu.Unlock()
+	t.Logf("h3's events about membership:\n%s", strings.TrimSpace(stderr.String()))
+}
