@@ -554,16 +554,46 @@ func (n *Node) Where(ctx context.Context, player string) (owner, keeper string, 
 	return o.Name, k.Name, err
 }
 
+// clientRequestTimeout bounds a reward or where sent by a client (`appnode
+// bench`), as the console's own timeout bounds a command typed there.
+const clientRequestTimeout = 10 * time.Second
+
+// handleClient serves a non-member: a console line (`appnode rpc`), or a
+// reward or where (`appnode bench`), each served as if typed at this
+// node's console. A client's reward gets this node's request id, whatever
+// the client put there.
 func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
-	c, ok := m.(*wire.Command)
-	if !ok {
-		return nil, wire.Errorf(wire.CodeBadRequest, "only commands may be sent by a client")
+	switch m := m.(type) {
+	case *wire.Command:
+		if n.cfg.Command == nil {
+			return nil, wire.Errorf(wire.CodeBadRequest, "this node does not take commands")
+		}
+		out, failed := n.cfg.Command(ctx, m.Line)
+		return &wire.CommandReply{Output: out, Failed: failed}, nil
+	case *wire.Reward:
+		ctx, cancel := context.WithTimeout(ctx, clientRequestTimeout)
+		defer cancel()
+		var total int64
+		var err error
+		if m.NotInt != "" {
+			total, err = n.store.Reward(ctx, m.Player, m.NotInt)
+		} else {
+			total, err = n.store.RewardInt(ctx, m.Player, m.Points)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &wire.RewardReply{Total: total}, nil
+	case *wire.Where:
+		ctx, cancel := context.WithTimeout(ctx, clientRequestTimeout)
+		defer cancel()
+		owner, keeper, err := n.store.Where(ctx, m.Player)
+		if err != nil {
+			return nil, err
+		}
+		return &wire.WhereReply{Role: n.store.Role(m.Player), Owner: owner, Keeper: keeper}, nil
 	}
-	if n.cfg.Command == nil {
-		return nil, wire.Errorf(wire.CodeBadRequest, "this node does not take commands")
-	}
-	out, failed := n.cfg.Command(ctx, c.Line)
-	return &wire.CommandReply{Output: out, Failed: failed}, nil
+	return nil, wire.Errorf(wire.CodeBadRequest, "a client may send only commands, rewards and wheres, not %s", m.Kind())
 }
 
 // ---- stopping ----

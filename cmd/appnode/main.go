@@ -34,6 +34,8 @@ func main() {
 		switch os.Args[1] {
 		case "rpc":
 			os.Exit(rpc(os.Args[2:]))
+		case "bench":
+			os.Exit(runBench(os.Args[2:]))
 		}
 	}
 	os.Exit(run(os.Args[1:]))
@@ -110,6 +112,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
 		return 1
 	}
+	defer startPprof(logf)() // only with APPNODE_PPROF=127.0.0.1:PORT
 
 	// SIGTERM, SIGHUP (and SIGINT when not at a terminal, where readline
 	// takes Ctrl-C as a key) end the console and exit gracefully, as does

@@ -1,0 +1,380 @@
+package main
+
+// Tests of `appnode bench`: short smoke runs of the built binary against
+// spawned clusters (figures are checked for sanity, never for speed), and
+// unit tests of its arithmetic.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// benchLimit bounds one short bench run, start to exit. Passing runs take
+// a few seconds.
+const benchLimit = 90 * time.Second
+
+// runBenchCmd runs `appnode bench ARGS` to completion and returns its
+// stdout, stderr and exit code.
+func runBenchCmd(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), benchLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, appnodeBin, append([]string{"bench"}, args...)...)
+	cmd.Env = append(h.env(), "TMPDIR="+t.TempDir())
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		t.Fatalf("appnode bench %v did not exit within %v; stderr:\n%s", args, benchLimit, errOut.String())
+	case errors.As(err, &exitErr):
+		code = exitErr.ExitCode()
+	default:
+		t.Fatalf("appnode bench %v: %v", args, err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// assertGone fails the test if any process in pids is still running.
+func assertGone(t *testing.T, what string, pids []int) {
+	t.Helper()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("%s: pid %d still exists after the bench exited (kill -0: %v)", what, pid, err)
+		}
+	}
+}
+
+var pidRE = regexp.MustCompile(`\(pid (\d+)\)`)
+
+// pidsIn finds every "(pid N)" in the bench's notes.
+func pidsIn(s string) []int {
+	var pids []int
+	for _, m := range pidRE.FindAllStringSubmatch(s, -1) {
+		pid, _ := strconv.Atoi(m[1])
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+func TestBenchSmokeTables(t *testing.T) {
+	out, errOut, code := runBenchCmd(t, "--spawn", "3", "--duration", "1s", "--clients", "4", "--players", "50")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	t.Logf("stdout:\n%s", out)
+	var row []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == "appnode" {
+			row = f
+		}
+	}
+	// appnode  requests  rewards/s  mean  p50  p90  p99  p99.9  max  errors
+	if len(row) != 10 {
+		t.Fatalf("no appnode row with 9 figures in:\n%s", out)
+	}
+	if n, err := strconv.Atoi(row[1]); err != nil || n <= 0 {
+		t.Errorf("requests %q, want a positive count", row[1])
+	}
+	if v, err := strconv.ParseFloat(row[2], 64); err != nil || v <= 0 {
+		t.Errorf("rewards/s %q, want a positive rate", row[2])
+	}
+	if d, err := time.ParseDuration(strings.ReplaceAll(row[4], "µ", "u")); err != nil || d <= 0 {
+		t.Errorf("p50 %q, want a positive duration", row[4])
+	}
+	if _, err := strconv.Atoi(row[9]); err != nil {
+		t.Errorf("errors %q, want a count", row[9])
+	}
+	if !strings.Contains(out, "errors: none") && !strings.Contains(out, "errors (every failed attempt") {
+		t.Errorf("no errors section in:\n%s", out)
+	}
+	pids := pidsIn(errOut)
+	if len(pids) != 3 {
+		t.Fatalf("want the 3 nodes' pids in the notes, got %v:\n%s", pids, errOut)
+	}
+	assertGone(t, "spawned node", pids)
+}
+
+func TestBenchSmokeJSONFloorKill(t *testing.T) {
+	out, errOut, code := runBenchCmd(t, "--spawn", "3", "--duration", "2s", "--kill-after", "1s",
+		"--clients", "4", "--players", "50", "--entry", "other", "--floor", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	var rep struct {
+		Throughput float64 `json:"throughput"`
+		P50Us      float64 `json:"p50_us"`
+		P99Us      float64 `json:"p99_us"`
+		Errors     *int64  `json:"errors"`
+		Nodes      []struct {
+			Name string `json:"name"`
+			PID  int    `json:"pid"`
+		} `json:"nodes"`
+		Floor *struct {
+			Throughput float64 `json:"throughput"`
+			P50Us      float64 `json:"p50_us"`
+			Hop        *struct {
+				P50Us float64 `json:"p50_us"`
+			} `json:"hop"`
+		} `json:"floor"`
+		Ratio *struct {
+			P50        float64 `json:"p50"`
+			Throughput float64 `json:"throughput"`
+		} `json:"ratio_to_floor"`
+		Kill *struct {
+			Node           string   `json:"node"`
+			LongestStallMs float64  `json:"longest_stall_ms"`
+			RecoveryMs     *float64 `json:"recovery_ms"`
+		} `json:"kill"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
+	}
+	t.Logf("throughput %.0f/s p50 %.0fus p99 %.0fus errors %v; floor %+v; ratio %+v; kill %+v",
+		rep.Throughput, rep.P50Us, rep.P99Us, *rep.Errors, rep.Floor, rep.Ratio, rep.Kill)
+	switch {
+	case rep.Throughput <= 0 || rep.P50Us <= 0 || rep.P99Us < rep.P50Us:
+		t.Errorf("throughput %v, p50_us %v, p99_us %v: want positive figures, p99 >= p50", rep.Throughput, rep.P50Us, rep.P99Us)
+	case rep.Errors == nil:
+		t.Errorf("no errors key")
+	case rep.Floor == nil || rep.Floor.Throughput <= 0 || rep.Floor.P50Us <= 0:
+		t.Errorf("floor %+v: want positive throughput and p50_us", rep.Floor)
+	case rep.Floor.Hop == nil || rep.Floor.Hop.P50Us <= 0:
+		t.Errorf("entry other: want the floor's one-hop figure")
+	case rep.Ratio == nil || rep.Ratio.P50 <= 0 || rep.Ratio.Throughput <= 0:
+		t.Errorf("ratio_to_floor %+v: want positive ratios", rep.Ratio)
+	case len(rep.Nodes) != 3:
+		t.Errorf("nodes %+v, want 3", rep.Nodes)
+	case rep.Kill == nil || rep.Kill.Node != rep.Nodes[2].Name:
+		t.Errorf("kill %+v: want the last node, %s", rep.Kill, rep.Nodes[2].Name)
+	}
+	var pids []int
+	for _, n := range rep.Nodes {
+		pids = append(pids, n.PID)
+	}
+	assertGone(t, "spawned node", pids)
+	assertGone(t, "floor server", pidsIn(errOut[strings.Index(errOut, "floor servers up"):]))
+}
+
+func TestBenchPopulate(t *testing.T) {
+	out, errOut, code := runBenchCmd(t, "--spawn", "2", "--populate", "500", "--settle", "1s", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	var rep struct {
+		Populate *struct {
+			Players int `json:"players"`
+			Nodes   []struct {
+				RSSBefore int64 `json:"rss_before"`
+				RSSAfter  int64 `json:"rss_after"`
+			} `json:"nodes"`
+			BytesPerCopy *float64 `json:"bytes_per_copy"`
+		} `json:"populate"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
+	}
+	p := rep.Populate
+	if p == nil || p.Players != 500 || len(p.Nodes) != 2 || p.BytesPerCopy == nil {
+		t.Fatalf("populate %+v: want 500 players, 2 nodes and bytes_per_copy", p)
+	}
+	for _, n := range p.Nodes {
+		if n.RSSBefore <= 0 || n.RSSAfter <= 0 {
+			t.Errorf("node RSS %+v: want positive readings", n)
+		}
+	}
+}
+
+// TestBenchInterrupt stops the bench with Ctrl-C (SIGINT) during its load:
+// it must exit, and take every node it started with it.
+func TestBenchInterrupt(t *testing.T) {
+	h := newHarness(t)
+	cmd := exec.Command(appnodeBin, "bench", "--spawn", "3", "--duration", "5m", "--clients", "2", "--players", "20", "--floor")
+	cmd.Env = append(h.env(), "TMPDIR="+t.TempDir())
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait() // after stderr is read to EOF
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		for range lines {
+		}
+	})
+	var notes []string
+	timeout := time.After(benchLimit)
+wait:
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("bench exited before its load started: %v\n%s", <-exited, strings.Join(notes, "\n"))
+			}
+			notes = append(notes, l)
+			if strings.Contains(l, "load:") {
+				break wait
+			}
+		case <-timeout:
+			t.Fatalf("the load did not start within %v:\n%s", benchLimit, strings.Join(notes, "\n"))
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for l := range lines {
+		notes = append(notes, l)
+	}
+	err = <-exited
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
+		t.Errorf("after SIGINT the bench exited with %v, want status 130", err)
+	}
+	pids := pidsIn(strings.Join(notes, "\n"))
+	if len(pids) != 5 {
+		t.Fatalf("want the pids of 3 nodes and 2 floor servers in the notes, got %v:\n%s", pids, strings.Join(notes, "\n"))
+	}
+	assertGone(t, "process started by the bench", pids)
+}
+
+func TestBenchFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"--spawn", "1"},
+		{"--spawn", "3", "--nodes", "a@h"},
+		{"--spawn", "2", "--kill-after", "1s"},
+		{"--spawn", "3", "--kill-after", "5s", "--duration", "2s"},
+		{"--nodes", "a@h", "--populate", "10"},
+		{"--spawn", "3", "--entry", "nearest"},
+	} {
+		_, errOut, code := runBenchCmd(t, args...)
+		if code != 2 || !strings.Contains(errOut, "appnode bench: ") {
+			t.Errorf("bench %v: exit %d, stderr %q; want exit 2 with a reason", args, code, errOut)
+		}
+	}
+}
+
+// ---- unit tests ----
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h histogram
+	for i := 1; i <= 100000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 50 * time.Millisecond}, {0.9, 90 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {0.999, 99900 * time.Microsecond}} {
+		got := h.quantile(c.q)
+		if diff := float64(got-c.want) / float64(c.want); diff > 0.016 || diff < -0.016 {
+			t.Errorf("q%v = %v, want %v within 1.6%%", c.q, got, c.want)
+		}
+	}
+	if h.quantile(1) != 100*time.Millisecond || h.max != 100*time.Millisecond {
+		t.Errorf("max %v, q1 %v, want 100ms", h.max, h.quantile(1))
+	}
+	var other histogram
+	other.record(time.Second)
+	h.merge(&other)
+	if h.n != 100001 || h.max != time.Second {
+		t.Errorf("after merge: n %d max %v", h.n, h.max)
+	}
+	var empty histogram
+	if empty.quantile(0.5) != 0 || empty.mean() != 0 {
+		t.Error("an empty histogram must give zeros")
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	prev := -1
+	for v := time.Duration(0); v < time.Hour; v = v*9/8 + 1 {
+		i := bucketOf(v)
+		if i < prev || i >= histBuckets {
+			t.Fatalf("bucketOf(%v) = %d after %d", v, i, prev)
+		}
+		prev = i
+		if mid := bucketValue(i); v > 0 && (float64(mid-v)/float64(v) > 1.0/64 || float64(v-mid)/float64(v) > 1.0/64) {
+			t.Fatalf("bucket %d of %v stands for %v: more than 1/64 off", i, v, mid)
+		}
+	}
+	if i := bucketOf(time.Duration(1<<63 - 1)); i != histBuckets-1 {
+		t.Errorf("largest duration in bucket %d, want %d", i, histBuckets-1)
+	}
+}
+
+func TestRecovery(t *testing.T) {
+	// 100 per bucket, a kill at 2.05 s, 3 buckets at 10, then back.
+	var b []int64
+	for i := range 40 {
+		switch {
+		case i >= 20 && i < 23:
+			b = append(b, 10)
+		default:
+			b = append(b, 100)
+		}
+	}
+	pre, after, ok := recovery(b, 2050*time.Millisecond, 0.8, 5)
+	if !ok || pre != 100 || after != 250*time.Millisecond {
+		t.Errorf("recovery = %v, %v, %v; want 100, 250ms, true", pre, after, ok)
+	}
+	// Never back.
+	for i := 20; i < len(b); i++ {
+		b[i] = 10
+	}
+	if _, _, ok := recovery(b, 2050*time.Millisecond, 0.8, 5); ok {
+		t.Error("throughput never came back, but recovery says it did")
+	}
+	// No dip at all: back at once.
+	for i := range b {
+		b[i] = 100
+	}
+	if _, after, ok := recovery(b, 2050*time.Millisecond, 0.8, 5); !ok || after != 0 {
+		t.Errorf("no dip: recovery after %v, %v; want 0, true", after, ok)
+	}
+}
+
+func TestParseNodeList(t *testing.T) {
+	got := fmt.Sprint(parseNodeList("['a@h','b@h']"))
+	if got != "[a@h b@h]" {
+		t.Errorf("parseNodeList = %s", got)
+	}
+	if l := parseNodeList("[]"); len(l) != 0 {
+		t.Errorf("parseNodeList([]) = %v", l)
+	}
+}
+
+func TestSteady(t *testing.T) {
+	flat := [][]int64{{100 << 20, 50 << 20}, {100<<20 + 1000, 50 << 20}}
+	if !steady(flat) {
+		t.Error("a few KB of change is steady")
+	}
+	growing := [][]int64{{100 << 20}, {110 << 20}}
+	if steady(growing) {
+		t.Error("10% growth is not steady")
+	}
+}
