@@ -214,8 +214,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	savePorts(cfg.StateDir, full, savedPorts{Gossip: n.ml.Port(), Transport: n.tr.Port()})
 	n.ready.Store(true)
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.watchSerf()
+	go n.compactWhenIdle()
 	n.membershipChanged()
 	return n, nil
 }

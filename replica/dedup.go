@@ -10,12 +10,20 @@ import "github.com/appnode/appnode/wire"
 // rewarded hundreds of times a second.
 const dedupLen = 256
 
-// dedup is a ring of recently applied requests. The primary's is owned by
-// its actor; a keeper copy's is guarded by the Store's mutex. It grows only
-// as requests arrive, so an idle player costs a few words.
+// dedup remembers recently applied requests. The primary's is owned by its
+// actor; a keeper copy's is guarded by the Store's mutex. The newest entry
+// is kept inline, because a player at rest (a million of them, say) has
+// usually been rewarded since its last failover only a few times and one
+// entry costs nothing more; older entries go to a ring allocated only for
+// players that are busy.
 type dedup struct {
-	ring []wire.Applied
-	next uint32 // where the next entry goes once the ring is full
+	last wire.Applied
+	ring *dedupRing
+}
+
+type dedupRing struct {
+	entries []wire.Applied
+	next    uint32 // where the next entry goes once the ring is full
 }
 
 func newDedup(recent []wire.Applied) dedup {
@@ -30,21 +38,36 @@ func (d *dedup) add(a wire.Applied) {
 	if a.ID.IsZero() {
 		return
 	}
-	if len(d.ring) < dedupLen {
-		d.ring = append(d.ring, a)
+	if d.last.ID.IsZero() {
+		d.last = a
 		return
 	}
-	d.ring[d.next] = a
-	d.next = (d.next + 1) % dedupLen
+	if d.ring == nil {
+		d.ring = &dedupRing{}
+	}
+	r := d.ring
+	if len(r.entries) < dedupLen-1 {
+		r.entries = append(r.entries, d.last)
+	} else {
+		r.entries[r.next] = d.last
+		r.next = (r.next + 1) % (dedupLen - 1)
+	}
+	d.last = a
 }
 
 func (d *dedup) find(id wire.ReqID) (int64, bool) {
 	if id.IsZero() {
 		return 0, false
 	}
-	for i := len(d.ring) - 1; i >= 0; i-- {
-		if d.ring[i].ID == id {
-			return d.ring[i].Total, true
+	if d.last.ID == id {
+		return d.last.Total, true
+	}
+	if d.ring == nil {
+		return 0, false
+	}
+	for i := len(d.ring.entries) - 1; i >= 0; i-- {
+		if d.ring.entries[i].ID == id {
+			return d.ring.entries[i].Total, true
 		}
 	}
 	return 0, false
@@ -53,10 +76,14 @@ func (d *dedup) find(id wire.ReqID) (int64, bool) {
 // list returns the entries oldest first, in a new slice, for shipping to a
 // new keeper or owner.
 func (d *dedup) list() []wire.Applied {
-	if len(d.ring) == 0 {
+	if d.last.ID.IsZero() {
 		return nil
 	}
-	out := make([]wire.Applied, 0, len(d.ring))
-	out = append(out, d.ring[d.next:]...)
-	return append(out, d.ring[:d.next]...)
+	var out []wire.Applied
+	if r := d.ring; r != nil {
+		out = make([]wire.Applied, 0, len(r.entries)+1)
+		out = append(out, r.entries[r.next:]...)
+		out = append(out, r.entries[:r.next]...)
+	}
+	return append(out, d.last)
 }

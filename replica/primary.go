@@ -19,14 +19,20 @@ type primary struct {
 	s      *Store
 	player string
 
-	mu       sync.Mutex // guards the fields below
-	st       state
-	mailbox  []op
-	running  chan struct{} // non-nil while a goroutine serves the mailbox; closed when it stops
-	stopped  bool
-	checking bool // a checkKeeper is queued already
+	mu      sync.Mutex // guards st, act and stopped
+	st      state
+	act     *activity // non-nil exactly while a worker serves the mailbox
+	stopped bool
 
-	applied  dedup                   // touched only by the goroutine serving the mailbox
+	applied dedup // touched only by the worker serving the mailbox
+}
+
+// activity is what a primary needs only while it has work: an idle player
+// does not carry it (it would double the size of a million idle players).
+type activity struct {
+	mailbox  []op
+	running  chan struct{}           // closed when the worker stops serving
+	checking bool                    // a checkKeeper is queued already
 	inflight context.CancelCauseFunc // cancels the replication under way, if any
 }
 
@@ -99,25 +105,28 @@ func (p *primary) set(st state) {
 	p.mu.Unlock()
 }
 
-// send puts o in the mailbox, starting a goroutine to serve it if none runs.
+// send puts o in the mailbox, scheduling a worker to serve it if none does.
 func (p *primary) send(o op) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
 		return notOwner(p.player)
 	}
-	if len(p.mailbox) >= maxMailbox {
-		return wire.Errorf(wire.CodeBusy, "%s: %d rewards are already queued for this player (not applied)", p.player, len(p.mailbox))
+	a := p.act
+	if a == nil {
+		a = &activity{running: make(chan struct{})}
+	} else if len(a.mailbox) >= maxMailbox {
+		return wire.Errorf(wire.CodeBusy, "%s: %d rewards are already queued for this player (not applied)", p.player, len(a.mailbox))
 	}
 	if _, ok := o.(checkKeeper); ok {
-		if p.checking {
+		if a.checking {
 			return nil
 		}
-		p.checking = true
+		a.checking = true
 	}
-	p.mailbox = append(p.mailbox, o)
-	if p.running == nil {
-		p.running = make(chan struct{})
+	a.mailbox = append(a.mailbox, o)
+	if p.act == nil {
+		p.act = a
 		p.s.schedule(p)
 	}
 	return nil
@@ -184,17 +193,13 @@ func notOwner(player string) error {
 func (p *primary) stopAndWait() {
 	p.mu.Lock()
 	p.stopped = true
-	running := p.running
-	var queued []op
-	if running == nil {
-		queued, p.mailbox = p.mailbox, nil
+	var running chan struct{}
+	if p.act != nil {
+		running = p.act.running
 	}
 	p.mu.Unlock()
-	for _, o := range queued {
-		o.fail(notOwner(p.player))
-	}
 	if running != nil {
-		<-running
+		<-running // the worker answers what is queued as it stops
 	}
 }
 
@@ -202,22 +207,21 @@ func (p *primary) stopAndWait() {
 func (p *primary) serve() {
 	for {
 		p.mu.Lock()
-		if len(p.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
-			queued := p.mailbox
-			p.mailbox = nil
-			close(p.running)
-			p.running = nil
+		a := p.act
+		if len(a.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
+			p.act = nil
+			close(a.running)
 			p.mu.Unlock()
-			for _, o := range queued {
+			for _, o := range a.mailbox {
 				o.fail(notOwner(p.player))
 			}
 			return
 		}
-		o := p.mailbox[0]
-		p.mailbox[0] = nil
-		p.mailbox = p.mailbox[1:]
+		o := a.mailbox[0]
+		a.mailbox[0] = nil
+		a.mailbox = a.mailbox[1:]
 		if _, ok := o.(checkKeeper); ok {
-			p.checking = false
+			a.checking = false
 		}
 		p.mu.Unlock()
 		if p.handle(o) {
@@ -333,7 +337,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	// longer be claimed by anyone.
 	cctx, cancel := context.WithCancelCause(ctx)
 	p.mu.Lock()
-	p.inflight = cancel
+	p.act.inflight = cancel
 	p.mu.Unlock()
 	// Registered first, checked second: a tombstone added in between
 	// finds the cancel function (tombstoneLocked runs under s.mu).
@@ -344,7 +348,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	p.s.mu.Unlock()
 	_, err := p.s.call(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
 	p.mu.Lock()
-	p.inflight = nil
+	p.act.inflight = nil
 	p.mu.Unlock()
 	keeperDead := errors.Is(context.Cause(cctx), errKeeperDead)
 	cancel(nil)

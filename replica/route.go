@@ -135,7 +135,7 @@ func (s *Store) send(ctx context.Context, owner wire.NodeID, req *wire.Reward) (
 // maxRoutes bounds the route cache. A miss costs one round of Where
 // questions, so the cache only needs to cover the players that are active
 // now; past the bound an arbitrary entry makes room.
-const maxRoutes = 65536
+const maxRoutes = 16384
 
 func (s *Store) learnRouteLocked(player string, owner wire.NodeID) {
 	if _, ok := s.routes[player]; !ok && len(s.routes) >= maxRoutes {
