@@ -229,6 +229,7 @@ func listenTransport(n *Node, port int) (*transport.Transport, error) {
 		Self:           n.Self,
 		Resolve:        n.resolve,
 		Handle:         n.store.Handle,
+		Inline:         replica.NonBlocking,
 		HandleClient:   n.handleClient,
 		Fenced:         n.store.Fenced,
 		OnFenced:       n.onFenced,

@@ -19,8 +19,9 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 	if s.Fenced(from) {
 		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
 	}
-	ctx, cancel := withTimeout(ctx, 2*s.cfg.CallTimeout)
-	defer cancel()
+	// No deadline is added here: every call a handler makes to a peer is
+	// bounded by CallTimeout (Store.call), and the reward path waits only
+	// on its primary, which is bounded the same way.
 	switch m := m.(type) {
 	case *wire.Ping:
 		return &wire.Ack{}, nil
@@ -49,6 +50,18 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 		return s.handleRelease(from, m)
 	}
 	return nil, wire.Errorf(wire.CodeBadRequest, "unexpected %s message", m.Kind())
+}
+
+// NonBlocking reports whether Handle serves m without waiting on anyone
+// (only this Store's lock), so that a transport may run it on its read
+// loop instead of a goroutine of its own: on the reward path that is every
+// keeper's Replicate.
+func NonBlocking(m wire.Msg) bool {
+	switch m.(type) {
+	case *wire.Ping, *wire.Where, *wire.Create, *wire.Replicate, *wire.Adopt, *wire.Release, *wire.DeclaredDead:
+		return true
+	}
+	return false
 }
 
 func playerOf(m wire.Msg) string {

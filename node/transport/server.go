@@ -196,6 +196,10 @@ func (sc *serverConn) readLoop() {
 			t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
 			return
 		}
+		if !sc.client && t.cfg.Inline != nil && t.cfg.Inline(m) {
+			sc.snd.enqueue(id, sc.dispatch(m))
+			continue
+		}
 		select {
 		case sc.sem <- struct{}{}:
 		case <-sc.ctx.Done():

@@ -135,6 +135,10 @@ type Config struct {
 	// is recovered, logged and answered with CodeInternal: bad input from
 	// the network never takes the node down.
 	Handle func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error)
+	// Inline, if set, names member messages that Handle serves without
+	// blocking: they run on the connection's read loop, saving a goroutine
+	// (and its stack's growth through msgpack) per request.
+	Inline func(m wire.Msg) bool
 
 	// HandleClient serves a connection whose Hello has Client=true (the
 	// `appnode rpc` and `appnode bench` tools, not cluster members). Only
