@@ -3,6 +3,7 @@ package transport
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -126,10 +127,19 @@ func (s *sender) run() error {
 // drain encodes queued frames until the queue is momentarily empty, then
 // writes them.
 func (s *sender) drain() error {
+	yielded := false
 	for {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			s.mu.Unlock()
+			if !yielded && s.fw.Pending() > 0 {
+				// Group commit: let the goroutines that are about to send
+				// run first, so that their frames join this write. When
+				// nothing else is runnable this returns at once.
+				yielded = true
+				runtime.Gosched()
+				continue
+			}
 			break
 		}
 		// Double buffering: callers fill one slice while this goroutine
