@@ -207,7 +207,9 @@ func dialerHandshake(fr *wire.FrameReader, fw *wire.FrameWriter, key []byte, hel
 	}
 	k, id, body, err := fr.ReadFrame()
 	if err != nil {
-		return nil, fmt.Errorf("transport: handshake with %s: no challenge: %w", where, err)
+		// Most often the peer died while accepting (a reset). Nothing was
+		// sent yet, so asking again is safe: say so (ErrLinkLost).
+		return nil, fmt.Errorf("transport: handshake with %s: no challenge: %w: %w", where, wire.ErrLinkLost, err)
 	}
 	if id != 0 || (k != wire.KindChallenge && k != wire.KindHelloReply) {
 		return nil, fmt.Errorf("transport: handshake with %s: got %s frame %d, want challenge (not an appnode node?)", where, k, id)
