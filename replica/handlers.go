@@ -46,8 +46,6 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 		return s.handleHandoff(ctx, from, m)
 	case *wire.KeeperGone:
 		return s.handleKeeperGone(from, m)
-	case *wire.Release:
-		return s.handleRelease(from, m)
 	}
 	return nil, wire.Errorf(wire.CodeBadRequest, "unexpected %s message", m.Kind())
 }
@@ -58,7 +56,7 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 // keeper's Replicate.
 func NonBlocking(m wire.Msg) bool {
 	switch m.(type) {
-	case *wire.Ping, *wire.Where, *wire.Create, *wire.Replicate, *wire.Adopt, *wire.Release, *wire.DeclaredDead:
+	case *wire.Ping, *wire.Where, *wire.Create, *wire.Replicate, *wire.Adopt, *wire.DeclaredDead:
 		return true
 	}
 	return false
@@ -81,8 +79,6 @@ func playerOf(m wire.Msg) string {
 	case *wire.Handoff:
 		return m.Player
 	case *wire.KeeperGone:
-		return m.Player
-	case *wire.Release:
 		return m.Player
 	}
 	return ""
@@ -327,15 +323,6 @@ func (s *Store) handleKeeperGone(from wire.NodeID, m *wire.KeeperGone) (wire.Msg
 	<-mv.done
 	if mv.err != nil {
 		return nil, mv.err
-	}
-	return &wire.Ack{}, nil
-}
-
-func (s *Store) handleRelease(from wire.NodeID, m *wire.Release) (wire.Msg, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := s.copies[m.Player]; c != nil && c.owner == from && c.epoch <= m.Epoch {
-		delete(s.copies, m.Player)
 	}
 	return &wire.Ack{}, nil
 }

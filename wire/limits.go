@@ -261,8 +261,6 @@ func Validate(m Msg) error {
 		player(m.Player)
 	case *KeeperGone:
 		player(m.Player)
-	case *Release:
-		player(m.Player)
 	case *DeclaredDead:
 		node("target", m.Target)
 	case *Command:

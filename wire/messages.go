@@ -1,7 +1,8 @@
 // Package wire holds every message appnode nodes exchange, and the framing
 // that carries them over TCP. Read this file top to bottom to know the whole
-// protocol: a connection starts with Hello/HelloReply, then carries requests
-// and replies matched by id. Each message is a plain struct with msgpack tags;
+// protocol: a connection starts with the handshake (Hello, Challenge,
+// HelloProof, HelloReply: both sides prove they know the cluster's cookie),
+// then carries requests and replies matched by id. Each message is a plain struct with msgpack tags;
 // fields are only ever added (never renumbered or retyped), and Version is
 // bumped when a change is not backwards compatible.
 package wire
@@ -25,19 +26,19 @@ const (
 	KindHelloProof Kind = 5 // dialer -> acceptor: proof it knows the cookie, third handshake frame
 	KindKeepalive  Kind = 6 // dialer -> acceptor, id 0, no reply: the idle link is still wanted
 
-	KindReward       Kind = 10 // any node -> owner: apply points (RewardReply)
-	KindRewardReply  Kind = 11
-	KindWhere        Kind = 12 // any node -> any node: what do you hold for a player (WhereReply)
-	KindWhereReply   Kind = 13
-	KindCreate       Kind = 14 // claimant -> arbiter: register a brand new player (ClaimReply)
-	KindClaim        Kind = 15 // claimant -> keeper: take ownership of an existing player (ClaimReply)
-	KindClaimReply   Kind = 16
-	KindReplicate    Kind = 17 // owner -> keeper: new state, acknowledged before any answer (Ack)
-	KindAdopt        Kind = 18 // owner -> node: become (or stay) this player's keeper (Ack)
-	KindAck          Kind = 19
-	KindHandoff      Kind = 20 // leaving owner -> keeper: take over as owner (Ack)
-	KindKeeperGone   Kind = 21 // leaving keeper -> owner: place your keeper elsewhere (Ack)
-	KindRelease      Kind = 22 // owner -> old keeper: forget this player (Ack)
+	KindReward      Kind = 10 // any node -> owner: apply points (RewardReply)
+	KindRewardReply Kind = 11
+	KindWhere       Kind = 12 // any node -> any node: what do you hold for a player (WhereReply)
+	KindWhereReply  Kind = 13
+	KindCreate      Kind = 14 // claimant -> arbiter: register a brand new player (ClaimReply)
+	KindClaim       Kind = 15 // claimant -> keeper: take ownership of an existing player (ClaimReply)
+	KindClaimReply  Kind = 16
+	KindReplicate   Kind = 17 // owner -> keeper: new state, acknowledged before any answer (Ack)
+	KindAdopt       Kind = 18 // owner -> node: become (or stay) this player's keeper (Ack)
+	KindAck         Kind = 19
+	KindHandoff     Kind = 20 // leaving owner -> keeper: take over as owner (Ack)
+	KindKeeperGone  Kind = 21 // leaving keeper -> owner: place your keeper elsewhere (Ack)
+	// 22 is reserved: a Release message was planned and never sent.
 	KindPing         Kind = 23 // any -> any: are you the incarnation I think? (Ack)
 	KindDeclaredDead Kind = 24 // majority node -> an incarnation it declared failed: rejoin clean (Ack)
 
@@ -59,7 +60,7 @@ var kindNames = map[Kind]string{
 	KindWhere: "where", KindWhereReply: "where-reply",
 	KindCreate: "create", KindClaim: "claim", KindClaimReply: "claim-reply",
 	KindReplicate: "replicate", KindAdopt: "adopt", KindAck: "ack",
-	KindHandoff: "handoff", KindKeeperGone: "keeper-gone", KindRelease: "release",
+	KindHandoff: "handoff", KindKeeperGone: "keeper-gone",
 	KindPing: "ping", KindDeclaredDead: "declared-dead",
 	KindCommand: "command", KindCommandReply: "command-reply",
 }
@@ -258,13 +259,6 @@ type KeeperGone struct {
 	Epoch  uint64 `msgpack:"e"`
 }
 
-// Release tells a node to forget its keeper copy of Player, superseded by
-// a newer keeper at Epoch.
-type Release struct {
-	Player string `msgpack:"p"`
-	Epoch  uint64 `msgpack:"e"`
-}
-
 // Ping checks that the receiver is the incarnation the sender addressed;
 // the transport's handshake does the real work (wire.ErrGone otherwise).
 type Ping struct{}
@@ -307,7 +301,6 @@ func (Adopt) Kind() Kind        { return KindAdopt }
 func (Ack) Kind() Kind          { return KindAck }
 func (Handoff) Kind() Kind      { return KindHandoff }
 func (KeeperGone) Kind() Kind   { return KindKeeperGone }
-func (Release) Kind() Kind      { return KindRelease }
 func (Ping) Kind() Kind         { return KindPing }
 func (DeclaredDead) Kind() Kind { return KindDeclaredDead }
 func (Command) Kind() Kind      { return KindCommand }
@@ -353,8 +346,6 @@ func New(k Kind) Msg {
 		return &Handoff{}
 	case KindKeeperGone:
 		return &KeeperGone{}
-	case KindRelease:
-		return &Release{}
 	case KindPing:
 		return &Ping{}
 	case KindDeclaredDead:

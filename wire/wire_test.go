@@ -41,7 +41,6 @@ func samples() []Msg {
 		&Ack{},
 		&Handoff{Player: "player1", Epoch: 4},
 		&KeeperGone{Player: "player1", Epoch: 4},
-		&Release{Player: "player1", Epoch: 4},
 		&Ping{},
 		&DeclaredDead{Target: id},
 		&Command{Line: "reward player1 5"},
