@@ -50,6 +50,10 @@ type Config struct {
 	GossipPort, TransportPort int
 	// NamesPort is the per-host name service's port (names.DefaultPort).
 	NamesPort int
+	// SpawnNames, if set, starts the host's name service as a process of
+	// its own when none answers (see names.Config.Spawn); if nil, the
+	// nodes of a host serve it among themselves.
+	SpawnNames func() error
 	// StateDir keeps the ports of each name across restarts. "" keeps none.
 	StateDir string
 	// Profile selects failure detection timers.
@@ -200,6 +204,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start %s: membership: %w", full, err)
 	}
 	n.reg, err = names.Register(ctx, names.Config{
+		Spawn:    cfg.SpawnNames,
 		BindAddr: cfg.BindAddr,
 		Port:     cfg.NamesPort,
 		Entry:    names.Entry{Name: full, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot},

@@ -179,8 +179,7 @@ func TestFailoverTime(t *testing.T) {
 // past failure detection, rewards the player at the other nodes meanwhile,
 // then resumes it. The resumed node must never answer from its stale
 // state, and must rejoin clean. Everything is typed at the nodes'
-// consoles: `appnode rpc` needs the host's name service, which the paused
-// node serves (see the report: lookups hang while it is stopped).
+// consoles.
 func TestPauseResume(t *testing.T) {
 	const pause = 3 * time.Second
 	h := newHarness(t)

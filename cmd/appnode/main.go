@@ -36,6 +36,8 @@ func main() {
 			os.Exit(rpc(os.Args[2:]))
 		case "bench":
 			os.Exit(runBench(os.Args[2:]))
+		case "names-serve":
+			os.Exit(namesServe(os.Args[2:]))
 		}
 	}
 	os.Exit(run(os.Args[1:]))
@@ -129,6 +131,7 @@ func run(args []string) int {
 		GossipPort:    *gossipPort,
 		TransportPort: *transportPort,
 		NamesPort:     *namesPort,
+		SpawnNames:    spawnNames(*bind, *namesPort),
 		StateDir:      *stateDir,
 		Profile:       prof,
 		Logf:          logf,

@@ -2,14 +2,18 @@
 // app_node2@host` work with no ports given, in the shape of Erlang's epmd.
 //
 // Every node registers its full name and ports with the name service of its
-// own host, and anyone resolves NAME@HOST by asking HOST's service. There is
-// no separate daemon: the first node on a host to find no service running
-// binds the well-known port and serves; the others register with it over a
-// TCP connection they hold open. An entry lives exactly as long as that
-// connection, so a node killed with -9 frees its name at once. When the
-// serving node dies, every holder sees its connection break, tries to bind
-// the port itself (one wins, the others connect to it) and re-registers. The
-// service thus lives as long as any node on the host, and never longer.
+// own host, and anyone resolves NAME@HOST by asking HOST's service. Nodes
+// register over a TCP connection they hold open; an entry lives exactly as
+// long as that connection, so a node killed with -9 frees its name at once.
+//
+// The service runs in one of two ways. With Config.Spawn (what appnode
+// does), it is a process of its own, as epmd is: the first node that finds
+// none answering starts it (Serve), it is started again if it dies, and it
+// exits once no node has been registered for a while. Without Spawn (tests
+// of other packages), the nodes serve it among themselves: the first binds
+// the port, and when it dies the holders race to bind it and re-register.
+// The second way is lighter but a paused (SIGSTOP) serving node keeps its
+// socket, so every lookup on the host would hang until it resumed.
 package names
 
 import (
@@ -45,6 +49,13 @@ type Config struct {
 	Entry    Entry // what to register
 	// Logf reports takeovers and lost connections; it may be nil.
 	Logf func(format string, args ...any)
+	// Spawn, if set, starts the host's name service as a process of its
+	// own (see Serve) when none answers, instead of serving it from this
+	// node. That is Erlang's epmd: a paused node (SIGSTOP) keeps its
+	// listening socket, so if it served the names, every lookup on the
+	// host would hang until it resumed. Spawn must return at once; the
+	// registration retries until the new service answers.
+	Spawn func() error
 
 	timing *timing // nil: defaultTiming; tests shrink it
 }
@@ -93,9 +104,10 @@ type Registration struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 
-	mu   sync.Mutex
-	srv  *server // set while this node serves
-	hold *holder // set while this node holds a registration elsewhere
+	mu    sync.Mutex
+	srv   *server      // set while this node serves
+	hold  *holder      // set while this node holds a registration elsewhere
+	spawn func() error // see Config.Spawn
 }
 
 // holder is a registration held over a connection to another node's
@@ -145,6 +157,7 @@ func Register(ctx context.Context, cfg Config) (*Registration, error) {
 		dialAddr:   net.JoinHostPort(dialIP.String(), port),
 		t:          cfg.timing,
 		logf:       cfg.Logf,
+		spawn:      cfg.Spawn,
 	}
 	if r.t == nil {
 		r.t = &defaultTiming
@@ -365,6 +378,9 @@ func retryable(err error) bool {
 // acquire makes one attempt: bind the port and serve, or, if it is taken,
 // register with whoever serves it.
 func (r *Registration) acquire(ctx context.Context) error {
+	if r.spawn != nil {
+		return r.acquireSpawned(ctx)
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", r.listenAddr)
 	if err == nil {
@@ -382,6 +398,27 @@ func (r *Registration) acquire(ctx context.Context) error {
 	if err != nil {
 		return &kindError{kind: ErrNoService, text: fmt.Sprintf("port %s is in use but no name service answers there", r.dialAddr), cause: err}
 	}
+	return r.registerWith(ctx, c)
+}
+
+// acquireSpawned registers with the host's name service process, starting
+// one when none listens.
+func (r *Registration) acquireSpawned(ctx context.Context) error {
+	c, err := dial(ctx, r.dialAddr, r.t)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			if serr := r.spawn(); serr != nil {
+				return permanentError{fmt.Errorf("start the name service on %s: %w", r.listenAddr, serr)}
+			}
+			return &kindError{kind: ErrNoService, text: fmt.Sprintf("started the name service on %s; waiting for it", r.listenAddr), cause: err}
+		}
+		return &kindError{kind: ErrNoService, text: fmt.Sprintf("no name service answers on %s", r.dialAddr), cause: err}
+	}
+	return r.registerWith(ctx, c)
+}
+
+// registerWith registers over c, which it then holds (or closes).
+func (r *Registration) registerWith(ctx context.Context, c *client) error {
 	h := &holder{client: c}
 	stop := h.bound(ctx)
 	rep, err := h.call(ctx, request{Op: opRegister, Entry: &r.entry})

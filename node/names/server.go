@@ -62,8 +62,11 @@ func newServer(ln net.Listener, self Entry, t *timing, logf func(string, ...any)
 		logf:    logf,
 		stop:    make(chan struct{}),
 		failed:  make(chan struct{}),
-		entries: map[string]*slot{self.Name: {e: self, gone: make(chan struct{})}},
+		entries: map[string]*slot{},
 		conns:   make(map[*sconn]struct{}),
+	}
+	if self.Name != "" {
+		s.entries[self.Name] = &slot{e: self, gone: make(chan struct{})}
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
