@@ -443,3 +443,20 @@ func TestRPC(t *testing.T) {
 	h.mustRPC(n1.name, "local_players", "[]")
 	h.mustRPC(n1.name, "where player1", "undefined")
 }
+
+// The host's name service outlives, and does not depend on, the node that
+// started it: with that node paused (SIGSTOP) or killed, `appnode rpc` and
+// `connect NAME@HOST` still resolve the others.
+func TestNamesSurvivePausedAndKilledStarter(t *testing.T) {
+	h := newHarness(t)
+	ps := h.startCluster("app_node1", "app_node2")
+	n1, n2 := ps[0], ps[1]
+	n1.signal(syscall.SIGSTOP)
+	h.mustRPC("app_node2", "node", "'"+n2.name+"'")
+	n1.signal(syscall.SIGCONT)
+	n1.kill9()
+	h.mustRPC("app_node2", "node", "'"+n2.name+"'")
+	n3 := h.start("app_node3")
+	n3.waitUp()
+	n3.expect("connect "+n2.name, "true")
+}
