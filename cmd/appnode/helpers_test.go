@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -83,12 +84,20 @@ func newHarness(t *testing.T) *harness {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the kernel's ephemeral range (32768-60999 on Linux): every
+	// other listener of these tests binds port 0 and gets a port from that
+	// range, so a port picked here cannot be taken by one of them between
+	// the pick and its use, and then answer as something else.
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port found below the ephemeral range")
+	return 0
 }
 
 // full turns "app_node1" into "app_node1@<short host name>".

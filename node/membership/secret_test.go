@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -113,23 +114,43 @@ func TestGossipStreamLimits(t *testing.T) {
 	}
 	conns = nil
 
-	// A stream announcing a 16 MiB encrypted push/pull and sending it.
-	c, err := net.Dial("tcp", addrOf(a))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns = append(conns, c)
-	go func() {
-		// Write until the node cuts the stream off (the write fails).
-		_, _ = c.Write([]byte{10, 0x01, 0, 0, 0}) // encryptMsg, length 2^24
-		chunk := make([]byte, 64<<10)
-		for {
-			if _, err := c.Write(chunk); err != nil {
-				return
-			}
+	// A stream announcing a 16 MiB encrypted push/pull and sending it. The
+	// silent streams' slots are released as the node notices they closed,
+	// so a stream opened before that is refused at once rather than cut:
+	// open another until one is cut.
+	var writers sync.WaitGroup
+	defer writers.Wait()
+	waitFor(t, "the oversized stream to be cut", func() bool {
+		if a.Stats().StreamsTooLong >= 1 {
+			return true
 		}
-	}()
-	waitFor(t, "the oversized stream to be cut", func() bool { return a.Stats().StreamsTooLong >= 1 })
+		c, err := net.Dial("tcp", addrOf(a))
+		if err != nil {
+			return false
+		}
+		conns = append(conns, c)
+		done := make(chan struct{})
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			defer close(done)
+			// Write until the node cuts the stream off (the write fails).
+			_, _ = c.Write([]byte{10, 0x01, 0, 0, 0}) // encryptMsg, length 2^24
+			chunk := make([]byte, 64<<10)
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.Close()
+			<-done
+		}
+		return a.Stats().StreamsTooLong >= 1
+	})
 
 	// The member still joins once the slots are free.
 	deadline := time.Now().Add(detectDeadline)
