@@ -370,16 +370,36 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 		if errors.Is(err, wire.ErrGone) {
 			p.s.declareDead(st.keeper, "it refused the connection")
 		}
+		// A replication cut short because its keeper was declared failed
+		// may have reached that keeper: if no new keeper can be placed,
+		// the caller must hear "unknown", not "nothing changed".
+		maybe := func(err error) error {
+			if keeperDead {
+				return wire.Errorf(wire.CodeUnavailable, "%s: keeper %s was declared failed during the update and no new keeper took it, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
+			}
+			return err
+		}
 		if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
-			return err
+			if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
+				return err // superseded: the re-send is answered by the new owner
+			}
+			return maybe(err)
 		}
-		// Its name is not excluded: a restarted process under that name
-		// is a fine new keeper, and the dead one is no longer a member.
+		// The new keeper gets the new total and this request among those
+		// applied; the primary records both only once a keeper holds them.
+		// The dead keeper's name is not excluded: a restarted process
+		// under that name is a fine new keeper.
+		old := st.keeper
 		st.total = total
-		p.applied.add(wire.Applied{ID: id, Total: total})
-		if err := p.placeKeeper(ctx, st); err != nil {
-			return err
+		applied := wire.Applied{ID: id, Total: total}
+		keeper, err := p.s.adoptSomewhere(ctx, p.player, st, append(p.applied.list(), applied))
+		if err != nil {
+			return maybe(err)
 		}
+		st.keeper = keeper
+		p.set(st)
+		p.applied.add(applied)
+		p.s.emit(Info, "keeper of %s moved from %s to %s", p.player, old.Name, keeper.Name)
 		return nil
 	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum || code == wire.CodeBusy):
 		return err // refused, so not applied
