@@ -385,21 +385,12 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 			}
 			return maybe(err)
 		}
-		// The new keeper gets the new total and this request among those
-		// applied; the primary records both only once a keeper holds them.
 		// The dead keeper's name is not excluded: a restarted process
 		// under that name is a fine new keeper.
-		old := st.keeper
 		st.total = total
-		applied := wire.Applied{ID: id, Total: total}
-		keeper, err := p.s.adoptSomewhere(ctx, p.player, st, append(p.applied.list(), applied))
-		if err != nil {
+		if err := p.placeKeeper(ctx, st, wire.Applied{ID: id, Total: total}); err != nil {
 			return maybe(err)
 		}
-		st.keeper = keeper
-		p.set(st)
-		p.applied.add(applied)
-		p.s.emit(Info, "keeper of %s moved from %s to %s", p.player, old.Name, keeper.Name)
 		return nil
 	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum || code == wire.CodeBusy):
 		return err // refused, so not applied
@@ -412,15 +403,23 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 var errKeeperDead = errors.New("keeper declared failed")
 
 // placeKeeper puts st on a new keeper, chosen by placement among the live
-// members other than this node and those excluded, and records it.
-func (p *primary) placeKeeper(ctx context.Context, st state, exclude ...string) error {
+// members other than this node and those excluded, and records it. pending,
+// if not zero, is the request that produced st.total: the new keeper learns
+// it among those applied, and the primary records it only once a keeper
+// holds it (a re-send is answered from that record).
+func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applied, exclude ...string) error {
 	old := st.keeper
-	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, p.applied.list(), exclude...)
+	recent := p.applied.list()
+	if !pending.ID.IsZero() {
+		recent = append(recent, pending)
+	}
+	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, recent, exclude...)
 	if err != nil {
 		return err
 	}
 	st.keeper = keeper
 	p.set(st)
+	p.applied.add(pending)
 	if old.IsZero() || old.Name == keeper.Name {
 		return nil
 	}
@@ -447,7 +446,7 @@ func (p *primary) ensureKeeper() {
 		}
 		return
 	}
-	if err := p.placeKeeper(ctx, st); err != nil {
+	if err := p.placeKeeper(ctx, st, wire.Applied{}); err != nil {
 		p.s.emit(Warning, "%s has lost its keeper on %s and no new keeper could be placed yet: %v", p.player, st.keeper.Name, err)
 	}
 }
@@ -468,7 +467,7 @@ func (p *primary) moveKeeper(from wire.NodeID) error {
 	}
 	ctx, cancel := context.WithTimeout(p.s.ctx, 2*p.s.cfg.CallTimeout)
 	defer cancel()
-	return p.placeKeeper(ctx, st, from.Name)
+	return p.placeKeeper(ctx, st, wire.Applied{}, from.Name)
 }
 
 // restore reloads state after a crash by claiming the player again from its
