@@ -23,36 +23,17 @@ func TestStreamWhileKillingOwner(t *testing.T) {
 		c.mustReward("n1", p, 0, 0) // all owned by n1, the victim
 	}
 	h := replicatest.NewHistory()
-	stop := make(chan struct{})
-	var clients sync.WaitGroup
 	var firstAfterKill sync.Map // player -> time.Duration
 	var killedAt time.Time
 	var killMu sync.Mutex
-	for i, at := range []string{"n2", "n3", "n2", "n3"} {
-		clients.Add(1)
-		go func() {
-			defer clients.Done()
-			for j := 0; ; j++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				p := players[(i+j)%len(players)]
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				call := h.Now()
-				total, err := c.n(at).Reward(ctx, p, "1")
-				cancel()
-				h.Record(i, replicatest.Input{Player: p, Delta: 1}, call, total, err)
-				killMu.Lock()
-				k := killedAt
-				killMu.Unlock()
-				if err == nil && !k.IsZero() {
-					firstAfterKill.LoadOrStore(p, time.Since(k))
-				}
-			}
-		}()
-	}
+	stop := c.stream(h, players, []string{"n2", "n3", "n2", "n3"}, func(p string, err error) {
+		killMu.Lock()
+		k := killedAt
+		killMu.Unlock()
+		if err == nil && !k.IsZero() {
+			firstAfterKill.LoadOrStore(p, time.Since(k))
+		}
+	})
 	waitFor(t, 10*time.Second, "some rewards before the kill", func() bool { return h.Acked() >= 200 })
 	killMu.Lock()
 	killedAt = time.Now()
@@ -64,8 +45,7 @@ func TestStreamWhileKillingOwner(t *testing.T) {
 		return n == len(players)
 	})
 	waitFor(t, 10*time.Second, "more rewards after the kill", func() bool { return h.Acked() >= 600 })
-	close(stop)
-	clients.Wait()
+	stop()
 
 	var worst time.Duration
 	firstAfterKill.Range(func(_, v any) bool { worst = max(worst, v.(time.Duration)); return true })
@@ -143,35 +123,16 @@ func TestStreamThroughJoinAndLeave(t *testing.T) {
 		c.mustReward([]string{"n1", "n2", "n3"}[i%3], p, 0, 0)
 	}
 	h := replicatest.NewHistory()
-	stop := make(chan struct{})
-	var clients sync.WaitGroup
 	var errMu sync.Mutex
 	var badErrs []string
-	for i, at := range []string{"n1", "n3", "n1", "n3"} {
-		clients.Add(1)
-		go func() {
-			defer clients.Done()
-			for j := 0; ; j++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				p := players[(i+j)%len(players)]
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				call := h.Now()
-				total, err := c.n(at).Reward(ctx, p, "1")
-				cancel()
-				h.Record(i, replicatest.Input{Player: p, Delta: 1}, call, total, err)
-				var we *wire.Error
-				if err != nil && (!errors.As(err, &we) || !we.Retryable()) {
-					errMu.Lock()
-					badErrs = append(badErrs, err.Error())
-					errMu.Unlock()
-				}
-			}
-		}()
-	}
+	stop := c.stream(h, players, []string{"n1", "n3", "n1", "n3"}, func(_ string, err error) {
+		var we *wire.Error
+		if err != nil && (!errors.As(err, &we) || !we.Retryable()) {
+			errMu.Lock()
+			badErrs = append(badErrs, err.Error())
+			errMu.Unlock()
+		}
+	})
 	waitFor(t, 10*time.Second, "rewards before the churn", func() bool { return h.Acked() >= 200 })
 
 	n2 := c.n("n2")
@@ -189,8 +150,7 @@ func TestStreamThroughJoinAndLeave(t *testing.T) {
 	c.connect("n4", "n1")
 	acked = h.Acked()
 	waitFor(t, 10*time.Second, "rewards after the join", func() bool { return h.Acked() >= acked+200 })
-	close(stop)
-	clients.Wait()
+	stop()
 
 	t.Logf("ok %d, not applied %d, unknown %d", h.OK, h.Failed, h.Unknown)
 	if len(badErrs) > 0 {
@@ -219,4 +179,36 @@ func (c *cluster) settled(player, at string) int64 {
 		return err == nil
 	})
 	return total
+}
+
+// stream runs one client per entry of at, each rewarding the players by 1
+// in turn through the node it names, recording every call in h and passing
+// its outcome to observe, until the returned stop is called.
+func (c *cluster) stream(h *replicatest.History, players, at []string, observe func(player string, err error)) (stop func()) {
+	done := make(chan struct{})
+	var clients sync.WaitGroup
+	for i, node := range at {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			for j := 0; ; j++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				p := players[(i+j)%len(players)]
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				call := h.Now()
+				total, err := c.n(node).Reward(ctx, p, "1")
+				cancel()
+				h.Record(i, replicatest.Input{Player: p, Delta: 1}, call, total, err)
+				observe(p, err)
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		clients.Wait()
+	}
 }
