@@ -31,9 +31,21 @@ type primary struct {
 // does not carry it (it would double the size of a million idle players).
 type activity struct {
 	mailbox  []op
-	running  chan struct{}           // closed when the worker stops serving
-	checking bool                    // a checkKeeper is queued already
-	inflight context.CancelCauseFunc // cancels the replication under way, if any
+	running  chan struct{}      // closed when the worker stops serving
+	checking bool               // a checkKeeper is queued already
+	inflight context.CancelFunc // cancels the replication under way, if any
+	// keeperDead says inflight was cancelled because the cluster declared
+	// the keeper failed (see Store.tombstoneLocked).
+	keeperDead bool
+}
+
+// keeperFailed cancels the replication under way, if any, because its
+// keeper was declared failed. Called with p.mu held.
+func (a *activity) keeperFailed() {
+	if a.inflight != nil {
+		a.keeperDead = true
+		a.inflight()
+	}
 }
 
 type state struct {
@@ -107,29 +119,41 @@ func (p *primary) set(st state) {
 
 // send puts o in the mailbox, scheduling a worker to serve it if none does.
 func (p *primary) send(o op) error {
+	_, err := p.enqueue(o, false)
+	return err
+}
+
+// enqueue puts o in the mailbox. If no worker serves the primary, then
+// with runHere the caller must serve it (serveFirst) and enqueue reports
+// true; without, a worker is scheduled.
+func (p *primary) enqueue(o op, runHere bool) (serveHere bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
-		return notOwner(p.player)
+		return false, notOwner(p.player)
 	}
 	a := p.act
 	if a == nil {
 		a = &activity{running: make(chan struct{})}
 	} else if len(a.mailbox) >= maxMailbox {
-		return wire.Errorf(wire.CodeBusy, "%s: %d rewards are already queued for this player (not applied)", p.player, len(a.mailbox))
+		return false, wire.Errorf(wire.CodeBusy, "%s: %d rewards are already queued for this player (not applied)", p.player, len(a.mailbox))
 	}
 	if _, ok := o.(checkKeeper); ok {
 		if a.checking {
-			return nil
+			return false, nil
 		}
 		a.checking = true
 	}
 	a.mailbox = append(a.mailbox, o)
-	if p.act == nil {
-		p.act = a
-		p.s.schedule(p)
+	if p.act != nil {
+		return false, nil
 	}
-	return nil
+	p.act = a
+	if runHere {
+		return true, nil
+	}
+	p.s.schedule(p)
+	return false, nil
 }
 
 // workerIdle is how long a worker goroutine waits for another primary to
@@ -169,11 +193,20 @@ func (s *Store) worker(p *primary) {
 	}
 }
 
-// call hands a reward to the actor and waits for its answer.
+// call hands a reward to the actor and waits for its answer. When the
+// actor is idle the caller serves the reward itself, on its own goroutine:
+// handing it to a worker and waiting to be woken would cost two goroutine
+// switches per reward, more than the rest of the local work. The mailbox
+// still admits one server at a time, so the actor's order is kept.
 func (p *primary) call(ctx context.Context, req *wire.Reward) (int64, error) {
 	c := &rewardCall{ctx: ctx, req: req, replied: make(chan struct{})}
-	if err := p.send(c); err != nil {
+	serveHere, err := p.enqueue(c, true)
+	if err != nil {
 		return 0, err
+	}
+	if serveHere {
+		p.serveFirst()
+		return c.total, c.err
 	}
 	select {
 	case <-c.replied:
@@ -205,31 +238,61 @@ func (p *primary) stopAndWait() {
 
 // serve handles the mailbox until it is empty or the primary stops.
 func (p *primary) serve() {
-	for {
+	for p.serveOne() {
+	}
+}
+
+// serveFirst handles the first message in the mailbox on the caller's
+// goroutine (call put it there), then hands whatever arrived meanwhile to
+// a worker, so the caller is not held up serving others.
+func (p *primary) serveFirst() {
+	if !p.serveOne() {
+		return
+	}
+	p.mu.Lock()
+	if len(p.act.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
+		p.endActivityLocked()
+		return
+	}
+	p.mu.Unlock()
+	p.s.schedule(p)
+}
+
+// serveOne handles one message, or ends the activity if there is none or
+// the primary stopped. It reports whether the activity goes on.
+func (p *primary) serveOne() bool {
+	p.mu.Lock()
+	a := p.act
+	if len(a.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
+		p.endActivityLocked()
+		return false
+	}
+	o := a.mailbox[0]
+	a.mailbox[0] = nil
+	a.mailbox = a.mailbox[1:]
+	if _, ok := o.(checkKeeper); ok {
+		a.checking = false
+	}
+	p.mu.Unlock()
+	if p.handle(o) {
+		p.s.removePrimary(p)
 		p.mu.Lock()
-		a := p.act
-		if len(a.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
-			p.act = nil
-			close(a.running)
-			p.mu.Unlock()
-			for _, o := range a.mailbox {
-				o.fail(notOwner(p.player))
-			}
-			return
-		}
-		o := a.mailbox[0]
-		a.mailbox[0] = nil
-		a.mailbox = a.mailbox[1:]
-		if _, ok := o.(checkKeeper); ok {
-			a.checking = false
-		}
+		p.stopped = true
 		p.mu.Unlock()
-		if p.handle(o) {
-			p.s.removePrimary(p)
-			p.mu.Lock()
-			p.stopped = true
-			p.mu.Unlock()
-		}
+	}
+	return true
+}
+
+// endActivityLocked ends the activity, answering what is still queued
+// (the primary stopped) with "not owner" so that callers re-route. It is
+// called with p.mu held and releases it.
+func (p *primary) endActivityLocked() {
+	a := p.act
+	p.act = nil
+	close(a.running)
+	p.mu.Unlock()
+	for _, o := range a.mailbox {
+		o.fail(notOwner(p.player))
 	}
 }
 
@@ -335,23 +398,31 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	// meanwhile (a paused keeper): waiting out the timeout would stall
 	// the player for nothing, since a tombstoned keeper's copy can no
 	// longer be claimed by anyone.
-	cctx, cancel := context.WithCancelCause(ctx)
+	//
+	// One context carries both the call's deadline and that cancellation
+	// (Store.call adds none when the deadline is already this close): a
+	// context per layer was a tenth of a loaded node's CPU.
+	cctx, cancel := context.WithTimeout(ctx, p.s.cfg.CallTimeout)
 	p.mu.Lock()
 	p.act.inflight = cancel
+	p.act.keeperDead = false
 	p.mu.Unlock()
 	// Registered first, checked second: a tombstone added in between
-	// finds the cancel function (tombstoneLocked runs under s.mu).
+	// finds the cancel function (tombstoneLocked runs under s.mu, then
+	// takes p.mu).
 	p.s.mu.Lock()
 	if p.s.tombs[st.keeper] {
-		cancel(errKeeperDead)
+		p.mu.Lock()
+		p.act.keeperFailed()
+		p.mu.Unlock()
 	}
 	p.s.mu.Unlock()
 	_, err := p.s.call(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
 	p.mu.Lock()
 	p.act.inflight = nil
+	keeperDead := p.act.keeperDead
 	p.mu.Unlock()
-	keeperDead := errors.Is(context.Cause(cctx), errKeeperDead)
-	cancel(nil)
+	cancel()
 	if err == nil {
 		st.total = total
 		p.set(st)
@@ -397,10 +468,6 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	}
 	return wire.Errorf(wire.CodeUnavailable, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
 }
-
-// errKeeperDead cancels a replication whose keeper the cluster declared
-// failed.
-var errKeeperDead = errors.New("keeper declared failed")
 
 // placeKeeper puts st on a new keeper, chosen by placement among the live
 // members other than this node and those excluded, and records it. pending,

@@ -381,8 +381,8 @@ func (s *Store) tombstoneLocked(id wire.NodeID) {
 	// Replications waiting on the dead keeper give up now (see replicate).
 	for _, p := range s.primaries {
 		p.mu.Lock()
-		if p.act != nil && p.act.inflight != nil && p.st.keeper == id {
-			p.act.inflight(errKeeperDead)
+		if p.act != nil && p.st.keeper == id {
+			p.act.keeperFailed()
 		}
 		p.mu.Unlock()
 	}
