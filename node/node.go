@@ -578,8 +578,9 @@ func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 		out, failed := n.cfg.Command(ctx, m.Line)
 		return &wire.CommandReply{Output: out, Failed: failed}, nil
 	case *wire.Reward:
-		ctx, cancel := context.WithTimeout(ctx, clientRequestTimeout)
-		defer cancel()
+		// No deadline of its own: the reward path bounds itself (a few
+		// attempts, each call within CallTimeout), and a context per
+		// request showed in the profile of a loaded node.
 		var total int64
 		var err error
 		if m.NotInt != "" {

@@ -207,6 +207,10 @@ type Transport struct {
 	inbound     map[*serverConn]struct{}
 	handshaking int // inbound connections still in their handshake
 
+	// requests hands a request to an idle handler goroutine (see
+	// serveRequest); unbuffered, so a send succeeds only if one waits.
+	requests chan request
+
 	dials atomic.Int64 // handshakes completed as the dialer, for tests
 	joins atomic.Int64 // calls that waited on a dial another call started, for tests
 }
@@ -259,11 +263,12 @@ func Listen(cfg Config) (*Transport, error) {
 		return nil, fmt.Errorf("transport: listen on %s: %w", addr, err)
 	}
 	t := &Transport{
-		cfg:     cfg,
-		ln:      ln,
-		key:     cfg.Cookie.TransportKey(),
-		peers:   make(map[string]*peer),
-		inbound: make(map[*serverConn]struct{}),
+		cfg:      cfg,
+		ln:       ln,
+		key:      cfg.Cookie.TransportKey(),
+		peers:    make(map[string]*peer),
+		inbound:  make(map[*serverConn]struct{}),
+		requests: make(chan request),
 	}
 	t.noisy.out = cfg.Logf
 	t.ctx, t.cancel = context.WithCancel(context.Background())
