@@ -2,15 +2,14 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"testing"
-
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Micro-benchmarks of the framing and encoding every reward goes through:
-// a client's reward and its reply, and the replicate and ack between a
-// primary and its keeper. Run with: go test -bench . -benchmem ./wire
+// a client's reward and its reply (or an error), and the replicate and ack
+// between a primary and its keeper. Run with: go test -bench . -benchmem ./wire
 
 var benchMsgs = []struct {
 	name string
@@ -20,6 +19,7 @@ var benchMsgs = []struct {
 	{"reward-reply", &RewardReply{Total: 123456}},
 	{"replicate", &Replicate{Player: "player12345", Epoch: 3, Seq: 123456, Total: 123456, ID: ReqID{Origin: 1767225600123456789, Seq: 123456}}},
 	{"ack", &Ack{}},
+	{"error", &Error{Code: CodeNotOwner, Msg: "player12345 is owned by app_node2@host", Owner: NodeID{Name: "app_node2@host", Boot: 1767225600987654321}}},
 }
 
 // BenchmarkAppend encodes one frame into a FrameWriter's buffer (the
@@ -41,19 +41,60 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkDecode decodes one frame body into a fresh message, as a
-// connection's reader does for every frame.
+// BenchmarkAppendReflective is BenchmarkAppend through the reflective
+// encoder every frame went through before fastcodec.go, for comparison.
+func BenchmarkAppendReflective(b *testing.B) {
+	for _, bm := range benchMsgs {
+		b.Run(bm.name, func(b *testing.B) {
+			var buf bytes.Buffer
+			enc := newEncoder(&buf)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Validate(bm.m); err != nil {
+					b.Fatal(err)
+				}
+				start := buf.Len()
+				var hdr [headerLen + prefixLen]byte
+				buf.Write(hdr[:])
+				if err := enc.Encode(bm.m); err != nil {
+					b.Fatal(err)
+				}
+				binary.BigEndian.PutUint32(buf.Bytes()[start:], uint32(buf.Len()-start-headerLen))
+				if buf.Len() > 64<<10 {
+					buf.Reset()
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecode decodes one frame body, as a peer's FrameWriter encodes
+// it, into a fresh message, as a connection's reader does for every frame.
 func BenchmarkDecode(b *testing.B) {
 	for _, bm := range benchMsgs {
 		b.Run(bm.name, func(b *testing.B) {
-			body, err := msgpack.Marshal(bm.m)
-			if err != nil {
-				b.Fatal(err)
-			}
+			body := reflectiveBody(b, bm.m)
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := Decode(bm.m.Kind(), body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeReflective is BenchmarkDecode through msgpack.Unmarshal,
+// as every frame was decoded before fastcodec.go, for comparison.
+func BenchmarkDecodeReflective(b *testing.B) {
+	for _, bm := range benchMsgs {
+		b.Run(bm.name, func(b *testing.B) {
+			body := reflectiveBody(b, bm.m)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decodeReflective(bm.m.Kind(), body); err != nil {
 					b.Fatal(err)
 				}
 			}

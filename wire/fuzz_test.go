@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -58,6 +59,15 @@ func FuzzDecode(f *testing.F) {
 
 func checkDecode(t *testing.T, k Kind, body []byte) {
 	m, err := Decode(k, body)
+	// The hand-written decoders (fastcodec.go) must accept exactly what
+	// msgpack does, and read it the same way.
+	ref, refErr := decodeReflective(k, body)
+	if (err == nil) != (refErr == nil) {
+		t.Fatalf("decode %s %x: %v, but msgpack alone: %v", k, body, err, refErr)
+	}
+	if err == nil && !reflect.DeepEqual(m, ref) {
+		t.Fatalf("decode %s %x:\ngot     %+v\nmsgpack %+v", k, body, m, ref)
+	}
 	if err != nil {
 		if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrLimit) && !errors.Is(err, ErrUnknownKind) {
 			t.Fatalf("decode %s: error outside the documented ones: %v", k, err)
@@ -113,6 +123,18 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		"string-past-end":   frame(KindWhere, 1, []byte{0x81, 0xa1, 'p', 0xdb, 0x00, 0x10, 0x00, 0x00, 'x'}),
 		"map-of-2^32":       frame(KindReward, 1, []byte{0xdf, 0xff, 0xff, 0xff, 0xff}),
 		"zero-length-frame": {0, 0, 0, 0},
+		// Forms another encoder may send, for the hand-written decoders:
+		// keys out of order, an unknown key, a bin string, a wide int.
+		"reward-reordered": frame(KindReward, 1, []byte{0x84,
+			0xa2, 'i', 'd', 0x82, 0xa1, 's', 0x02, 0xa1, 'o', 0x01,
+			0xa2, 'z', 'z', 0x92, 0x01, 0x81, 0xa1, 'a', 0xc0,
+			0xa3, 'p', 't', 's', 0xd0, 0xfb,
+			0xa1, 'p', 0xc4, 0x02, 'p', '1'}),
+		"error-nil-owner": frame(KindError, 1, []byte{0x83,
+			0xa1, 'o', 0xc0,
+			0xa1, 'c', 0xcf, 0, 0, 0, 0, 0, 0, 0, 0x05,
+			0xa1, 'm', 0xd9, 0x01, 'x'}),
+		"replicate-as-array": frame(KindReplicate, 1, []byte{0x95, 0xa1, 'p', 0x01, 0x02, 0x03, 0xc0}),
 	}
 	for name, b := range hostile {
 		writeSeed(t, "FuzzFrameReader", name, b)
