@@ -13,9 +13,16 @@ import (
 // calls together.
 const repairConcurrency = 16
 
-// repairInterval re-runs repair even without a membership change, to finish
-// work that failed the first time (a peer that was briefly busy).
-const repairInterval = time.Second
+// repairInterval is how often repair re-runs to finish work that failed
+// the first time (a peer that was briefly busy). fullScanEvery is how many
+// intervals pass between passes when nothing asked for one: a pass walks
+// every player under the Store's lock (tens of ms with a million of them),
+// so at rest it runs only as a backstop, for a copy left half-promoted by
+// a failed activation.
+const (
+	repairInterval = time.Second
+	fullScanEvery  = 30
+)
 
 // repairLoop restores redundancy after membership changes: primaries whose
 // keeper died get a new one, and keeper copies whose owner died are promoted
@@ -24,23 +31,32 @@ func (s *Store) repairLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(repairInterval)
 	defer t.Stop()
+	pending := true // the last pass found work, or none ran yet
+	idle := 0       // intervals since the last pass
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-s.kick:
 		case <-t.C:
+			idle++
+			if !pending && idle < fullScanEvery && !s.confirmPending() {
+				continue
+			}
 		}
+		idle = 0
 		s.confirm()
-		s.repair()
+		pending = s.repair()
 	}
 }
 
-func (s *Store) repair() {
+// repair runs one pass. It reports whether it found work (done or not):
+// the next interval then runs another pass, to finish what failed.
+func (s *Store) repair() (found bool) {
 	s.mu.Lock()
 	if !s.quorate || s.leaving {
 		s.mu.Unlock()
-		return
+		return true
 	}
 	var orphans []string
 	for player, c := range s.copies {
@@ -53,12 +69,13 @@ func (s *Store) repair() {
 	}
 	for _, p := range s.primaries {
 		if !s.isAliveLocked(p.snapshot().keeper) {
+			found = true
 			_ = p.send(checkKeeper{}) // fails only if p is stopping
 		}
 	}
 	s.mu.Unlock()
 	if len(orphans) == 0 {
-		return
+		return found
 	}
 	sem := make(chan struct{}, repairConcurrency)
 	var wg sync.WaitGroup
@@ -67,7 +84,7 @@ func (s *Store) repair() {
 		case sem <- struct{}{}:
 		case <-s.ctx.Done():
 			wg.Wait()
-			return
+			return true
 		}
 		wg.Add(1)
 		go func() {
@@ -83,4 +100,5 @@ func (s *Store) repair() {
 		}()
 	}
 	wg.Wait()
+	return true
 }

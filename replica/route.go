@@ -455,6 +455,9 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 
 	keeper, err := s.adoptSomewhere(ctx, player, st, recent, exclude)
 	if err != nil {
+		// The copy now names this node its owner with no primary here:
+		// repair finishes the promotion once a keeper can be placed.
+		s.kickRepair()
 		return wire.NodeID{}, err
 	}
 	st.keeper = keeper

@@ -306,6 +306,13 @@ func (s *Store) applyAliveLocked(next map[string]wire.NodeID) {
 // confirm decides quorum after a change that lost members (or while the
 // node is in a minority): it pings every live peer and counts the members
 // of the cluster that answer. It runs on the repair loop.
+// confirmPending says whether a loss of members awaits confirm.
+func (s *Store) confirmPending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.confirmWanted
+}
+
 func (s *Store) confirm() {
 	s.mu.Lock()
 	if !s.confirmWanted {
