@@ -790,9 +790,12 @@ func (b *bench) runPopulate(ctx context.Context, rep *benchReport) error {
 }
 
 // settledRSS reads every node's resident memory until it has not moved
-// by more than 1% (or 256 KB) for 2 s, or settle has passed.
+// by more than 1% (or 256 KB) for 5 s, or settle has passed. The window
+// is longer than a node takes to notice a burst is over and return its
+// headroom to the OS (node.compactWhenIdle, 2-4 s): "at rest" means after
+// that.
 func (b *bench) settledRSS(ctx context.Context) ([]int64, error) {
-	const every, window = 250 * time.Millisecond, 8
+	const every, window = 250 * time.Millisecond, 20
 	deadline := time.Now().Add(b.cfg.settle)
 	var samples [][]int64
 	for {
