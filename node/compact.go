@@ -14,12 +14,15 @@ const (
 	// restAlloc is the most a node may allocate in an interval and still
 	// count as at rest: the gossip layer alone allocates about 1.5 MB/s
 	// (a 64 KB buffer per UDP packet), a loaded node tens of MB/s.
-	restAlloc = 32 << 20
-	// restHeadroom is the room a node at rest keeps above what it uses,
-	// besides a sixteenth of it. At rest the gossip fills it in seconds,
-	// so a collection runs every few seconds; with a million players that
-	// is about 1% of a core, and saves a hundred bytes per player.
+	restAlloc = 8 << 20
+	// restHeadroom is the least room a node at rest keeps above what it
+	// uses, besides a sixteenth of it; and restSpacing is the least time
+	// between two collections it makes room for at the allocation rate
+	// just seen. A collection marks the whole live heap (tens of ms with
+	// a million players), so one every ten seconds or so costs about 1%
+	// of a core, and saves a hundred bytes per player.
 	restHeadroom = 4 << 20
+	restSpacing  = 10 * time.Second
 )
 
 // compactWhenIdle keeps a node at rest near the memory it needs. Go keeps
@@ -64,7 +67,8 @@ func (n *Node) compactWhenIdle() {
 		p, c := n.store.Counts()
 		count := p + c
 		alloc := allocated()
-		rest := count == lastCount && alloc-lastAlloc < restAlloc
+		rate := alloc - lastAlloc // per compactInterval
+		rest := count == lastCount && rate < restAlloc
 		lastCount, lastAlloc = count, alloc
 		if !rest {
 			if limited {
@@ -73,18 +77,18 @@ func (n *Node) compactWhenIdle() {
 			}
 			continue
 		}
-		if limited {
-			continue
-		}
-		if used := inUse(); base == 0 || used > base+base/4 {
-			debug.FreeOSMemory()
-			base = inUse()
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			n.logf("node: at rest, returned idle memory to the OS; live heap %d MiB for %d players held", ms.HeapAlloc>>20, count)
+		if !limited {
+			if used := inUse(); base == 0 || used > base+base/4 {
+				debug.FreeOSMemory()
+				base = inUse()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				n.logf("node: at rest, returned idle memory to the OS; live heap %d MiB for %d players held", ms.HeapAlloc>>20, count)
+			}
 		}
 		if manageLimit {
-			debug.SetMemoryLimit(int64(base + base/16 + restHeadroom))
+			room := max(base/16+restHeadroom, rate*uint64(restSpacing/compactInterval))
+			debug.SetMemoryLimit(int64(base + room))
 			limited = true
 		}
 	}
