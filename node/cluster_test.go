@@ -39,6 +39,7 @@ type cluster struct {
 	nodes     map[string]*node.Node
 	gossip    map[string]*membership.FaultTransport
 	cut       map[[2]string]bool // full node names, both directions listed
+	configure func(short string, cfg *node.Config)
 	events    []string
 }
 
@@ -61,8 +62,14 @@ func freePort(t *testing.T) int {
 }
 
 func newCluster(t *testing.T, names ...string) *cluster {
+	return newClusterWith(t, nil, names...)
+}
+
+// newClusterWith is newCluster with configure applied to each node's
+// Config before it starts.
+func newClusterWith(t *testing.T, configure func(short string, cfg *node.Config), names ...string) *cluster {
 	c := &cluster{t: t, namesPort: freePort(t), stateDir: t.TempDir(), nodes: map[string]*node.Node{},
-		gossip: map[string]*membership.FaultTransport{}, cut: map[[2]string]bool{}}
+		gossip: map[string]*membership.FaultTransport{}, cut: map[[2]string]bool{}, configure: configure}
 	t.Cleanup(c.closeAll)
 	for _, name := range names {
 		c.start(name)
@@ -90,7 +97,7 @@ func (c *cluster) start(short string) *node.Node {
 		c.t.Fatal(err)
 	}
 	full := short + "@testhost"
-	n, err := node.Start(ctx, node.Config{
+	cfg := node.Config{
 		Name:                full,
 		Cookie:              testCookie,
 		NamesPort:           c.namesPort,
@@ -103,7 +110,11 @@ func (c *cluster) start(short string) *node.Node {
 			defer c.mu.Unlock()
 			return c.cut[[2]string{full, peer}]
 		},
-	})
+	}
+	if c.configure != nil {
+		c.configure(short, &cfg)
+	}
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", short, err)
 	}

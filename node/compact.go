@@ -9,9 +9,12 @@ import (
 )
 
 const (
-	// compactInterval is how often a node checks whether it is at rest.
-	compactInterval = time.Second
-	// restAlloc is the most a node may allocate in an interval and still
+	// compactTick is how often a node looks at its players and its
+	// allocations; restTicks quiet ticks in a row (a second) make it at
+	// rest, and one busy tick makes it busy again.
+	compactTick = 100 * time.Millisecond
+	restTicks   = 10
+	// restAlloc is the most a node may allocate in a second and still
 	// count as at rest: the gossip layer alone allocates about 1.5 MB/s
 	// (a 64 KB buffer per UDP packet), a loaded node tens of MB/s.
 	restAlloc = 8 << 20
@@ -29,7 +32,7 @@ const (
 // up to GOGC (100%) of headroom above the live heap, and a node at rest
 // still allocates (gossip), so without this a node holding a million
 // players would sit at about twice the memory they take. When the number
-// of players held has not changed for an interval and little was
+// of players held has not changed for a second and little was
 // allocated, the node is at rest: it hands its headroom back to the OS
 // once (a forced collection, a few ms, never during a burst) and sets a
 // soft memory limit a little above what it then uses, so that the gossip's
@@ -38,7 +41,7 @@ const (
 // A limit set by the operator (GOMEMLIMIT) is left alone.
 func (n *Node) compactWhenIdle() {
 	defer n.wg.Done()
-	t := time.NewTicker(compactInterval)
+	t := time.NewTicker(compactTick)
 	defer t.Stop()
 	manageLimit := debug.SetMemoryLimit(-1) == math.MaxInt64
 	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
@@ -52,6 +55,8 @@ func (n *Node) compactWhenIdle() {
 	var (
 		base      uint64 // memory in use after the last compaction
 		limited   bool   // the at-rest limit is set
+		quiet     int    // ticks in a row with a steady count and little allocation
+		quietSum  uint64 // bytes allocated during them
 		lastCount = -1
 		lastAlloc = allocated()
 	)
@@ -67,16 +72,25 @@ func (n *Node) compactWhenIdle() {
 		p, c := n.store.Counts()
 		count := p + c
 		alloc := allocated()
-		rate := alloc - lastAlloc // per compactInterval
-		rest := count == lastCount && rate < restAlloc
-		lastCount, lastAlloc = count, alloc
-		if !rest {
+		delta := alloc - lastAlloc
+		lastAlloc = alloc
+		if count != lastCount || delta >= restAlloc/restTicks {
+			// Busy: lift the limit at once (a failover promoting
+			// thousands of copies must not run against it).
+			lastCount, quiet, quietSum = count, 0, 0
 			if limited {
 				debug.SetMemoryLimit(math.MaxInt64)
 				limited = false
 			}
 			continue
 		}
+		quiet++
+		quietSum += delta
+		if quiet < restTicks {
+			continue
+		}
+		rate := quietSum // over one second
+		quiet, quietSum = 0, 0
 		if !limited {
 			if used := inUse(); base == 0 || used > base+base/4 {
 				debug.FreeOSMemory()
@@ -87,7 +101,7 @@ func (n *Node) compactWhenIdle() {
 			}
 		}
 		if manageLimit {
-			room := max(base/16+restHeadroom, rate*uint64(restSpacing/compactInterval))
+			room := max(base/16+restHeadroom, rate*uint64(restSpacing/time.Second))
 			debug.SetMemoryLimit(int64(base + room))
 			limited = true
 		}

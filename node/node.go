@@ -64,6 +64,11 @@ type Config struct {
 	Command func(ctx context.Context, line string) (out string, failed bool)
 	// Logf receives diagnostics (Serf's chatter among them). May be nil.
 	Logf func(format string, args ...any)
+	// OwnsProcess says this node is the only one in its process, so it
+	// may tune the process's garbage collector: at rest it hands memory
+	// back to the OS and sets a soft memory limit (see compactWhenIdle).
+	// Leave it off when several nodes share a process, as in tests.
+	OwnsProcess bool
 
 	// Test hooks: cut transport links, and replace memberlist's network.
 	Block               func(peer string) bool
@@ -219,9 +224,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	savePorts(cfg.StateDir, full, savedPorts{Gossip: n.ml.Port(), Transport: n.tr.Port()})
 	n.ready.Store(true)
-	n.wg.Add(2)
+	n.wg.Add(1)
 	go n.watchSerf()
-	go n.compactWhenIdle()
+	if cfg.OwnsProcess {
+		n.wg.Add(1)
+		go n.compactWhenIdle()
+	}
 	n.membershipChanged()
 	return n, nil
 }

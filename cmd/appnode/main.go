@@ -135,6 +135,7 @@ func run(args []string) int {
 		StateDir:      *stateDir,
 		Profile:       prof,
 		Logf:          logf,
+		OwnsProcess:   true,
 		Command: func(ctx context.Context, line string) (string, bool) {
 			out, quit, failed := shell.Eval(ctx, cluster, line)
 			if quit {
