@@ -484,28 +484,44 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 	s.mu.Unlock()
 	skip := append([]string{self.Name}, exclude...)
 	var last error
-	for _, cand := range placementOrder(player, members) {
-		if contains(skip, cand.Name) {
-			continue
+	// A candidate that is busy activating the player itself (it got a
+	// request for it and is asking around, this node included) is done
+	// in milliseconds: a few short rounds let it finish rather than fail
+	// a handoff or a keeper placement for a moment's overlap.
+	for round := range adoptRounds {
+		if round > 0 {
+			if err := backoff(ctx, round); err != nil {
+				break
+			}
 		}
-		_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent})
-		if err == nil {
-			return cand, nil
+		busy := false
+		for _, cand := range placementOrder(player, members) {
+			if contains(skip, cand.Name) {
+				continue
+			}
+			_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent})
+			if err == nil {
+				return cand, nil
+			}
+			last = err
+			if errors.Is(err, wire.ErrGone) {
+				s.declareDead(cand, "it refused the connection")
+				continue
+			}
+			code, ok := wire.CodeOf(err)
+			if ok && code == wire.CodeFenced {
+				// A newer owner exists: this node must not become the owner.
+				return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
+			}
+			if !ok || (code != wire.CodeBusy && code != wire.CodeNoQuorum) {
+				// The candidate may hold the copy after all; trying another
+				// could leave two copies that later claim the player twice.
+				return wire.NodeID{}, wire.Errorf(wire.CodeUnavailable, "%s: %s did not confirm it holds the keeper copy (%v); retry", player, cand.Name, err)
+			}
+			busy = busy || code == wire.CodeBusy
 		}
-		last = err
-		if errors.Is(err, wire.ErrGone) {
-			s.declareDead(cand, "it refused the connection")
-			continue
-		}
-		code, ok := wire.CodeOf(err)
-		if ok && code == wire.CodeFenced {
-			// A newer owner exists: this node must not become the owner.
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
-		}
-		if !ok || (code != wire.CodeBusy && code != wire.CodeNoQuorum) {
-			// The candidate may hold the copy after all; trying another
-			// could leave two copies that later claim the player twice.
-			return wire.NodeID{}, wire.Errorf(wire.CodeUnavailable, "%s: %s did not confirm it holds the keeper copy (%v); retry", player, cand.Name, err)
+		if !busy {
+			break
 		}
 	}
 	if last == nil {
@@ -513,6 +529,9 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 	}
 	return wire.NodeID{}, fmt.Errorf("%s: no live node accepted its keeper copy: %w", player, last)
 }
+
+// adoptRounds bounds how often adoptSomewhere goes round busy candidates.
+const adoptRounds = 4
 
 // checkStillOwner asks every live peer about player before this node, its
 // owner at epoch, re-creates a lost keeper: a primary that was cut off may
