@@ -396,7 +396,9 @@ func (r *Registration) acquire(ctx context.Context) error {
 	}
 	c, err := dial(ctx, r.dialAddr, r.t)
 	if err != nil {
-		return &kindError{kind: ErrNoService, text: fmt.Sprintf("port %s is in use but no name service answers there", r.dialAddr), cause: err}
+		// The same words as a holder that connects but never answers:
+		// which of the two the last retry met is down to timing.
+		return &kindError{kind: ErrNoService, text: fmt.Sprintf("port %s is in use but does not answer as an appnode name service", r.dialAddr), cause: err}
 	}
 	return r.registerWith(ctx, c)
 }
