@@ -288,10 +288,19 @@ func (b *bench) close() {
 	}
 	if procs := append(slices.Clone(b.nodes), b.floors...); len(procs) > 0 {
 		start := time.Now()
-		killed := stopAll(procs, stopGrace)
-		b.say("stopped the %d processes it started in %v", len(procs), time.Since(start).Round(time.Millisecond))
+		// The whole cluster goes, and its players were made up for the
+		// run: a graceful leave would only hand them to nodes that are
+		// leaving too. The nodes are killed (-9) at once; the floor
+		// servers, which hold nothing, get SIGTERM.
+		for _, c := range b.nodes {
+			if err := c.kill9(); err != nil {
+				b.say("%v", err)
+			}
+		}
+		killed := stopAll(b.floors, stopGrace)
+		b.say("stopped the %d processes it started in %v (the nodes with kill -9: the bench's players are not kept)", len(procs), time.Since(start).Round(time.Millisecond))
 		if len(killed) > 0 {
-			b.say("%s had not finished leaving %v after SIGTERM (handing players to nodes that were leaving too), so were killed", strings.Join(killed, ", "), stopGrace)
+			b.say("%s did not exit %v after SIGTERM, so were killed", strings.Join(killed, ", "), stopGrace)
 		}
 	}
 	if b.dir != "" {
