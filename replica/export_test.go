@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/appnode/appnode/wire"
 )
 
 // DebugCopies describes the keeper copies held here, for failing tests.
@@ -16,4 +18,24 @@ func (s *Store) DebugCopies() string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")
+}
+
+// CheckCopyOwners reports a mismatch between the copies held and their
+// count by owner, which repair trusts to skip walking every copy.
+func (s *Store) CheckCopyOwners() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[wire.NodeID]int{}
+	for _, c := range s.copies {
+		want[c.owner]++
+	}
+	if len(want) != len(s.copyOwners) {
+		return fmt.Errorf("%s counts copies of %d owners, holds copies of %d: %v vs %v", s.self.Name, len(s.copyOwners), len(want), s.copyOwners, want)
+	}
+	for o, n := range want {
+		if s.copyOwners[o] != n {
+			return fmt.Errorf("%s counts %d copies owned by %s/%d, holds %d", s.self.Name, s.copyOwners[o], o.Name, o.Boot, n)
+		}
+	}
+	return nil
 }

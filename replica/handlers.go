@@ -159,7 +159,7 @@ func (s *Store) handleCreate(from wire.NodeID, m *wire.Create) (wire.Msg, error)
 	if first := placementOrder(m.Player, s.membersLocked())[0]; first.Name != s.self.Name {
 		return nil, wire.Errorf(wire.CodeBusy, "%s is not %s's arbiter in its view (that is %s); membership is still settling", s.self.Name, m.Player, first.Name)
 	}
-	s.copies[m.Player] = &keeperCopy{owner: from, epoch: 1}
+	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: 1})
 	return &wire.ClaimReply{Granted: true, Epoch: 1}, nil
 }
 
@@ -208,7 +208,7 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 	if c == nil || c.owner != owner || c.epoch != epoch {
 		return nil, wire.Errorf(wire.CodeBusy, "%s changed hands during the claim; retry", m.Player)
 	}
-	c.owner = from
+	s.setCopyOwnerLocked(c, from)
 	c.epoch++
 	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total, Recent: c.recent.list()}, nil
 }
@@ -286,7 +286,7 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 			return nil, wire.Errorf(wire.CodeBadRequest, "%s: adopt at %d is older than the copy at %d", m.Player, m.Seq, c.seq)
 		}
 	}
-	s.copies[m.Player] = &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(m.Recent)}
+	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(m.Recent)})
 	return &wire.Ack{}, nil
 }
 

@@ -162,6 +162,9 @@ func (c *cluster) killQuietly(name string) []*tnode {
 	}
 	c.mu.Unlock()
 	n.store.Close()
+	if err := n.store.CheckCopyOwners(); err != nil {
+		c.t.Error(err)
+	}
 	return rest
 }
 
@@ -173,6 +176,9 @@ func (c *cluster) close() {
 	c.mu.Unlock()
 	for _, n := range nodes {
 		n.store.Close()
+		if err := n.store.CheckCopyOwners(); err != nil {
+			c.t.Error(err)
+		}
 	}
 }
 

@@ -53,7 +53,7 @@ func (s *Store) Leave(ctx context.Context) LeaveReport {
 		}
 		s.mu.Lock()
 		if c := s.copies[h.player]; c != nil && c.epoch == h.c.epoch && c.owner == h.c.owner {
-			delete(s.copies, h.player)
+			s.dropCopyLocked(h.player)
 		}
 		s.mu.Unlock()
 	}

@@ -265,7 +265,7 @@ func (s *Store) restore(ctx context.Context, player string, repairOnly bool) (wi
 		// A fresher copy exists elsewhere: this one is obsolete.
 		s.mu.Lock()
 		if c := s.copies[player]; c != nil && c.epoch == local.reply.Epoch && c.seq == local.reply.Seq {
-			delete(s.copies, player)
+			s.dropCopyLocked(player)
 		}
 		s.mu.Unlock()
 	}
@@ -445,7 +445,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	}
 	old := c.owner
 	if old != s.self {
-		c.owner = s.self
+		s.setCopyOwnerLocked(c, s.self)
 		c.epoch++
 	}
 	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
@@ -463,7 +463,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	st.keeper = keeper
 	s.mu.Lock()
 	if cur := s.copies[player]; cur == c {
-		delete(s.copies, player)
+		s.dropCopyLocked(player)
 	}
 	s.startPrimaryLocked(player, st, recent)
 	s.mu.Unlock()

@@ -103,8 +103,13 @@ type Store struct {
 	tombOrder                 []wire.NodeID
 	primaries                 map[string]*primary
 	copies                    map[string]*keeperCopy
-	routes                    map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
-	flights                   map[string]*flight     // activations in progress on this node
+	// copyOwners counts the copies by owner, so that repair can tell at a
+	// glance whether any copy is orphaned (or half promoted: owned by this
+	// node) without walking a million of them. Changed only through
+	// putCopyLocked, dropCopyLocked and setCopyOwnerLocked.
+	copyOwners map[wire.NodeID]int
+	routes     map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
+	flights    map[string]*flight     // activations in progress on this node
 }
 
 // keeperCopy is the backup of a player owned by another node.
@@ -114,6 +119,45 @@ type keeperCopy struct {
 	seq    uint64
 	total  int64
 	recent dedup
+}
+
+func (s *Store) putCopyLocked(player string, c *keeperCopy) {
+	if old := s.copies[player]; old != nil {
+		s.uncountCopyLocked(old.owner)
+	}
+	s.copies[player] = c
+	s.copyOwners[c.owner]++
+}
+
+func (s *Store) dropCopyLocked(player string) {
+	if c := s.copies[player]; c != nil {
+		s.uncountCopyLocked(c.owner)
+		delete(s.copies, player)
+	}
+}
+
+// setCopyOwnerLocked changes the owner of c, a copy held in s.copies.
+func (s *Store) setCopyOwnerLocked(c *keeperCopy, owner wire.NodeID) {
+	s.uncountCopyLocked(c.owner)
+	c.owner = owner
+	s.copyOwners[owner]++
+}
+
+func (s *Store) uncountCopyLocked(owner wire.NodeID) {
+	if s.copyOwners[owner]--; s.copyOwners[owner] <= 0 {
+		delete(s.copyOwners, owner)
+	}
+}
+
+// orphansLikelyLocked says whether some copy here may be orphaned: its
+// owner is not alive, or is this node (a promotion not finished).
+func (s *Store) orphansLikelyLocked() bool {
+	for owner := range s.copyOwners {
+		if owner == s.self || !s.isAliveLocked(owner) {
+			return true
+		}
+	}
+	return false
 }
 
 // flight is one activation of a player on this node; concurrent requests
@@ -131,20 +175,21 @@ func New(cfg Config) *Store {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cfg:       cfg,
-		ctx:       ctx,
-		cancel:    cancel,
-		kick:      make(chan struct{}, 1),
-		runq:      make(chan *primary),
-		self:      cfg.Self,
-		alive:     map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
-		cluster:   map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
-		quorate:   true,
-		tombs:     map[wire.NodeID]bool{},
-		primaries: map[string]*primary{},
-		copies:    map[string]*keeperCopy{},
-		routes:    map[string]wire.NodeID{},
-		flights:   map[string]*flight{},
+		cfg:        cfg,
+		ctx:        ctx,
+		cancel:     cancel,
+		kick:       make(chan struct{}, 1),
+		runq:       make(chan *primary),
+		self:       cfg.Self,
+		alive:      map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
+		cluster:    map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
+		quorate:    true,
+		tombs:      map[wire.NodeID]bool{},
+		primaries:  map[string]*primary{},
+		copies:     map[string]*keeperCopy{},
+		copyOwners: map[wire.NodeID]int{},
+		routes:     map[string]wire.NodeID{},
+		flights:    map[string]*flight{},
 	}
 	s.wg.Add(1)
 	go s.repairLoop()
@@ -306,6 +351,13 @@ func (s *Store) applyAliveLocked(next map[string]wire.NodeID) {
 // confirm decides quorum after a change that lost members (or while the
 // node is in a minority): it pings every live peer and counts the members
 // of the cluster that answer. It runs on the repair loop.
+// orphansLikely is orphansLikelyLocked for the repair loop.
+func (s *Store) orphansLikely() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.orphansLikelyLocked()
+}
+
 // confirmPending says whether a loss of members awaits confirm.
 func (s *Store) confirmPending() bool {
 	s.mu.Lock()
@@ -454,6 +506,7 @@ func (s *Store) Reset(newSelf wire.NodeID) {
 	s.self = newSelf
 	s.primaries = map[string]*primary{}
 	s.copies = map[string]*keeperCopy{}
+	s.copyOwners = map[wire.NodeID]int{}
 	s.routes = map[string]wire.NodeID{}
 	s.alive = map[string]wire.NodeID{newSelf.Name: newSelf}
 	s.cluster = map[string]wire.NodeID{newSelf.Name: newSelf}
