@@ -58,22 +58,16 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 				return fail(fmt.Errorf("%s: %w (last error: %v)", req.Player, err, last))
 			}
 		}
-		s.mu.Lock()
-		err := s.checkServingLocked()
-		s.mu.Unlock()
+		p, owner, err := s.route(ctx, req.Player)
 		if err == nil {
-			var owner wire.NodeID
-			owner, err = s.locate(ctx, req.Player)
+			var total int64
+			total, err = s.send(ctx, p, owner, req)
 			if err == nil {
-				var total int64
-				total, err = s.send(ctx, owner, req)
-				if err == nil {
-					return total, nil
-				}
-				s.forgetRoute(req.Player, owner)
-				if errors.Is(err, wire.ErrLinkLost) {
-					maybe = true
-				}
+				return total, nil
+			}
+			s.forgetRoute(req.Player, owner)
+			if errors.Is(err, wire.ErrLinkLost) {
+				maybe = true
 			}
 		}
 		if !retryable(err) {
@@ -108,14 +102,10 @@ func backoff(ctx context.Context, attempt int) error {
 	}
 }
 
-func (s *Store) send(ctx context.Context, owner wire.NodeID, req *wire.Reward) (int64, error) {
-	if owner == s.Self() {
-		s.mu.Lock()
-		p := s.primaries[req.Player]
-		s.mu.Unlock()
-		if p == nil {
-			return 0, notOwner(req.Player)
-		}
+// send gives req to p, the player's primary on this node, or else (p nil)
+// to its owner elsewhere.
+func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wire.Reward) (int64, error) {
+	if p != nil {
 		return p.call(ctx, req)
 	}
 	rep, err := s.call(ctx, owner, req)
@@ -155,19 +145,39 @@ func (s *Store) forgetRoute(player string, owner wire.NodeID) {
 	s.mu.Unlock()
 }
 
-// locate returns the owner of player, activating it if it has none.
-func (s *Store) locate(ctx context.Context, player string) (wire.NodeID, error) {
+// route finds where a reward for player goes: its primary if it runs
+// here, else its owner, activating the player if it has none. One look
+// under the lock serves the common cases (a primary here, a known route),
+// which is what nearly every reward meets.
+func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID, error) {
 	s.mu.Lock()
-	if s.primaries[player] != nil {
-		defer s.mu.Unlock()
-		return s.self, nil
+	if err := s.checkServingLocked(); err != nil {
+		s.mu.Unlock()
+		return nil, wire.NodeID{}, err
+	}
+	if p := s.primaries[player]; p != nil {
+		s.mu.Unlock()
+		return p, s.self, nil
 	}
 	if r, ok := s.routes[player]; ok && s.isAliveLocked(r) {
 		s.mu.Unlock()
-		return r, nil
+		return nil, r, nil
 	}
 	s.mu.Unlock()
-	return s.activate(ctx, player, nil)
+	owner, err := s.activate(ctx, player, nil)
+	if err != nil {
+		return nil, owner, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if owner != s.self {
+		return nil, owner, nil
+	}
+	if p := s.primaries[player]; p != nil {
+		return p, owner, nil
+	}
+	// Activated here, then stopped before the reward reached it.
+	return nil, owner, notOwner(player)
 }
 
 // activate runs one activation of player at a time on this node; callers
