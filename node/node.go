@@ -587,8 +587,9 @@ func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 		return &wire.CommandReply{Output: out, Failed: failed}, nil
 	case *wire.Reward:
 		// No deadline of its own: the reward path bounds itself (a few
-		// attempts, each call within CallTimeout), and a context per
-		// request showed in the profile of a loaded node.
+		// attempts, each call within CallTimeout, a wait behind a busy
+		// primary within 10 s), and a context per request showed in the
+		// profile of a loaded node.
 		var total int64
 		var err error
 		if m.NotInt != "" {

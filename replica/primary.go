@@ -208,13 +208,27 @@ func (p *primary) call(ctx context.Context, req *wire.Reward) (int64, error) {
 		p.serveFirst()
 		return c.total, c.err
 	}
+	// Queued behind others. A caller without a deadline (a client's
+	// reward) still gets an answer in bounded time.
+	var late <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(maxQueueWait)
+		defer t.Stop()
+		late = t.C
+	}
 	select {
 	case <-c.replied:
 		return c.total, c.err
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%s: no answer from the primary in time, the reward may or may not be applied: %w", p.player, ctx.Err())
+	case <-late:
+		return 0, wire.Errorf(wire.CodeUnavailable, "%s: no answer from the primary within %v (many rewards queued for this player, or its keeper is slow); the reward may or may not be applied", p.player, maxQueueWait)
 	}
 }
+
+// maxQueueWait bounds how long a caller without a deadline waits for a
+// primary busy with other rewards.
+const maxQueueWait = 10 * time.Second
 
 func notOwner(player string) error {
 	return wire.Errorf(wire.CodeNotOwner, "%s: primary is no longer on this node", player)
