@@ -6,7 +6,8 @@
 // calls may be in flight at once. Each connection has one writer goroutine,
 // which batches every frame queued while it was busy into a single write,
 // and one reader goroutine, which hands replies to waiting callers (dialer
-// side) or starts a bounded handler goroutine per request (acceptor side).
+// side) or each request to a handler goroutine (acceptor side; idle
+// handlers are reused, and each connection runs a bounded number at once).
 //
 // Errors from Call fall into three classes the replica layer acts on
 // differently:
@@ -125,8 +126,8 @@ type Config struct {
 	// refused connection there is taken as proof that it is gone.
 	Resolve func(name string) (addr string, ok bool)
 
-	// Handle serves one request from a cluster member. It runs in its own
-	// goroutine per request, at most MaxInflight at once per connection
+	// Handle serves one request from a cluster member. Each request runs
+	// on a handler goroutine of its own, at most MaxInflight at once per connection
 	// (further requests wait), because a handler may itself make network
 	// calls. ctx is cancelled when the connection or the Transport closes,
 	// and Close waits for handlers to return, so they must honour it.
