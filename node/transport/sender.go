@@ -36,6 +36,8 @@ type sender struct {
 	keepalive time.Duration
 	wrote     bool // a flush happened since the last keepalive check; writer goroutine only
 
+	deadlineSet time.Time // when the write deadline was last moved; writer goroutine only
+
 	// encodeFailed is called on the writer goroutine when a frame cannot
 	// be encoded (too large, unencodable value). It returns a frame body
 	// to send under the same id instead, or nil to send nothing.
@@ -180,9 +182,14 @@ func (s *sender) flush() error {
 		return nil
 	}
 	// A peer that stops reading must not pin this goroutine and the
-	// queue behind it forever.
-	if err := s.nc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil {
-		return fmt.Errorf("set write deadline: %w", err)
+	// queue behind it forever. The deadline moves only once a quarter of
+	// the timeout has passed, so a busy link does not reset a timer per
+	// write: a write is cut after between 3/4 and all of the timeout.
+	if now := time.Now(); now.Sub(s.deadlineSet) > s.timeout/4 {
+		if err := s.nc.SetWriteDeadline(now.Add(s.timeout)); err != nil {
+			return fmt.Errorf("set write deadline: %w", err)
+		}
+		s.deadlineSet = now
 	}
 	if err := s.fw.Flush(); err != nil {
 		return fmt.Errorf("write: %w", err)

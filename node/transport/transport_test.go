@@ -752,3 +752,49 @@ func TestCloseFailsPendingCalls(t *testing.T) {
 	}
 	// goleak in TestMain checks that nothing is left running.
 }
+
+// A peer that completes the handshake and then stops reading must not pin
+// the writer and the queue behind it: the write deadline breaks the
+// connection, the link is reported down, and the next call redials.
+func TestPeerThatStopsReading(t *testing.T) {
+	n := newTestNet(t)
+	a := n.add("a", 1, nil, func(c *Config) { c.RequestTimeout = 300 * time.Millisecond })
+	stalled := make(chan struct{})
+	fake := startFake(t, wire.NodeID{Name: "f", Boot: 5}, func(i int, nc net.Conn, fr *wire.FrameReader, fw *wire.FrameWriter) {
+		if i == 1 {
+			<-stalled // reads nothing more, until the test ends
+			return
+		}
+		echoFake(i, nc, fr, fw)
+	})
+	t.Cleanup(func() { close(stalled) }) // runs before fake's cleanup
+	n.set("f", fake.ln.Addr().String())
+
+	// 64 KB frames: enough of them fill both ends' socket buffers.
+	big := &wire.Command{Line: strings.Repeat("x", 60<<10)}
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := a.Call(ctx, fake.id, big); err == nil {
+				t.Error("a call to a peer that reads nothing succeeded")
+			}
+		}()
+	}
+	select {
+	case p := <-a.linkDown:
+		if p != fake.id {
+			t.Fatalf("link down for %+v", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled link was never reported down: the writer is pinned")
+	}
+	wg.Wait()
+	reward(t, a, fake.id, 4)
+	if got := fake.accepts.Load(); got != 2 {
+		t.Fatalf("fake accepted %d connections, want 2", got)
+	}
+}
