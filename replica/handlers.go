@@ -295,9 +295,17 @@ func (s *Store) handleHandoff(ctx context.Context, from wire.NodeID, m *wire.Han
 	s.mu.Lock()
 	c := s.copies[m.Player]
 	ok := c != nil && c.owner == from && c.epoch == m.Epoch
+	// A reward that reached this keeper while the leaving owner stopped
+	// its primaries may have promoted the copy already: the player then
+	// lives here, from that copy, and the handoff is done.
+	taken := c == nil && s.primaries[m.Player] != nil && s.primaries[m.Player].snapshot().epoch > m.Epoch
+	self := s.self
 	s.mu.Unlock()
+	if taken {
+		return &wire.Ack{}, nil
+	}
 	if !ok {
-		return nil, wire.Errorf(wire.CodeFenced, "%s: %s is not its keeper for %s at epoch %d", m.Player, s.Self().Name, from.Name, m.Epoch)
+		return nil, wire.Errorf(wire.CodeFenced, "%s: %s is not its keeper for %s at epoch %d", m.Player, self.Name, from.Name, m.Epoch)
 	}
 	_, err := s.activate(ctx, m.Player, func(ctx context.Context) (wire.NodeID, error) {
 		return s.promoteCopy(ctx, m.Player, from.Name)
