@@ -19,9 +19,15 @@ const repairConcurrency = 16
 // player under the Store's lock, about 150 ms for a node holding a third
 // of a million players (BenchmarkRepairPass), so without a reason it runs
 // only every fullScanEvery intervals, as a backstop.
+//
+// While passes keep finding work they cannot finish (a cluster too small
+// to place keepers, say), each waits twice as long as the last, up to
+// maxRepairWait intervals: a membership change, which is what usually
+// unblocks them, runs a pass at once anyway.
 const (
 	repairInterval = time.Second
 	fullScanEvery  = 300
+	maxRepairWait  = 16
 )
 
 // repairLoop restores redundancy after membership changes: primaries whose
@@ -32,21 +38,35 @@ func (s *Store) repairLoop() {
 	t := time.NewTicker(repairInterval)
 	defer t.Stop()
 	pending := true // the last pass found work, or none ran yet
+	wait := 1       // intervals between passes while work is pending
 	idle := 0       // intervals since the last pass
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-s.kick:
+			wait = 1
 		case <-t.C:
 			idle++
-			if !pending && idle < fullScanEvery && !s.confirmPending() && !s.orphansLikely() {
+			due := idle >= fullScanEvery || s.confirmPending()
+			if pending {
+				due = due || idle >= wait
+			} else {
+				due = due || s.orphansLikely()
+			}
+			if !due {
 				continue
 			}
 		}
 		idle = 0
 		s.confirm()
+		was := pending
 		pending = s.repair()
+		if pending && was {
+			wait = min(2*wait, maxRepairWait)
+		} else {
+			wait = 1
+		}
 	}
 }
 
