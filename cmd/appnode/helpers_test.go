@@ -132,8 +132,8 @@ func (h *harness) cookie() cookie.Cookie {
 // per line; its stderr carries the events.
 type proc struct {
 	t       *testing.T
-	h       *harness
 	name    string // full name
+	logDir  string // its state dir, where its log is
 	cmd     *exec.Cmd
 	started time.Time
 	stdin   io.WriteCloser
@@ -152,22 +152,29 @@ func (h *harness) start(name string, flags ...string) *proc {
 	h.t.Helper()
 	cmd := exec.Command(appnodeBin, append(append([]string{"--bind", "127.0.0.1"}, flags...), name)...)
 	cmd.Env = h.env()
-	p := &proc{t: h.t, h: h, name: h.full(name), cmd: cmd, answers: make(chan string, 1024), exited: make(chan struct{})}
+	return launch(h.t, h.full(name), h.stateDir, cmd)
+}
+
+// launch starts cmd, a node named name whose state dir is logDir, in
+// scripted mode; see start.
+func launch(t *testing.T, name, logDir string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, logDir: logDir, cmd: cmd, answers: make(chan string, 1024), exited: make(chan struct{})}
 	var err error
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
-		h.t.Fatalf("start %s: %v", name, err)
+		t.Fatalf("start %s: %v", name, err)
 	}
 	var readers sync.WaitGroup
 	readers.Go(func() {
@@ -192,20 +199,20 @@ func (h *harness) start(name string, flags ...string) *proc {
 		p.waitErr = cmd.Wait()
 		close(p.exited)
 	}()
-	h.t.Cleanup(func() {
+	t.Cleanup(func() {
 		if !p.hasExited() {
 			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL) // works on a stopped process too
 		}
 		select {
 		case <-p.exited:
 		case <-time.After(10 * time.Second):
-			h.t.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, cmd.Process.Pid)
+			t.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, cmd.Process.Pid)
 		}
 		p.stdin.Close()
-		if h.t.Failed() {
-			h.t.Logf("%s stderr (events):\n%s", p.name, strings.Join(p.stderrLines(), "\n"))
-			if b, err := os.ReadFile(filepath.Join(h.stateDir, p.name+".log")); err == nil {
-				h.t.Logf("%s log (tail):\n%s", p.name, tail(string(b), 40))
+		if t.Failed() {
+			t.Logf("%s stderr (events):\n%s", p.name, strings.Join(p.stderrLines(), "\n"))
+			if b, err := os.ReadFile(filepath.Join(p.logDir, p.name+".log")); err == nil {
+				t.Logf("%s log (tail):\n%s", p.name, tail(string(b), 60))
 			}
 		}
 	})

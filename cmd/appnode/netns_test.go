@@ -14,17 +14,13 @@ package main
 // a namespace cannot be made it skips, saying why.
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -132,112 +128,17 @@ func (n *nsNet) teardown() {
 	}
 }
 
-// nsProc is one node running in a namespace, driven through its console
-// (scripted mode): the test process cannot reach the namespaces' network.
-type nsProc struct {
-	t       *testing.T
-	name    string
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	answers chan string
-	exited  chan struct{}
-
-	mu     sync.Mutex
-	events []string
-}
-
 // nsStart runs `ip netns exec NS appnode --bind ADDR NAME`; ip execs the
-// binary in place, so the process is the node itself.
-func nsStart(t *testing.T, h *harness, n *nsNet, host int, short string) *nsProc {
+// binary in place, so the process is the node itself. It is driven
+// through its console (scripted mode): the test process cannot reach the
+// namespaces' network.
+func nsStart(t *testing.T, h *harness, n *nsNet, host int, short string) *proc {
 	t.Helper()
 	name := fmt.Sprintf("%s@h%d", short, host)
 	stateDir := filepath.Join(h.stateDir, fmt.Sprintf("h%d", host)) // each host its own home
 	cmd := exec.Command(n.ip, "netns", "exec", n.hosts[host-1], appnodeBin, "--bind", n.addr(host), name)
 	cmd.Env = append(h.env(), "APPNODE_STATE_DIR="+stateDir) // the last value wins
-	p := &nsProc{t: t, name: name, cmd: cmd, answers: make(chan string, 1024), exited: make(chan struct{})}
-	var err error
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	var readers sync.WaitGroup
-	readers.Go(func() {
-		defer close(p.answers)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			p.answers <- sc.Text()
-		}
-	})
-	readers.Go(func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.events = append(p.events, sc.Text())
-			p.mu.Unlock()
-		}
-	})
-	go func() {
-		readers.Wait()
-		_ = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("%s (pid %d) did not exit after SIGKILL", name, cmd.Process.Pid)
-		}
-		p.stdin.Close()
-		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("%s stderr (events):\n%s", name, strings.Join(p.events, "\n"))
-			p.mu.Unlock()
-			if b, err := os.ReadFile(filepath.Join(stateDir, name+".log")); err == nil {
-				t.Logf("%s log (tail):\n%s", name, tail(string(b), 60))
-			}
-		}
-	})
-	return p
-}
-
-func (p *nsProc) ask(line string) string {
-	p.t.Helper()
-	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
-		p.t.Fatalf("%s: typing %q: %v", p.name, line, err)
-	}
-	select {
-	case a, ok := <-p.answers:
-		if !ok {
-			<-p.exited
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			p.t.Fatalf("%s exited instead of answering %q; stderr:\n%s", p.name, line, strings.Join(p.events, "\n"))
-		}
-		return a
-	case <-time.After(answerLimit):
-		p.t.Fatalf("%s: no answer to %q within %v", p.name, line, answerLimit)
-	}
-	return ""
-}
-
-func (p *nsProc) expect(line, want string) {
-	p.t.Helper()
-	if got := p.ask(line); got != want {
-		p.t.Fatalf("%s: %q answered %q, want %q", p.name, line, got, want)
-	}
+	return launch(t, name, stateDir, cmd)
 }
 
 // nsRange is what the test knows of a player's total: it is in [lo, hi]
@@ -293,7 +194,7 @@ func TestNetnsPartition(t *testing.T) {
 	lan := nsSetup(t, 3)
 	h := newHarness(t)
 
-	var ps []*nsProc
+	var ps []*proc
 	for i := 1; i <= 3; i++ {
 		p := nsStart(t, h, lan, i, fmt.Sprintf("app_node%d", i))
 		p.expect("node", "'"+p.name+"'")
@@ -306,7 +207,7 @@ func TestNetnsPartition(t *testing.T) {
 	n1, n2, n3 := ps[0], ps[1], ps[2]
 	n1.expect("connect "+n2.name, "true")
 	n1.expect("connect "+n3.name, "true")
-	members := func(what string, nodes ...*nsProc) time.Duration {
+	members := func(what string, nodes ...*proc) time.Duration {
 		t.Helper()
 		return eventually(t, settleLimit, what, func() (bool, string) {
 			for _, p := range nodes {
@@ -347,7 +248,7 @@ func TestNetnsPartition(t *testing.T) {
 
 	// rewardAt rewards pl by 1 at p until it succeeds, and returns how long
 	// after since that was, and the failures before.
-	rewardAt := func(p *nsProc, pl string, since time.Time) (time.Duration, []string) {
+	rewardAt := func(p *proc, pl string, since time.Time) (time.Duration, []string) {
 		t.Helper()
 		var failures []string
 		what := "reward " + pl + " 1 at " + p.name
@@ -370,7 +271,7 @@ func TestNetnsPartition(t *testing.T) {
 	t.Logf("h3's link to the bridge is down")
 
 	// The majority, h1 and h2, keeps serving every player, h3's included.
-	for _, p := range []*nsProc{n1, n2} {
+	for _, p := range []*proc{n1, n2} {
 		for _, pl := range players {
 			d, failures := rewardAt(p, pl, cutAt)
 			t.Logf("cut: %s served %s %v after the cut; failures before: %s", p.name, pl, d.Round(time.Millisecond), nsSummary(failures))
