@@ -33,6 +33,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/appnode/appnode/node/names"
 	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/replica/replicatest"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -828,23 +829,8 @@ type chaosState struct {
 // second form's placement maps back the same way; one never consumed was
 // never applied.
 var chaosModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byPlayer := map[string][]porcupine.Operation{}
-		var order []string
-		for _, op := range history {
-			p := op.Input.(chaosIn).Player
-			if _, ok := byPlayer[p]; !ok {
-				order = append(order, p)
-			}
-			byPlayer[p] = append(byPlayer[p], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(order))
-		for _, p := range order {
-			out = append(out, byPlayer[p])
-		}
-		return out
-	},
-	Init: func() any { return chaosState{} },
+	Partition: replicatest.ByPlayer(func(in any) string { return in.(chaosIn).Player }),
+	Init:      func() any { return chaosState{} },
 	Step: func(state, input, output any) (bool, any) {
 		st, in, out := state.(chaosState), input.(chaosIn), output.(chaosOut)
 		if out.Unknown {

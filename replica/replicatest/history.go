@@ -33,23 +33,8 @@ type Output struct {
 // CounterModel is the specification: one integer per player, starting at
 // 0; a reward adds its delta and returns the new total.
 var CounterModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byPlayer := map[string][]porcupine.Operation{}
-		var order []string
-		for _, op := range history {
-			p := op.Input.(Input).Player
-			if _, ok := byPlayer[p]; !ok {
-				order = append(order, p)
-			}
-			byPlayer[p] = append(byPlayer[p], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(order))
-		for _, p := range order {
-			out = append(out, byPlayer[p])
-		}
-		return out
-	},
-	Init: func() any { return int64(0) },
+	Partition: ByPlayer(func(in any) string { return in.(Input).Player }),
+	Init:      func() any { return int64(0) },
 	Step: func(state, input, output any) (bool, any) {
 		next := state.(int64) + input.(Input).Delta
 		out := output.(Output)
@@ -62,6 +47,28 @@ var CounterModel = porcupine.Model{
 		}
 		return fmt.Sprintf("reward(%s, %d) -> %d", in.Player, in.Delta, out.Total)
 	},
+}
+
+// ByPlayer is a porcupine Partition for histories of rewards: players are
+// independent, so each player's operations are checked alone, which keeps
+// the search small. player reads an operation's input's player.
+func ByPlayer(player func(input any) string) func([]porcupine.Operation) [][]porcupine.Operation {
+	return func(history []porcupine.Operation) [][]porcupine.Operation {
+		byPlayer := map[string][]porcupine.Operation{}
+		var order []string
+		for _, op := range history {
+			p := player(op.Input)
+			if _, ok := byPlayer[p]; !ok {
+				order = append(order, p)
+			}
+			byPlayer[p] = append(byPlayer[p], op)
+		}
+		out := make([][]porcupine.Operation, 0, len(order))
+		for _, p := range order {
+			out = append(out, byPlayer[p])
+		}
+		return out
+	}
 }
 
 // NotApplied reports whether err proves that the reward did not happen.
