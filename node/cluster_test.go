@@ -3,14 +3,13 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/node/membership"
@@ -43,24 +42,6 @@ type cluster struct {
 	events    []string
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	// Below the kernel's ephemeral range (32768-60999 on Linux): every
-	// other listener of these tests binds port 0 and gets a port from that
-	// range, so a port picked here cannot be taken by one of them between
-	// the pick and its use, and then answer as something else.
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port found below the ephemeral range")
-	return 0
-}
-
 func newCluster(t *testing.T, names ...string) *cluster {
 	return newClusterWith(t, nil, names...)
 }
@@ -68,7 +49,7 @@ func newCluster(t *testing.T, names ...string) *cluster {
 // newClusterWith is newCluster with configure applied to each node's
 // Config before it starts.
 func newClusterWith(t *testing.T, configure func(short string, cfg *node.Config), names ...string) *cluster {
-	c := &cluster{t: t, namesPort: freePort(t), stateDir: t.TempDir(), nodes: map[string]*node.Node{},
+	c := &cluster{t: t, namesPort: testenv.FreePort(t), stateDir: t.TempDir(), nodes: map[string]*node.Node{},
 		gossip: map[string]*membership.FaultTransport{}, cut: map[[2]string]bool{}, configure: configure}
 	t.Cleanup(c.closeAll)
 	for _, name := range names {
@@ -77,7 +58,7 @@ func newClusterWith(t *testing.T, configure func(short string, cfg *node.Config)
 	for _, name := range names[1:] {
 		c.connect(names[0], name)
 	}
-	waitFor(t, 10*time.Second, "every node to see every other", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "every node to see every other", func() bool {
 		for _, name := range names {
 			if len(c.n(name).Nodes()) != len(names)-1 {
 				return false
@@ -229,20 +210,9 @@ func (c *cluster) mustReward(at, player string, points any, want int64) {
 	}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestConnectByName(t *testing.T) {
 	c := newCluster(t, "a", "b", "c")
-	waitFor(t, 5*time.Second, "everyone to see everyone", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "everyone to see everyone", func() bool {
 		for _, n := range []string{"a", "b", "c"} {
 			if len(c.n(n).Nodes()) != 2 {
 				return false
@@ -284,7 +254,7 @@ func TestWalkthroughOverTheWire(t *testing.T) {
 	// Restart under the same name: it starts, registers and rejoins.
 	c.start("n1")
 	c.connect("n1", "n2")
-	waitFor(t, 5*time.Second, "n1 to see both peers", func() bool { return len(c.n("n1").Nodes()) == 2 })
+	testenv.WaitFor(t, 5*time.Second, "n1 to see both peers", func() bool { return len(c.n("n1").Nodes()) == 2 })
 	c.mustReward("n1", "player1", 1, 12)
 	c.mustReward("n3", "player1", 1, 13)
 }
@@ -296,7 +266,7 @@ func TestTwoCopiesAfterKill(t *testing.T) {
 		c.mustReward("n1", fmt.Sprintf("p%d", i), i, int64(i))
 	}
 	c.kill("n1")
-	waitFor(t, 10*time.Second, "every player to have a primary and a keeper on n2 and n3", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "every player to have a primary and a keeper on n2 and n3", func() bool {
 		p2, k2 := c.n("n2").Store().Counts()
 		p3, k3 := c.n("n3").Store().Counts()
 		return p2+p3 == 20 && k2+k3 == 20

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/node"
 )
 
@@ -24,7 +25,7 @@ func TestMemoryLimitAtRest(t *testing.T) {
 	for i := range 100 {
 		c.mustReward("a", fmt.Sprintf("p%d", i), 1, 1)
 	}
-	waitFor(t, 15*time.Second, "the node at rest to set a memory limit", func() bool { return limit() != math.MaxInt64 })
+	testenv.WaitFor(t, 15*time.Second, "the node at rest to set a memory limit", func() bool { return limit() != math.MaxInt64 })
 
 	stop := make(chan struct{})
 	done := make(chan error, 1)
@@ -42,12 +43,12 @@ func TestMemoryLimitAtRest(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, 5*time.Second, "the limit to be lifted while players arrive", func() bool { return limit() == math.MaxInt64 })
+	testenv.WaitFor(t, 5*time.Second, "the limit to be lifted while players arrive", func() bool { return limit() == math.MaxInt64 })
 	close(stop)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "the limit to be set again at rest", func() bool { return limit() != math.MaxInt64 })
+	testenv.WaitFor(t, 15*time.Second, "the limit to be set again at rest", func() bool { return limit() != math.MaxInt64 })
 
 	c.n("a").Close()
 	if l := limit(); l != math.MaxInt64 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/replica/replicatest"
 	"github.com/appnode/appnode/wire"
 )
@@ -34,17 +35,17 @@ func TestStreamWhileKillingOwner(t *testing.T) {
 			firstAfterKill.LoadOrStore(p, time.Since(k))
 		}
 	})
-	waitFor(t, 10*time.Second, "some rewards before the kill", func() bool { return h.Acked() >= 200 })
+	testenv.WaitFor(t, 10*time.Second, "some rewards before the kill", func() bool { return h.Acked() >= 200 })
 	killMu.Lock()
 	killedAt = time.Now()
 	killMu.Unlock()
 	c.kill("n1")
-	waitFor(t, 10*time.Second, "every player served after the kill", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "every player served after the kill", func() bool {
 		n := 0
 		firstAfterKill.Range(func(any, any) bool { n++; return true })
 		return n == len(players)
 	})
-	waitFor(t, 10*time.Second, "more rewards after the kill", func() bool { return h.Acked() >= 600 })
+	testenv.WaitFor(t, 10*time.Second, "more rewards after the kill", func() bool { return h.Acked() >= 600 })
 	stop()
 
 	var worst time.Duration
@@ -69,20 +70,20 @@ func TestPartitionMinorityRefuses(t *testing.T) {
 	}
 	c.partition([]string{"n3"}, []string{"n1", "n2"})
 
-	waitFor(t, 10*time.Second, "n3 to refuse rewards for lack of a majority", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "n3 to refuse rewards for lack of a majority", func() bool {
 		_, err := c.reward("n3", "p0", 1)
 		code, _ := wire.CodeOf(err)
 		return code == wire.CodeNoQuorum
 	})
 	for i := 0; i < 6; i++ {
 		p := fmt.Sprintf("p%d", i)
-		waitFor(t, 10*time.Second, "the majority to serve "+p, func() bool {
+		testenv.WaitFor(t, 10*time.Second, "the majority to serve "+p, func() bool {
 			total, err := c.reward("n1", p, 1)
 			return err == nil && total == 11
 		})
 	}
 	c.heal()
-	waitFor(t, 15*time.Second, "n3 to rejoin and serve the cluster's totals", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "n3 to rejoin and serve the cluster's totals", func() bool {
 		total, err := c.reward("n3", "p0", 0)
 		return err == nil && total == 11
 	})
@@ -94,7 +95,7 @@ func TestPartitionMinorityRefuses(t *testing.T) {
 			// machine (a refusal then says why); a wrong total never.
 			var total int64
 			var err error
-			waitFor(t, 10*time.Second, p+" served at "+n+" after the heal", func() bool {
+			testenv.WaitFor(t, 10*time.Second, p+" served at "+n+" after the heal", func() bool {
 				total, err = c.reward(n, p, 0)
 				return err == nil
 			})
@@ -133,7 +134,7 @@ func TestStreamThroughJoinAndLeave(t *testing.T) {
 			errMu.Unlock()
 		}
 	})
-	waitFor(t, 10*time.Second, "rewards before the churn", func() bool { return h.Acked() >= 200 })
+	testenv.WaitFor(t, 10*time.Second, "rewards before the churn", func() bool { return h.Acked() >= 200 })
 
 	n2 := c.n("n2")
 	c.mu.Lock()
@@ -145,11 +146,11 @@ func TestStreamThroughJoinAndLeave(t *testing.T) {
 	}
 	cancel()
 	acked := h.Acked()
-	waitFor(t, 10*time.Second, "rewards after the leave", func() bool { return h.Acked() >= acked+200 })
+	testenv.WaitFor(t, 10*time.Second, "rewards after the leave", func() bool { return h.Acked() >= acked+200 })
 	c.start("n4")
 	c.connect("n4", "n1")
 	acked = h.Acked()
-	waitFor(t, 10*time.Second, "rewards after the join", func() bool { return h.Acked() >= acked+200 })
+	testenv.WaitFor(t, 10*time.Second, "rewards after the join", func() bool { return h.Acked() >= acked+200 })
 	stop()
 
 	t.Logf("ok %d, not applied %d, unknown %d", h.OK, h.Failed, h.Unknown)
@@ -174,7 +175,7 @@ func (c *cluster) settled(player, at string) int64 {
 	c.t.Helper()
 	var total int64
 	var err error
-	waitFor(c.t, 10*time.Second, player+" served at "+at, func() bool {
+	testenv.WaitFor(c.t, 10*time.Second, player+" served at "+at, func() bool {
 		total, err = c.reward(at, player, 0)
 		return err == nil
 	})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/node/membership"
@@ -56,7 +57,7 @@ func TestWrongCookieCannotJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	a := startPlain(t, "a", port, testCookie)
 	b := startPlain(t, "b", port, testCookie)
 	x := startPlain(t, "x", port, other)
@@ -74,7 +75,7 @@ func TestWrongCookieCannotJoin(t *testing.T) {
 	if err := connect(t, b, "a@testhost"); err != nil {
 		t.Fatalf("same cookie: %v", err)
 	}
-	waitFor(t, 10*time.Second, "a and b to see each other", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "a and b to see each other", func() bool {
 		return len(a.Nodes()) == 1 && len(b.Nodes()) == 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -99,13 +100,13 @@ func TestHostileInputOnEveryPort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("seconds of hostile traffic")
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	a := startPlain(t, "a", port, testCookie)
 	b := startPlain(t, "b", port, testCookie)
 	if err := connect(t, a, "b@testhost"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a and b to see each other", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "a and b to see each other", func() bool {
 		return len(a.Nodes()) == 1 && len(b.Nodes()) == 1
 	})
 
@@ -214,7 +215,7 @@ func TestHostileInputOnEveryPort(t *testing.T) {
 	// The node closes what the attack left open by itself: handshakes
 	// time out, idle lookups and gossip streams too. Rewards go on
 	// meanwhile.
-	waitFor(t, 20*time.Second, "every held connection to be closed by the node", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "every held connection to be closed by the node", func() bool {
 		heldMu.Lock()
 		defer heldMu.Unlock()
 		for i := 0; i < len(held); i++ {
@@ -250,7 +251,7 @@ func TestHostileInputOnEveryPort(t *testing.T) {
 	// starts short-lived ones for probes), heap within a few MB.
 	var g int
 	var h uint64
-	waitFor(t, 20*time.Second, "goroutines and heap back to their baseline", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "goroutines and heap back to their baseline", func() bool {
 		g, h = settle()
 		return g <= goroutines+5 && h <= heap+8<<20
 	})

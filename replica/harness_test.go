@@ -224,18 +224,6 @@ func (c *cluster) where(at, player string) (string, string) {
 	return o.Name, k.Name
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // holders lists the nodes holding player as primary and as keeper.
 func (c *cluster) holders(player string) (owners, keepers []string) {
 	for _, name := range c.names() {

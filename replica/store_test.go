@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -105,7 +106,7 @@ func TestTooFewNodes(t *testing.T) {
 	}
 	c2.start("b")
 	c2.sync()
-	waitFor(t, 5*time.Second, "the keeper to be re-created on the new b", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the keeper to be re-created on the new b", func() bool {
 		_, k := c2.holders("p")
 		return len(k) == 1
 	})
@@ -136,7 +137,7 @@ func TestKeeperRecreatedWhenItsNodeDies(t *testing.T) {
 	_, keeper := c.where("n1", "p")
 	c.kill(keeper)
 	c.sync()
-	waitFor(t, 5*time.Second, "a new keeper", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "a new keeper", func() bool {
 		_, k := c.holders("p")
 		return len(k) == 1 && k[0] != keeper
 	})
@@ -150,7 +151,7 @@ func TestOrphanedKeeperTakesOver(t *testing.T) {
 	_, keeper := c.where("n1", "p")
 	c.kill("n1")
 	c.sync()
-	waitFor(t, 5*time.Second, "the keeper to take over with a new keeper", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the keeper to take over with a new keeper", func() bool {
 		o, k := c.holders("p")
 		return reflect.DeepEqual(o, []string{keeper}) && len(k) == 1
 	})
@@ -181,7 +182,7 @@ func TestPausedOwnerIsFenced(t *testing.T) {
 		}
 		want = 7
 	}
-	waitFor(t, 5*time.Second, "n1 to come back as a new incarnation", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "n1 to come back as a new incarnation", func() bool {
 		return c.node("n1").store.Self() != oldID
 	})
 	c.sync()
@@ -223,7 +224,7 @@ func TestPausedKeeperIsReplaced(t *testing.T) {
 	c.mustReward("n1", "p", 1, 1002)
 	c.net.Resume(keeper)
 	c.sync()
-	waitFor(t, 5*time.Second, "the paused keeper to rejoin as a new incarnation", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the paused keeper to rejoin as a new incarnation", func() bool {
 		return c.node(keeper).store.Self() != oldKeeper
 	})
 	c.sync()

@@ -12,8 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/node/cookie"
 )
@@ -79,25 +78,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	return &harness{t: t, stateDir: t.TempDir(), namesPort: freePort(t), host: node.ShortHostname()}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	// Below the kernel's ephemeral range (32768-60999 on Linux): every
-	// other listener of these tests binds port 0 and gets a port from that
-	// range, so a port picked here cannot be taken by one of them between
-	// the pick and its use, and then answer as something else.
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port found below the ephemeral range")
-	return 0
+	return &harness{t: t, stateDir: t.TempDir(), namesPort: testenv.FreePort(t), host: node.ShortHostname()}
 }
 
 // full turns "app_node1" into "app_node1@<short host name>".

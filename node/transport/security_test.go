@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -45,7 +46,7 @@ func TestWrongCookieCannotCall(t *testing.T) {
 		t.Fatalf("%d requests reached a handler across a cookie mismatch", h)
 	}
 	for _, tn := range []*testNode{a, x} {
-		waitFor(t, 5*time.Second, tn.name+" to count the failed proof", func() bool { return tn.Stats().AuthFailed == 1 })
+		testenv.WaitFor(t, 5*time.Second, tn.name+" to count the failed proof", func() bool { return tn.Stats().AuthFailed == 1 })
 	}
 
 	// The same cookie works.
@@ -116,7 +117,7 @@ func TestRecordedHandshakeCannotBeReplayed(t *testing.T) {
 		t.Fatalf("replayed proof answered with %+v, want a refusal without proof", r)
 	}
 	expectClosed(t, replay)
-	waitFor(t, 5*time.Second, "the failed proof to be counted", func() bool { return b.Stats().AuthFailed == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the failed proof to be counted", func() bool { return b.Stats().AuthFailed == 1 })
 }
 
 // The two proofs of one handshake differ by role, so an acceptor's proof
@@ -180,7 +181,7 @@ func TestSilentConnectionsAreClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectClosed(t, idle)
-	waitFor(t, 5*time.Second, "the idle close to be counted", func() bool { return b.Stats().IdleClosed == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the idle close to be counted", func() bool { return b.Stats().IdleClosed == 1 })
 
 	// a's link was idle just as long, but sent keepalives: still the
 	// first connection.
@@ -202,7 +203,7 @@ func TestConnectionCap(t *testing.T) {
 	reward(t, a, b.id(), 1) // a's link is authenticated: it holds a slot, not a handshake
 
 	first := dialRaw(t, b.Addr())
-	waitFor(t, 5*time.Second, "the stranger to be in its handshake", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the stranger to be in its handshake", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.handshaking == 1
@@ -255,7 +256,7 @@ func TestLimitsCloseTheConnection(t *testing.T) {
 		}
 		expectClosed(t, nc)
 	}
-	waitFor(t, 5*time.Second, "bad frames to be counted", func() bool { return b.Stats().BadFrames == 2 })
+	testenv.WaitFor(t, 5*time.Second, "bad frames to be counted", func() bool { return b.Stats().BadFrames == 2 })
 	reward(t, a, b.id(), 2)
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -263,7 +264,7 @@ func TestJoinedDialIsNoProof(t *testing.T) {
 		_, err := a.Call(context.Background(), wire.NodeID{Name: "f", Boot: 1}, &wire.Reward{Points: 1})
 		first <- err
 	}()
-	waitFor(t, 5*time.Second, "the first dial to start", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the first dial to start", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		p := a.peers["f"]
@@ -274,7 +275,7 @@ func TestJoinedDialIsNoProof(t *testing.T) {
 		_, err := a.Call(context.Background(), wire.NodeID{Name: "f", Boot: 2}, &wire.Reward{Points: 2})
 		second <- err
 	}()
-	waitFor(t, 5*time.Second, "the second call to join the dial", func() bool { return a.joins.Load() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the second call to join the dial", func() bool { return a.joins.Load() == 1 })
 	close(proceed)
 
 	if err := <-second; err != nil {
@@ -636,7 +637,7 @@ func TestMaxInflight(t *testing.T) {
 			_, errs[i] = a.Call(context.Background(), b.id(), &wire.Reward{Points: int64(i)})
 		}()
 	}
-	waitFor(t, 5*time.Second, "two handlers running", func() bool { return running.Load() == 2 })
+	testenv.WaitFor(t, 5*time.Second, "two handlers running", func() bool { return running.Load() == 2 })
 	close(release)
 	wg.Wait()
 	for _, err := range errs {
