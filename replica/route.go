@@ -156,8 +156,9 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 		return nil, wire.NodeID{}, err
 	}
 	if p := s.primaries[player]; p != nil {
+		self := s.self
 		s.mu.Unlock()
-		return p, s.self, nil
+		return p, self, nil
 	}
 	if r, ok := s.routes[player]; ok && s.isAliveLocked(r) {
 		s.mu.Unlock()
