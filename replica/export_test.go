@@ -13,7 +13,7 @@ func (s *Store) DebugCopies() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for p, c := range s.copies {
+	for p, c := range s.copies.all() {
 		out = append(out, fmt.Sprintf("%s{owner %s/%d alive %v epoch %d seq %d total %d flight %v}", p, c.owner.Name, c.owner.Boot, s.isAliveLocked(c.owner), c.epoch, c.seq, c.total, s.flights[p] != nil))
 	}
 	sort.Strings(out)
@@ -26,7 +26,7 @@ func (s *Store) CheckCopyOwners() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := map[wire.NodeID]int{}
-	for _, c := range s.copies {
+	for _, c := range s.copies.all() {
 		want[c.owner]++
 	}
 	if len(want) != len(s.copyOwners) {

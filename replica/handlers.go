@@ -96,7 +96,7 @@ func needsPlayer(m wire.Msg) bool {
 // applies it; anyone else says so and the sender re-routes.
 func (s *Store) handleReward(ctx context.Context, m *wire.Reward) (wire.Msg, error) {
 	s.mu.Lock()
-	p := s.primaries[m.Player]
+	p := s.primaries.get(m.Player)
 	err := s.checkServingLocked()
 	s.mu.Unlock()
 	if err != nil {
@@ -118,11 +118,11 @@ func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
 	if s.flights[m.Player] != nil {
 		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.self.Name)
 	}
-	if p := s.primaries[m.Player]; p != nil {
+	if p := s.primaries.get(m.Player); p != nil {
 		st := p.snapshot()
 		return &wire.WhereReply{Role: wire.RolePrimary, Owner: s.self, Keeper: st.keeper, Epoch: st.epoch, Seq: st.seq, OwnerAlive: true}, nil
 	}
-	if c := s.copies[m.Player]; c != nil {
+	if c := s.copies.get(m.Player); c != nil {
 		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.self, Epoch: c.epoch, Seq: c.seq, OwnerAlive: s.isAliveLocked(c.owner)}, nil
 	}
 	return &wire.WhereReply{Role: wire.RoleNone}, nil
@@ -141,10 +141,10 @@ func (s *Store) handleCreate(from wire.NodeID, m *wire.Create) (wire.Msg, error)
 	if s.flights[m.Player] != nil {
 		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.self.Name)
 	}
-	if s.primaries[m.Player] != nil {
+	if s.primaries.get(m.Player) != nil {
 		return &wire.ClaimReply{Owner: s.self}, nil
 	}
-	if c := s.copies[m.Player]; c != nil {
+	if c := s.copies.get(m.Player); c != nil {
 		if s.isAliveLocked(c.owner) {
 			return &wire.ClaimReply{Owner: c.owner}, nil
 		}
@@ -222,10 +222,10 @@ func (s *Store) claimableLocked(player string) (*keeperCopy, error) {
 	if s.flights[player] != nil {
 		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", player, s.self.Name)
 	}
-	if s.primaries[player] != nil {
+	if s.primaries.get(player) != nil {
 		return nil, nil
 	}
-	c := s.copies[player]
+	c := s.copies.get(player)
 	if c == nil {
 		return nil, wire.Errorf(wire.CodeNoCopy, "%s holds no copy of %s", s.self.Name, player)
 	}
@@ -237,7 +237,7 @@ func (s *Store) claimableLocked(player string) (*keeperCopy, error) {
 func (s *Store) handleReplicate(from wire.NodeID, m *wire.Replicate) (wire.Msg, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.copies[m.Player]
+	c := s.copies.get(m.Player)
 	if c == nil {
 		return nil, wire.Errorf(wire.CodeNoCopy, "%s holds no copy of %s", s.self.Name, m.Player)
 	}
@@ -270,14 +270,14 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 	if s.flights[m.Player] != nil {
 		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.self.Name)
 	}
-	if p := s.primaries[m.Player]; p != nil {
+	if p := s.primaries.get(m.Player); p != nil {
 		st := p.snapshot()
 		if m.Epoch <= st.epoch {
 			return nil, wire.Errorf(wire.CodeFenced, "%s: %s is its owner at epoch %d", m.Player, s.self.Name, st.epoch)
 		}
 		return nil, wire.Errorf(wire.CodeBusy, "%s: %s still runs a primary for it", m.Player, s.self.Name)
 	}
-	if c := s.copies[m.Player]; c != nil {
+	if c := s.copies.get(m.Player); c != nil {
 		sameOwner := c.owner == from && m.Epoch == c.epoch
 		if !sameOwner && m.Epoch <= c.epoch {
 			return nil, wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", m.Player, s.self.Name, c.owner.Name, c.epoch)
@@ -293,12 +293,13 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 // handleHandoff serves a leaving owner: this keeper becomes the owner.
 func (s *Store) handleHandoff(ctx context.Context, from wire.NodeID, m *wire.Handoff) (wire.Msg, error) {
 	s.mu.Lock()
-	c := s.copies[m.Player]
+	c := s.copies.get(m.Player)
 	ok := c != nil && c.owner == from && c.epoch == m.Epoch
 	// A reward that reached this keeper while the leaving owner stopped
 	// its primaries may have promoted the copy already: the player then
 	// lives here, from that copy, and the handoff is done.
-	taken := c == nil && s.primaries[m.Player] != nil && s.primaries[m.Player].snapshot().epoch > m.Epoch
+	p := s.primaries.get(m.Player)
+	taken := c == nil && p != nil && p.snapshot().epoch > m.Epoch
 	self := s.self
 	s.mu.Unlock()
 	if taken {
@@ -319,7 +320,7 @@ func (s *Store) handleHandoff(ctx context.Context, from wire.NodeID, m *wire.Han
 // handleKeeperGone serves a leaving keeper: place the copy elsewhere.
 func (s *Store) handleKeeperGone(from wire.NodeID, m *wire.KeeperGone) (wire.Msg, error) {
 	s.mu.Lock()
-	p := s.primaries[m.Player]
+	p := s.primaries.get(m.Player)
 	s.mu.Unlock()
 	if p == nil {
 		return nil, notOwner(m.Player)

@@ -26,7 +26,7 @@ func (s *Store) Leave(ctx context.Context) LeaveReport {
 		c      keeperCopy
 	}
 	var copies []held
-	for player, c := range s.copies {
+	for player, c := range s.copies.all() {
 		copies = append(copies, held{player, *c})
 	}
 	s.mu.Unlock()
@@ -52,7 +52,7 @@ func (s *Store) Leave(ctx context.Context) LeaveReport {
 			continue
 		}
 		s.mu.Lock()
-		if c := s.copies[h.player]; c != nil && c.epoch == h.c.epoch && c.owner == h.c.owner {
+		if c := s.copies.get(h.player); c != nil && c.epoch == h.c.epoch && c.owner == h.c.owner {
 			s.dropCopyLocked(h.player)
 		}
 		s.mu.Unlock()

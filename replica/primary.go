@@ -100,7 +100,7 @@ const maxMailbox = 1024
 // rewards recently applied to it.
 func (s *Store) startPrimaryLocked(player string, st state, recent []wire.Applied) *primary {
 	p := &primary{s: s, player: player, st: st, applied: newDedup(recent)}
-	s.primaries[player] = p
+	s.primaries.put(player, p)
 	delete(s.routes, player)
 	return p
 }
@@ -575,8 +575,8 @@ func (p *primary) restore() (wire.NodeID, state, error) {
 // removePrimary unregisters p if it is still the registered primary.
 func (s *Store) removePrimary(p *primary) {
 	s.mu.Lock()
-	if s.primaries[p.player] == p {
-		delete(s.primaries, p.player)
+	if s.primaries.get(p.player) == p {
+		s.primaries.del(p.player)
 	}
 	s.mu.Unlock()
 }

@@ -16,9 +16,10 @@ const repairConcurrency = 16
 // repairInterval is how often repair looks for work: it re-runs to finish
 // what failed the first time (a peer that was briefly busy), and checks
 // the copies' owners by their counts (cheap). A full pass walks every
-// player under the Store's lock, about 150 ms for a node holding a third
-// of a million players (BenchmarkRepairPass), so without a reason it runs
-// only every fullScanEvery intervals, as a backstop.
+// player, about 100 ms of work for a node holding a third of a million
+// (BenchmarkRepairPass), so without a reason it runs only every
+// fullScanEvery intervals, as a backstop. It never holds the Store's lock
+// for more than one table shard's worth of that.
 //
 // While passes keep finding work they cannot finish (a cluster too small
 // to place keepers, say), each waits twice as long as the last, up to
@@ -72,28 +73,39 @@ func (s *Store) repairLoop() {
 
 // repair runs one pass. It reports whether it found work (done or not):
 // the next interval then runs another pass, to finish what failed.
+//
+// The pass walks the players a table shard at a time and releases the
+// Store's lock in between, so a node holding many players keeps serving
+// rewards while it runs. A player that moves from shard to shard cannot
+// happen (the shard is a hash of its name); one added or removed during
+// the pass is seen by the next.
 func (s *Store) repair() (found bool) {
-	s.mu.Lock()
-	if !s.quorate || s.leaving {
-		s.mu.Unlock()
-		return true
-	}
 	var orphans []string
-	for player, c := range s.copies {
-		// A copy owned by this node itself is one whose promotion failed
-		// half way (no keeper could be placed then): finish it.
-		orphan := !s.isAliveLocked(c.owner) || (c.owner == s.self && s.primaries[player] == nil)
-		if orphan && s.flights[player] == nil {
-			orphans = append(orphans, player)
+	for i := range tableShards {
+		s.mu.Lock()
+		if !s.quorate || s.leaving {
+			s.mu.Unlock()
+			return true
 		}
-	}
-	for _, p := range s.primaries {
-		if !s.isAliveLocked(p.snapshot().keeper) {
-			found = true
-			_ = p.send(checkKeeper{}) // fails only if p is stopping
+		if s.orphansLikelyLocked() {
+			for player, c := range s.copies.shard(i) {
+				// A copy owned by this node itself is one whose promotion
+				// failed half way (no keeper could be placed then): finish
+				// it.
+				orphan := !s.isAliveLocked(c.owner) || (c.owner == s.self && s.primaries.get(player) == nil)
+				if orphan && s.flights[player] == nil {
+					orphans = append(orphans, player)
+				}
+			}
 		}
+		for _, p := range s.primaries.shard(i) {
+			if !s.isAliveLocked(p.snapshot().keeper) {
+				found = true
+				_ = p.send(checkKeeper{}) // fails only if p is stopping
+			}
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	if len(orphans) == 0 {
 		return found
 	}

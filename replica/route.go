@@ -155,7 +155,7 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 		s.mu.Unlock()
 		return nil, wire.NodeID{}, err
 	}
-	if p := s.primaries[player]; p != nil {
+	if p := s.primaries.get(player); p != nil {
 		self := s.self
 		s.mu.Unlock()
 		return p, self, nil
@@ -174,7 +174,7 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 	if owner != s.self {
 		return nil, owner, nil
 	}
-	if p := s.primaries[player]; p != nil {
+	if p := s.primaries.get(player); p != nil {
 		return p, owner, nil
 	}
 	// Activated here, then stopped before the reward reached it.
@@ -230,13 +230,13 @@ func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, e
 // and never claims elsewhere or creates.
 func (s *Store) restore(ctx context.Context, player string, repairOnly bool) (wire.NodeID, error) {
 	s.mu.Lock()
-	if s.primaries[player] != nil {
+	if s.primaries.get(player) != nil {
 		defer s.mu.Unlock()
 		return s.self, nil
 	}
 	self := s.self
 	var local *whereResult
-	if c := s.copies[player]; c != nil {
+	if c := s.copies.get(player); c != nil {
 		// Even with a live owner recorded, ask: the owner may have lost
 		// its primary (a failed restart), and only the peers can say.
 		local = &whereResult{from: self, reply: &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Epoch: c.epoch, Seq: c.seq}}
@@ -275,7 +275,7 @@ func (s *Store) restore(ctx context.Context, player string, repairOnly bool) (wi
 	if local != nil {
 		// A fresher copy exists elsewhere: this one is obsolete.
 		s.mu.Lock()
-		if c := s.copies[player]; c != nil && c.epoch == local.reply.Epoch && c.seq == local.reply.Seq {
+		if c := s.copies.get(player); c != nil && c.epoch == local.reply.Epoch && c.seq == local.reply.Seq {
 			s.dropCopyLocked(player)
 		}
 		s.mu.Unlock()
@@ -449,7 +449,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 		s.mu.Unlock()
 		return wire.NodeID{}, err
 	}
-	c := s.copies[player]
+	c := s.copies.get(player)
 	if c == nil {
 		s.mu.Unlock()
 		return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper copy moved away; retrying", player)
@@ -473,7 +473,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	}
 	st.keeper = keeper
 	s.mu.Lock()
-	if cur := s.copies[player]; cur == c {
+	if cur := s.copies.get(player); cur == c {
 		s.dropCopyLocked(player)
 	}
 	s.startPrimaryLocked(player, st, recent)

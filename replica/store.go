@@ -101,8 +101,8 @@ type Store struct {
 	leaving                   bool
 	tombs                     map[wire.NodeID]bool
 	tombOrder                 []wire.NodeID
-	primaries                 map[string]*primary
-	copies                    map[string]*keeperCopy
+	primaries                 playerTable[*primary]
+	copies                    playerTable[*keeperCopy]
 	// copyOwners counts the copies by owner, so that repair can tell at a
 	// glance whether any copy is orphaned (or half promoted: owned by this
 	// node) without walking a million of them. Changed only through
@@ -122,17 +122,17 @@ type keeperCopy struct {
 }
 
 func (s *Store) putCopyLocked(player string, c *keeperCopy) {
-	if old := s.copies[player]; old != nil {
+	if old := s.copies.get(player); old != nil {
 		s.uncountCopyLocked(old.owner)
 	}
-	s.copies[player] = c
+	s.copies.put(player, c)
 	s.copyOwners[c.owner]++
 }
 
 func (s *Store) dropCopyLocked(player string) {
-	if c := s.copies[player]; c != nil {
+	if c := s.copies.get(player); c != nil {
 		s.uncountCopyLocked(c.owner)
-		delete(s.copies, player)
+		s.copies.del(player)
 	}
 }
 
@@ -185,8 +185,6 @@ func New(cfg Config) *Store {
 		cluster:    map[string]wire.NodeID{cfg.Self.Name: cfg.Self},
 		quorate:    true,
 		tombs:      map[wire.NodeID]bool{},
-		primaries:  map[string]*primary{},
-		copies:     map[string]*keeperCopy{},
 		copyOwners: map[wire.NodeID]int{},
 		routes:     map[string]wire.NodeID{},
 		flights:    map[string]*flight{},
@@ -438,7 +436,7 @@ func (s *Store) tombstoneLocked(id wire.NodeID) {
 	}
 	s.tombs[id] = true
 	// Replications waiting on the dead keeper give up now (see replicate).
-	for _, p := range s.primaries {
+	for _, p := range s.primaries.all() {
 		p.mu.Lock()
 		if p.act != nil && p.st.keeper == id {
 			p.act.keeperFailed()
@@ -501,11 +499,11 @@ func (s *Store) checkServingLocked() error {
 func (s *Store) Reset(newSelf wire.NodeID) {
 	s.mu.Lock()
 	prims := s.primaryList()
-	nCopies := len(s.copies)
+	nCopies := s.copies.len()
 	old := s.self
 	s.self = newSelf
-	s.primaries = map[string]*primary{}
-	s.copies = map[string]*keeperCopy{}
+	s.primaries = playerTable[*primary]{}
+	s.copies = playerTable[*keeperCopy]{}
 	s.copyOwners = map[wire.NodeID]int{}
 	s.routes = map[string]wire.NodeID{}
 	s.alive = map[string]wire.NodeID{newSelf.Name: newSelf}
@@ -524,8 +522,8 @@ func (s *Store) Reset(newSelf wire.NodeID) {
 // LocalPlayers returns the players whose primary runs here, sorted.
 func (s *Store) LocalPlayers() []string {
 	s.mu.Lock()
-	out := make([]string, 0, len(s.primaries))
-	for name := range s.primaries {
+	out := make([]string, 0, s.primaries.len())
+	for name := range s.primaries.all() {
 		out = append(out, name)
 	}
 	s.mu.Unlock()
@@ -537,7 +535,7 @@ func (s *Store) LocalPlayers() []string {
 func (s *Store) Counts() (primaries, copies int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.primaries), len(s.copies)
+	return s.primaries.len(), s.copies.len()
 }
 
 // Where reports the owner and keeper of player, asking the cluster if this
@@ -547,12 +545,12 @@ func (s *Store) Where(ctx context.Context, player string) (owner, keeper wire.No
 		return owner, keeper, err
 	}
 	s.mu.Lock()
-	if p := s.primaries[player]; p != nil {
+	if p := s.primaries.get(player); p != nil {
 		st := p.snapshot()
 		s.mu.Unlock()
 		return s.Self(), st.keeper, nil
 	}
-	if c := s.copies[player]; c != nil {
+	if c := s.copies.get(player); c != nil {
 		defer s.mu.Unlock()
 		return c.owner, s.self, nil
 	}
@@ -584,8 +582,8 @@ func (s *Store) peersLocked() []wire.NodeID {
 }
 
 func (s *Store) primaryList() []*primary {
-	out := make([]*primary, 0, len(s.primaries))
-	for _, p := range s.primaries {
+	out := make([]*primary, 0, s.primaries.len())
+	for _, p := range s.primaries.all() {
 		out = append(out, p)
 	}
 	return out
@@ -648,9 +646,9 @@ func (s *Store) Role(player string) wire.Role {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.primaries[player] != nil:
+	case s.primaries.get(player) != nil:
 		return wire.RolePrimary
-	case s.copies[player] != nil:
+	case s.copies.get(player) != nil:
 		return wire.RoleKeeper
 	}
 	return wire.RoleNone
@@ -669,5 +667,5 @@ func (s *Store) Describe() string {
 	}
 	sort.Strings(cluster)
 	return fmt.Sprintf("self %s/%x alive %v cluster %v quorate %v primaries %d copies %d tombstones %d",
-		s.self.Name, s.self.Boot, alive, cluster, s.quorate, len(s.primaries), len(s.copies), len(s.tombs))
+		s.self.Name, s.self.Boot, alive, cluster, s.quorate, s.primaries.len(), s.copies.len(), len(s.tombs))
 }
