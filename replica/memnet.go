@@ -22,6 +22,7 @@ type MemNetwork struct {
 	// resume is closed and replaced whenever a node is resumed, waking
 	// calls that were stuck on it.
 	resume chan struct{}
+	stuck  int // calls waiting on a paused node
 }
 
 type memNode struct {
@@ -70,6 +71,14 @@ func (n *MemNetwork) Pause(name string) {
 	n.paused[name] = true
 }
 
+// Stuck reports how many calls wait on a paused node now, so that a test
+// can act while a call is in flight rather than before it starts.
+func (n *MemNetwork) Stuck() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stuck
+}
+
 func (n *MemNetwork) Resume(name string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -116,11 +125,17 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 			break
 		}
 		wake := n.resume
+		n.stuck++
 		n.mu.Unlock()
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("call %s: %w", to.Name, ctx.Err())
+		}
+		n.mu.Lock()
+		n.stuck--
+		n.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("call %s: %w", to.Name, err)
 		}
 	}
 	self := n.nodes[e.name]

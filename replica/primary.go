@@ -422,8 +422,8 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	p.act.keeperDead = false
 	p.mu.Unlock()
 	// Registered first, checked second: a tombstone added in between
-	// finds the cancel function (tombstoneLocked runs under s.mu, then
-	// takes p.mu).
+	// finds the cancel function (it is set under s.mu before
+	// abandonReplications looks at any primary).
 	p.s.mu.Lock()
 	if p.s.tombs[st.keeper] {
 		p.mu.Lock()

@@ -215,6 +215,12 @@ func TestPausedKeeperIsReplaced(t *testing.T) {
 		_, err := c.reward("n1", "p", 1)
 		done <- err
 	}()
+	// The keeper is declared failed while the replication waits on it,
+	// well within the call timeout: the owner must give up on it at once
+	// and place a new keeper, not time out.
+	testenv.WaitFor(t, 5*time.Second, "the reward's replication to wait on the paused keeper", func() bool {
+		return c.net.Stuck() > 0
+	})
 	for _, n := range rest {
 		c.view(n, rest...)
 	}
