@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -153,6 +154,21 @@ func (fr *FrameReader) ReadFrame() (Kind, uint64, []byte, error) {
 		return 0, 0, nil, fmt.Errorf("read frame body: %w", err)
 	}
 	return Kind(b[0]), binary.BigEndian.Uint64(b[1:prefixLen]), b[prefixLen:], nil
+}
+
+// Ready reports whether the next frame is buffered whole, so that
+// ReadFrame returns it without reading from the connection. A reader that
+// is not a *bufio.Reader is never ready.
+func (fr *FrameReader) Ready() bool {
+	br, ok := fr.r.(*bufio.Reader)
+	if !ok || br.Buffered() < headerLen {
+		return false
+	}
+	hdr, err := br.Peek(headerLen)
+	if err != nil {
+		return false
+	}
+	return uint64(br.Buffered()) >= headerLen+uint64(binary.BigEndian.Uint32(hdr))
 }
 
 // ReadMsg reads and decodes the next frame.

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -167,5 +168,42 @@ func TestWriterRefusesWhatReadersWould(t *testing.T) {
 	}
 	if fw.Pending() != 0 {
 		t.Fatal("a refused frame was left in the buffer")
+	}
+}
+
+// Ready tells a read loop whether the next frame is already buffered
+// whole, so that reading it cannot block: a partial frame is not ready.
+func TestFrameReaderReady(t *testing.T) {
+	var buf bytes.Buffer
+	fw := NewFrameWriter(&buf)
+	if err := fw.WriteFrame(1, &Ping{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.WriteFrame(2, &Reward{Player: "p", Points: 5}); err != nil {
+		t.Fatal(err)
+	}
+	stream := buf.Bytes()
+	pr, pw := io.Pipe()
+	fr := NewFrameReader(bufio.NewReader(pr))
+	go func() {
+		// All of the first frame and part of the second, then the rest.
+		_, _ = pw.Write(stream[:len(stream)-3])
+		_, _ = pw.Write(stream[len(stream)-3:])
+		pw.Close()
+	}()
+	if fr.Ready() {
+		t.Fatal("ready before anything was read")
+	}
+	if _, id, _, err := fr.ReadFrame(); err != nil || id != 1 {
+		t.Fatalf("first frame: id %d, %v", id, err)
+	}
+	if fr.Ready() {
+		t.Fatal("ready with only part of the second frame buffered")
+	}
+	if _, id, _, err := fr.ReadFrame(); err != nil || id != 2 {
+		t.Fatalf("second frame: id %d, %v", id, err)
+	}
+	if NewFrameReader(bytes.NewReader(stream)).Ready() {
+		t.Fatal("a reader without a buffer reported a frame ready")
 	}
 }
