@@ -176,11 +176,13 @@ func (c *clientConn) call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = ch
+	alone := len(c.pending) == 1
 	c.mu.Unlock()
 
 	// If the sender has stopped, fail has run or is running and will
 	// answer ch, since our entry was in pending before c.err was set.
-	c.snd.enqueue(id, m)
+	until, _ := ctx.Deadline()
+	c.snd.send(id, m, alone, until)
 
 	select {
 	case r := <-ch:

@@ -20,10 +20,13 @@ type frame struct {
 	m  wire.Msg
 }
 
-// sender is the write half of a connection: callers queue frames without
-// blocking, and one goroutine (run) encodes everything queued since its
-// last write and writes it in one call. Under load that turns many small
-// writes into one syscall; when idle a frame goes out at once.
+// sender is the write half of a connection: callers queue frames, and one
+// goroutine (run) encodes everything queued since its last write and
+// writes it in one call. Under load that turns many small writes into one
+// syscall; when idle a frame goes out at once. A caller whose frame is
+// alone on the connection writes it on its own goroutine (send,
+// writeHere) when no one else is writing; one goroutine at a time owns
+// the write side (writing).
 type sender struct {
 	nc      net.Conn
 	fw      *wire.FrameWriter
@@ -34,9 +37,10 @@ type sender struct {
 	// wire.Keepalive. Only dialers set it: acceptors close connections
 	// idle for longer than their IdleTimeout.
 	keepalive time.Duration
-	wrote     bool // a flush happened since the last keepalive check; writer goroutine only
+	wrote     bool // a flush happened since the last keepalive check; owner of the write side only
 
-	deadlineSet time.Time // when the write deadline was last moved; writer goroutine only
+	deadlineSet time.Time // when the write deadline was last moved; owner of the write side only
+	until       time.Time // the deadline of the caller writing in writeHere, if any; owner only
 
 	// encodeFailed is called on the writer goroutine when a frame cannot
 	// be encoded (too large, unencodable value). It returns a frame body
@@ -46,10 +50,15 @@ type sender struct {
 	mu      sync.Mutex
 	queue   []frame
 	stopped bool
+	// writing: a goroutine (the writer, or a caller in send) owns fw and
+	// the socket's write side.
+	writing bool
+	failed  error         // a caller's write failed; the writer returns it
 	wake    chan struct{} // capacity 1: "queue may be non-empty"
 	done    chan struct{} // closed by stop
 
 	spare []frame // the writer's emptied batch, swapped in as the next queue
+
 }
 
 func newSender(nc net.Conn, fw *wire.FrameWriter, timeout time.Duration) *sender {
@@ -62,21 +71,102 @@ func newSender(nc net.Conn, fw *wire.FrameWriter, timeout time.Duration) *sender
 	}
 }
 
-// enqueue queues a frame for the writer. It reports false if the sender
+// push queues a frame without waking anyone: the caller then writes it
+// (writeHere) or wakes the writer (kick). It reports false if the sender
 // has stopped; the frame is then dropped.
-func (s *sender) enqueue(id uint64, m wire.Msg) bool {
+func (s *sender) push(id uint64, m wire.Msg) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.stopped {
-		s.mu.Unlock()
 		return false
 	}
 	s.queue = append(s.queue, frame{id, m})
+	return true
+}
+
+// send queues a frame for a caller that may block on the socket (a
+// request's own goroutine, not a read loop). If nothing is being written,
+// the caller writes the queue itself: on an idle link that saves waking the writer goroutine, a
+// scheduling round trip on every hop of a reward.
+//
+// alone says the caller's frame is the only one in flight on the
+// connection (the one request, or the reply to it). Otherwise more frames
+// are likely coming, and the writer batches what queues while it wakes.
+// until is the caller's deadline (zero: none); its write is cut there.
+func (s *sender) send(id uint64, m wire.Msg, alone bool, until time.Time) bool {
+	if !s.push(id, m) {
+		return false
+	}
+	if !alone {
+		s.kick()
+		return true
+	}
+	s.writeHere(until)
+	return true
+}
+
+// writeHere writes what is queued on the caller's goroutine, unless
+// someone is writing already: then the writer goroutine is woken to take
+// it (it may be the one writing, about to find the queue empty).
+func (s *sender) writeHere(until time.Time) {
+	s.mu.Lock()
+	if s.stopped || len(s.queue) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.writing {
+		s.mu.Unlock()
+		s.kick()
+		return
+	}
+	s.writing = true
 	s.mu.Unlock()
+	// One batch only: a caller does not stay to write what others queue
+	// after it (the writer goroutine does, woken below).
+	s.until = until
+	s.encodeQueued()
+	err := s.flush()
+	s.until = time.Time{}
+	s.mu.Lock()
+	s.writing = false
+	if err != nil && s.failed == nil {
+		s.failed = err
+	}
+	more := err != nil || len(s.queue) > 0
+	s.mu.Unlock()
+	if more {
+		s.kick()
+	}
+}
+
+func (s *sender) kick() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return true
+}
+
+// own makes the writer goroutine the owner of the write side. It reports
+// false, with the error to return, if a caller's write failed; and false
+// with no error if a caller is writing now (it kicks the writer when done
+// if frames are left).
+func (s *sender) own() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return false, s.failed
+	}
+	if s.writing {
+		return false, nil
+	}
+	s.writing = true
+	return true, nil
+}
+
+func (s *sender) disown() {
+	s.mu.Lock()
+	s.writing = false
+	s.mu.Unlock()
 }
 
 // stop makes run return and drops whatever is still queued.
@@ -103,37 +193,54 @@ func (s *sender) run() error {
 		select {
 		case <-s.wake:
 		case <-tick:
-			if s.wrote {
-				s.wrote = false
-				continue
-			}
-			// Nothing went out for a whole interval: tell the acceptor
-			// the link is still wanted. Between two writes there are
-			// thus at most two intervals.
-			if err := s.fw.Append(0, &wire.Keepalive{}); err != nil {
-				return fmt.Errorf("encode keepalive: %w", err)
-			}
-			if err := s.flush(); err != nil {
+			if err := s.keepaliveTick(); err != nil {
 				return err
 			}
 			continue
 		case <-s.done:
 			return nil
 		}
-		if err := s.drain(); err != nil {
+		ok, err := s.own()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		err = s.drain()
+		s.disown()
+		if err != nil {
 			return err
 		}
 	}
 }
 
+func (s *sender) keepaliveTick() error {
+	ok, err := s.own()
+	if !ok {
+		return err // nil if a caller is writing: the link is not idle
+	}
+	defer s.disown()
+	if s.wrote {
+		s.wrote = false
+		return nil
+	}
+	// Nothing went out for a whole interval: tell the acceptor the link
+	// is still wanted. Between two writes there are thus at most two
+	// intervals.
+	if err := s.fw.Append(0, &wire.Keepalive{}); err != nil {
+		return fmt.Errorf("encode keepalive: %w", err)
+	}
+	return s.flush()
+}
+
 // drain encodes queued frames until the queue is momentarily empty, then
-// writes them.
+// writes them: the writer goroutine's loop. It first lets others run once
+// (see below).
 func (s *sender) drain() error {
 	yielded := false
 	for {
-		s.mu.Lock()
-		if len(s.queue) == 0 {
-			s.mu.Unlock()
+		if !s.encodeQueued() {
 			if !yielded && s.fw.Pending() > 0 {
 				// Group commit: let the goroutines that are about to send
 				// run first, so that their frames join this write. When
@@ -144,16 +251,6 @@ func (s *sender) drain() error {
 			}
 			break
 		}
-		// Double buffering: callers fill one slice while this goroutine
-		// encodes the other, so neither allocates in the steady state.
-		batch := s.queue
-		s.queue = s.spare
-		s.mu.Unlock()
-		for i, f := range batch {
-			s.append(f)
-			batch[i] = frame{} // let the message be collected
-		}
-		s.spare = batch[:0]
 		if s.fw.Pending() >= maxBatch {
 			if err := s.flush(); err != nil {
 				return err
@@ -161,6 +258,26 @@ func (s *sender) drain() error {
 		}
 	}
 	return s.flush()
+}
+
+// encodeQueued encodes what is queued now, reporting false if nothing was.
+func (s *sender) encodeQueued() bool {
+	s.mu.Lock()
+	if len(s.queue) == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	// Double buffering: callers fill one slice while this goroutine
+	// encodes the other, so neither allocates in the steady state.
+	batch := s.queue
+	s.queue = s.spare
+	s.mu.Unlock()
+	for i, f := range batch {
+		s.append(f)
+		batch[i] = frame{} // let the message be collected
+	}
+	s.spare = batch[:0]
+	return true
 }
 
 func (s *sender) append(f frame) {
@@ -185,8 +302,23 @@ func (s *sender) flush() error {
 	// queue behind it forever. The deadline moves only once a quarter of
 	// the timeout has passed, so a busy link does not reset a timer per
 	// write: a write is cut after between 3/4 and all of the timeout.
-	if now := time.Now(); now.Sub(s.deadlineSet) > s.timeout/4 {
-		if err := s.nc.SetWriteDeadline(now.Add(s.timeout)); err != nil {
+	//
+	// A caller writing on its own goroutine (writeHere) is not held past
+	// its own deadline either: a write cut short breaks the connection,
+	// which a link full of unread bytes deserves anyway.
+	now := time.Now()
+	move := now.Sub(s.deadlineSet) > s.timeout/4
+	dl := s.deadlineSet.Add(s.timeout) // in force, unless moved
+	if move {
+		dl = now.Add(s.timeout)
+	}
+	if !s.until.IsZero() && s.until.Before(dl) {
+		if err := s.nc.SetWriteDeadline(s.until); err != nil {
+			return fmt.Errorf("set write deadline: %w", err)
+		}
+		s.deadlineSet = time.Time{} // the next flush moves it back
+	} else if move {
+		if err := s.nc.SetWriteDeadline(dl); err != nil {
 			return fmt.Errorf("set write deadline: %w", err)
 		}
 		s.deadlineSet = now

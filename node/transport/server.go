@@ -197,7 +197,17 @@ func (sc *serverConn) readLoop() {
 			return
 		}
 		if !sc.client && t.cfg.Inline != nil && t.cfg.Inline(m) {
-			sc.snd.enqueue(id, sc.dispatch(m))
+			// The replies to what one read brought in go out in one
+			// write, from here, once no whole frame is left to read: a
+			// keeper acknowledges a batch of updates without waking the
+			// writer goroutine. This read loop may then block on the
+			// socket for up to a write timeout, but only if the dialer
+			// stops reading its replies, and a dialer's reader never
+			// waits on anything but the socket.
+			sc.snd.push(id, sc.dispatch(m))
+			if !sc.fr.Ready() {
+				sc.snd.writeHere(time.Time{})
+			}
 			continue
 		}
 		select {
@@ -238,7 +248,8 @@ func (t *Transport) handler(r request) {
 	idle := time.NewTimer(handlerIdle)
 	defer idle.Stop()
 	for {
-		r.sc.snd.enqueue(r.id, r.sc.dispatch(r.m))
+		reply := r.sc.dispatch(r.m)
+		r.sc.snd.send(r.id, reply, len(r.sc.sem) == 1, time.Time{})
 		<-r.sc.sem
 		idle.Reset(handlerIdle)
 		select {

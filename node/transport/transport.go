@@ -8,6 +8,11 @@
 // and one reader goroutine, which hands replies to waiting callers (dialer
 // side) or each request to a handler goroutine (acceptor side; idle
 // handlers are reused, and each connection runs a bounded number at once).
+// A frame that is alone on its connection (the only call in flight, or the
+// reply to the only request) is written by its own goroutine instead,
+// saving a wake-up of the writer on every hop of an unloaded request; the
+// replies to requests served on the read loop go out in one write once
+// the frames a read brought in are done.
 //
 // Errors from Call fall into three classes the replica layer acts on
 // differently:
