@@ -76,9 +76,9 @@ func (s *Store) repairLoop() {
 //
 // The pass walks the players a table shard at a time and releases the
 // Store's lock in between, so a node holding many players keeps serving
-// rewards while it runs. A player that moves from shard to shard cannot
-// happen (the shard is a hash of its name); one added or removed during
-// the pass is seen by the next.
+// rewards while it runs. A player never changes shard (the shard is a
+// hash of its name); one added or removed during the pass is seen by the
+// next.
 func (s *Store) repair() (found bool) {
 	var orphans []string
 	for i := range tableShards {

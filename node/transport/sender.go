@@ -58,7 +58,6 @@ type sender struct {
 	done    chan struct{} // closed by stop
 
 	spare []frame // the writer's emptied batch, swapped in as the next queue
-
 }
 
 func newSender(nc net.Conn, fw *wire.FrameWriter, timeout time.Duration) *sender {
@@ -86,8 +85,8 @@ func (s *sender) push(id uint64, m wire.Msg) bool {
 
 // send queues a frame for a caller that may block on the socket (a
 // request's own goroutine, not a read loop). If nothing is being written,
-// the caller writes the queue itself: on an idle link that saves waking the writer goroutine, a
-// scheduling round trip on every hop of a reward.
+// the caller writes the queue itself: on an idle link that saves waking
+// the writer goroutine, a scheduling round trip on every hop of a reward.
 //
 // alone says the caller's frame is the only one in flight on the
 // connection (the one request, or the reply to it). Otherwise more frames
@@ -110,7 +109,9 @@ func (s *sender) send(id uint64, m wire.Msg, alone bool, until time.Time) bool {
 // it (it may be the one writing, about to find the queue empty).
 func (s *sender) writeHere(until time.Time) {
 	s.mu.Lock()
-	if s.stopped || len(s.queue) == 0 {
+	if s.stopped || s.failed != nil || len(s.queue) == 0 {
+		// After a failed write the stream may end mid-frame: nothing
+		// more goes out, and the writer is closing the connection.
 		s.mu.Unlock()
 		return
 	}
@@ -235,8 +236,8 @@ func (s *sender) keepaliveTick() error {
 }
 
 // drain encodes queued frames until the queue is momentarily empty, then
-// writes them: the writer goroutine's loop. It first lets others run once
-// (see below).
+// writes them: the writer goroutine's loop. Before it writes, it lets
+// others run once (see below).
 func (s *sender) drain() error {
 	yielded := false
 	for {
