@@ -34,7 +34,8 @@ func startSender(t *testing.T, timeout time.Duration) (*sender, net.Conn, <-chan
 
 // A caller that writes its frame itself (the link was idle) is not held
 // past its own deadline by a peer that reads nothing, even though the
-// link's write timeout is far longer; the link is then failed.
+// link's write timeout is far longer; the link is then failed, and
+// nothing more is written to it.
 func TestCallerWriteCutAtItsDeadline(t *testing.T) {
 	s, _, failed := startSender(t, time.Minute) // the pipe's far end reads nothing
 	returned := make(chan struct{})
@@ -54,6 +55,18 @@ func TestCallerWriteCutAtItsDeadline(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the link was not failed after a write was cut off mid-frame")
+	}
+	// The stream may end mid-frame now: a later caller must not write
+	// after it (here it would block for the link's whole timeout).
+	again := make(chan struct{})
+	go func() {
+		s.send(2, &wire.Ping{}, true, time.Time{})
+		close(again)
+	}()
+	select {
+	case <-again:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a caller wrote to a link whose last write had failed")
 	}
 }
 
