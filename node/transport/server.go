@@ -154,6 +154,13 @@ func (sc *serverConn) readLoop() {
 	idle := t.cfg.IdleTimeout
 	var refreshed time.Time
 	for {
+		if !sc.fr.Ready() {
+			// The next read may wait: first send the replies to the
+			// requests served here (below), all in one write. Holding
+			// them any longer could hold a peer's primary, and through
+			// it this node's requests to that peer.
+			sc.snd.writeHere(time.Time{})
+		}
 		// The deadline is moved only every quarter of the idle limit, so
 		// a busy link does not reset a timer per frame; a link is thus
 		// closed after between 3/4 and all of IdleTimeout of silence.
@@ -198,22 +205,24 @@ func (sc *serverConn) readLoop() {
 		}
 		if !sc.client && t.cfg.Inline != nil && t.cfg.Inline(m) {
 			// The replies to what one read brought in go out in one
-			// write, from here, once no whole frame is left to read: a
-			// keeper acknowledges a batch of updates without waking the
-			// writer goroutine. This read loop may then block on the
-			// socket for up to a write timeout, but only if the dialer
-			// stops reading its replies, and a dialer's reader never
-			// waits on anything but the socket.
+			// write, from this loop, before it next waits (above or
+			// below): a keeper acknowledges a batch of updates without
+			// waking the writer goroutine. This loop may then block on
+			// the socket for up to a write timeout, but only if the
+			// dialer stops reading its replies, and a dialer's reader
+			// never waits on anything but the socket.
 			sc.snd.push(id, sc.dispatch(m))
-			if !sc.fr.Ready() {
-				sc.snd.writeHere(time.Time{})
-			}
 			continue
 		}
 		select {
 		case sc.sem <- struct{}{}:
-		case <-sc.ctx.Done():
-			return
+		default:
+			sc.snd.writeHere(time.Time{}) // about to wait for a handler
+			select {
+			case sc.sem <- struct{}{}:
+			case <-sc.ctx.Done():
+				return
+			}
 		}
 		t.serveRequest(request{sc, id, m})
 	}

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -797,5 +798,55 @@ func TestPeerThatStopsReading(t *testing.T) {
 	reward(t, a, fake.id, 4)
 	if got := fake.accepts.Load(); got != 2 {
 		t.Fatalf("fake accepted %d connections, want 2", got)
+	}
+}
+
+// A reply to a request served on the read loop (a keeper's Replicate, here
+// a Ping) goes out although the request after it in the same read waits
+// in its handler: held back until that handler answered, it would hold
+// the caller's primary, and in a cluster that can close a circle of
+// nodes each waiting on the other's ack.
+func TestReadLoopReplyNotHeldByABlockedHandler(t *testing.T) {
+	n := newTestNet(t)
+	release := make(chan struct{})
+	defer close(release)
+	b := n.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		if _, ok := m.(*wire.Where); ok {
+			select { // a handler that waits on another node
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return &wire.Ack{}, nil
+	}, func(c *Config) {
+		c.Inline = func(m wire.Msg) bool { _, ok := m.(*wire.Ping); return ok }
+	})
+
+	nc := dialRaw(t, b.Addr())
+	fr := wire.NewFrameReader(bufio.NewReader(nc))
+	fw := wire.NewFrameWriter(nc)
+	hello := &wire.Hello{Version: wire.Version, From: wire.NodeID{Name: "a", Boot: 1}, To: "b"}
+	if _, err := dialerHandshake(fr, fw, testCookie.TransportKey(), hello, "b"); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	// Both requests in one write, so that one read brings them in.
+	if err := fw.Append(1, &wire.Ping{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Append(2, &wire.Where{Player: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	id, m, err := fr.ReadMsg()
+	if err != nil {
+		t.Fatalf("no reply to the ping while the other request waits: %v", err)
+	}
+	if id != 1 || m.Kind() != wire.KindAck {
+		t.Fatalf("first reply: id %d, %s; want the ping's ack", id, m.Kind())
 	}
 }
