@@ -295,14 +295,16 @@ func (s *Store) handleHandoff(ctx context.Context, from wire.NodeID, m *wire.Han
 	s.mu.Lock()
 	c := s.copies.get(m.Player)
 	ok := c != nil && c.owner == from && c.epoch == m.Epoch
-	// A reward that reached this keeper while the leaving owner stopped
-	// its primaries may have promoted the copy already: the player then
-	// lives here, from that copy, and the handoff is done.
+	// While the leaving owner stopped its primaries, a reward may have
+	// moved the player on under a later epoch: promoted here, from this
+	// copy, or claimed through this keeper by another node, which this
+	// copy now backs. Either way two copies hold it, and the handoff is
+	// done.
 	p := s.primaries.get(m.Player)
-	taken := c == nil && p != nil && p.snapshot().epoch > m.Epoch
+	movedOn := (c == nil && p != nil && p.snapshot().epoch > m.Epoch) || (c != nil && c.epoch > m.Epoch)
 	self := s.self
 	s.mu.Unlock()
-	if taken {
+	if movedOn {
 		return &wire.Ack{}, nil
 	}
 	if !ok {

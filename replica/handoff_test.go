@@ -7,11 +7,13 @@ import (
 	"github.com/appnode/appnode/wire"
 )
 
-// A leaving owner's handoff that arrives after its keeper already took the
-// player over (a reward reached the keeper while the owner was stopping its
-// primaries) is acknowledged: the player lives on the keeper, from its
-// copy. A keeper whose copy belongs to someone else still refuses.
-func TestHandoffAfterKeeperTookOver(t *testing.T) {
+// A leaving owner's handoff that arrives after the player moved on is
+// acknowledged: a reward reached the keeper, or another node, while the
+// owner was stopping its primaries, and the player now lives under a later
+// epoch, here ("taken") or on a node this keeper backs ("claimed"). A
+// keeper whose copy is not that owner's at that epoch or later still
+// refuses.
+func TestHandoffAfterThePlayerMovedOn(t *testing.T) {
 	self := wire.NodeID{Name: "k", Boot: 1}
 	owner := wire.NodeID{Name: "o", Boot: 2}
 	other := wire.NodeID{Name: "x", Boot: 3}
@@ -21,14 +23,20 @@ func TestHandoffAfterKeeperTookOver(t *testing.T) {
 
 	s.mu.Lock()
 	s.startPrimaryLocked("taken", state{epoch: 2, keeper: other}, nil)
-	s.putCopyLocked("elsewhere", &keeperCopy{owner: other, epoch: 2})
+	s.putCopyLocked("claimed", &keeperCopy{owner: other, epoch: 2})
+	s.putCopyLocked("older", &keeperCopy{owner: other, epoch: 1})
 	s.mu.Unlock()
 
-	if _, err := s.Handle(context.Background(), owner, &wire.Handoff{Player: "taken", Epoch: 1}); err != nil {
-		t.Fatalf("handoff of a player this keeper already took over: %v", err)
+	for _, player := range []string{"taken", "claimed"} {
+		if _, err := s.Handle(context.Background(), owner, &wire.Handoff{Player: player, Epoch: 1}); err != nil {
+			t.Fatalf("handoff of %s, which moved on to epoch 2: %v", player, err)
+		}
 	}
-	_, err := s.Handle(context.Background(), owner, &wire.Handoff{Player: "elsewhere", Epoch: 1})
+	_, err := s.Handle(context.Background(), owner, &wire.Handoff{Player: "older", Epoch: 3})
 	if code, _ := wire.CodeOf(err); code != wire.CodeFenced {
-		t.Fatalf("handoff of a copy another owner holds: %v, want fenced", err)
+		t.Fatalf("handoff at epoch 3 of a copy another owner holds at epoch 1: %v, want fenced", err)
+	}
+	if c, _ := s.Counts(); c != 1 {
+		t.Fatalf("%d primaries after the handoffs, want 1: an acknowledged handoff of a player that moved on promotes nothing", c)
 	}
 }
