@@ -346,9 +346,6 @@ func (s *Store) applyAliveLocked(next map[string]wire.NodeID) {
 	s.confirmWanted = true
 }
 
-// confirm decides quorum after a change that lost members (or while the
-// node is in a minority): it pings every live peer and counts the members
-// of the cluster that answer. It runs on the repair loop.
 // orphansLikely is orphansLikelyLocked for the repair loop.
 func (s *Store) orphansLikely() bool {
 	s.mu.Lock()
@@ -363,6 +360,9 @@ func (s *Store) confirmPending() bool {
 	return s.confirmWanted
 }
 
+// confirm decides quorum after a change that lost members (or while the
+// node is in a minority): it pings every live peer and counts the members
+// of the cluster that answer. It runs on the repair loop.
 func (s *Store) confirm() {
 	s.mu.Lock()
 	if !s.confirmWanted {

@@ -37,7 +37,8 @@ var (
 )
 
 // FrameWriter encodes messages into frames, reusing its buffer. It is not
-// safe for concurrent use: a connection has one writer goroutine.
+// safe for concurrent use: a connection's write side has one owner at a
+// time (its writer goroutine, or a caller writing its own frame).
 type FrameWriter struct {
 	w   io.Writer
 	buf bytes.Buffer

@@ -134,8 +134,9 @@ type Config struct {
 	// Handle serves one request from a cluster member. Each request runs
 	// on a handler goroutine of its own, at most MaxInflight at once per
 	// connection (further requests wait), because a handler may itself
-	// make network calls. ctx is cancelled when the connection or the Transport closes,
-	// and Close waits for handlers to return, so they must honour it.
+	// make network calls. ctx is cancelled when the connection or the
+	// Transport closes, and Close waits for handlers to return, so they
+	// must honour it.
 	// A returned error is sent as a KindError frame: a *wire.Error in err's
 	// chain keeps its code; any other error becomes CodeInternal. A panic
 	// is recovered, logged and answered with CodeInternal: bad input from
