@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/internal/ports"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/node/cookie"
 	"github.com/appnode/appnode/node/names"
@@ -326,7 +327,7 @@ func (b *bench) spawnCluster(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "appnode-bench-"); err != nil {
 		return fmt.Errorf("create a state dir for the nodes: %w", err)
 	}
-	if b.namesPort, err = freeTCPPort(); err != nil {
+	if b.namesPort, err = ports.Free(); err != nil {
 		return err
 	}
 	host := node.ShortHostname()
@@ -339,7 +340,7 @@ func (b *bench) spawnCluster(ctx context.Context) error {
 	start := func(i int) (*child, error) {
 		nodeEnv := env
 		if b.cfg.profileDir != "" {
-			port, err := freeTCPPort()
+			port, err := ports.Free()
 			if err != nil {
 				return nil, err
 			}
@@ -922,18 +923,6 @@ func fetchTo(ctx context.Context, url, path string, limit time.Duration) error {
 }
 
 // ---- small helpers ----
-
-// freeTCPPort asks the kernel for a free port on 127.0.0.1. Another
-// process could take it before it is used; the node then fails to start
-// and the bench says so.
-func freeTCPPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 func describePIDs(cs []*child) string {
 	parts := make([]string, len(cs))

@@ -4,11 +4,10 @@
 package testenv
 
 import (
-	"fmt"
-	"math/rand/v2"
-	"net"
 	"testing"
 	"time"
+
+	"github.com/appnode/appnode/internal/ports"
 )
 
 // WaitFor polls cond until it holds, failing the test if timeout passes
@@ -24,21 +23,15 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-// It picks below the kernel's ephemeral range (32768-60999 on Linux):
-// every other listener of the tests binds port 0 and gets a port from that
-// range, so a port picked here cannot be taken by one of them between the
-// pick and its use, and then answer as something else.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// below the kernel's ephemeral range (see package ports): every other
+// listener of the tests binds port 0, so none of them can take it between
+// the pick and its use.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			l.Close()
-			return port
-		}
+	port, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port found below the ephemeral range")
-	return 0
+	return port
 }
