@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/hashicorp/serf/serf"
 	"go.uber.org/goleak"
 )
@@ -255,12 +256,7 @@ func TestJoinUnreachable(t *testing.T) {
 	a := startMember(t, l, "a@test", 0, nil, nil)
 
 	// A port nobody listens on: connections are refused at once.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 
 	n, err := a.Join([]string{dead})
 	if err == nil || n != 0 {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"go.uber.org/goleak"
 )
 
@@ -37,13 +39,8 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return &harness{t: t, port: port, addr: ln.Addr().String(), tm: fast}
+	port := testenv.FreePort(t)
+	return &harness{t: t, port: port, addr: fmt.Sprintf("127.0.0.1:%d", port), tm: fast}
 }
 
 func (h *harness) config(name string, boot uint64) Config {

@@ -141,12 +141,7 @@ func TestRemoteErrors(t *testing.T) {
 func TestGoneOnRefusedPort(t *testing.T) {
 	n := newTestNet(t)
 	a := n.add("a", 1, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.set("ghost", ln.Addr().String())
-	ln.Close()
+	n.set("ghost", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))) // nobody listens there
 
 	// Many callers at once share the one refused dial.
 	var wg sync.WaitGroup
