@@ -132,6 +132,21 @@ func (n *testNet) add(name string, boot uint64, handle func(context.Context, wir
 	return tn
 }
 
+// waitLinkDown waits for n's OnLinkDown to report peer, failing the test
+// if another peer is reported or nothing is within the timeout; why says
+// what should have broken the link.
+func (n *testNode) waitLinkDown(t testing.TB, peer wire.NodeID, within time.Duration, why string) {
+	t.Helper()
+	select {
+	case p := <-n.linkDown:
+		if p != peer {
+			t.Fatalf("link down reported for %+v, want %+v (%s)", p, peer, why)
+		}
+	case <-time.After(within):
+		t.Fatalf("no link down reported for %s within %v: %s", peer.Name, within, why)
+	}
+}
+
 // inboundCount is how many accepted connections n holds.
 func (n *testNode) inboundCount() int {
 	n.mu.Lock()

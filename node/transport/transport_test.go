@@ -171,14 +171,7 @@ func TestGoneOnRestartedPeer(t *testing.T) {
 	// b restarts under the same name with a new boot id (on a new port,
 	// which the name service learns).
 	b1.Close()
-	select {
-	case p := <-a.linkDown:
-		if p != old {
-			t.Fatalf("link down for %+v, want %+v", p, old)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("OnLinkDown did not fire when b closed")
-	}
+	a.waitLinkDown(t, old, 5*time.Second, "b closed")
 	b2 := n.add("b", 11, nil)
 
 	_, err := a.Call(context.Background(), old, &wire.Reward{})
@@ -422,14 +415,7 @@ func TestPeerClosingMidCall(t *testing.T) {
 			t.Fatalf("call on a dropped connection: %v, want an unknown-outcome error", err)
 		}
 	}
-	select {
-	case p := <-a.linkDown:
-		if p != fake.id {
-			t.Fatalf("link down for %+v", p)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("OnLinkDown did not fire")
-	}
+	a.waitLinkDown(t, fake.id, 5*time.Second, "the connection was dropped")
 	// The next call redials.
 	reward(t, a, fake.id, 4)
 	if got := fake.accepts.Load(); got != 2 {
@@ -461,11 +447,7 @@ func TestBadReplyClosesConnection(t *testing.T) {
 	if err == nil || !isUnknown(err) {
 		t.Fatalf("call answered with a bad frame: %v", err)
 	}
-	select {
-	case <-a.linkDown:
-	case <-time.After(5 * time.Second):
-		t.Fatal("OnLinkDown did not fire")
-	}
+	a.waitLinkDown(t, fake.id, 5*time.Second, "a bad reply closed the connection")
 	reward(t, a, b.id(), 1) // a still works
 }
 
@@ -781,14 +763,7 @@ func TestPeerThatStopsReading(t *testing.T) {
 			}
 		}()
 	}
-	select {
-	case p := <-a.linkDown:
-		if p != fake.id {
-			t.Fatalf("link down for %+v", p)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stalled link was never reported down: the writer is pinned")
-	}
+	a.waitLinkDown(t, fake.id, 10*time.Second, "the peer stopped reading (else the writer is pinned)")
 	wg.Wait()
 	reward(t, a, fake.id, 4)
 	if got := fake.accepts.Load(); got != 2 {
