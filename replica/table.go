@@ -20,7 +20,7 @@ var tableSeed = maphash.MakeSeed()
 // 150 ms to walk, during which no reward on the node made progress.
 //
 // The zero value is an empty table.
-type playerTable[V comparable] struct {
+type playerTable[V any] struct {
 	shards [tableShards]map[string]V
 	n      int
 }
