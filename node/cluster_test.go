@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/testenv"
+	"github.com/appnode/appnode/membership"
 	"github.com/appnode/appnode/node"
-	"github.com/appnode/appnode/node/cookie"
-	"github.com/appnode/appnode/node/membership"
 	"github.com/appnode/appnode/wire"
 	"go.uber.org/goleak"
 )

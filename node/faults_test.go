@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -127,8 +126,11 @@ func TestStreamThroughJoinAndLeave(t *testing.T) {
 	var errMu sync.Mutex
 	var badErrs []string
 	stop := c.stream(h, players, []string{"n1", "n3", "n1", "n3"}, func(_ string, err error) {
-		var we *wire.Error
-		if err != nil && (!errors.As(err, &we) || !we.Retryable()) {
+		// Churn may only make a reward wait or move: never refuse it
+		// for good.
+		code, ok := wire.CodeOf(err)
+		transient := ok && (code == wire.CodeNotOwner || code == wire.CodeUnavailable || code == wire.CodeUnknown || code == wire.CodeBusy || code == wire.CodeFenced)
+		if err != nil && !transient {
 			errMu.Lock()
 			badErrs = append(badErrs, err.Error())
 			errMu.Unlock()

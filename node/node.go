@@ -15,11 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/appnode/appnode/node/cookie"
-	"github.com/appnode/appnode/node/membership"
-	"github.com/appnode/appnode/node/names"
-	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/cookie"
+	"github.com/appnode/appnode/membership"
+	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/replica"
+	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 	"github.com/hashicorp/memberlist"
 )
@@ -60,8 +60,10 @@ type Config struct {
 	Profile membership.Profile
 	// CallTimeout bounds each node-to-node request (default 2 s).
 	CallTimeout time.Duration
-	// Command runs one console line for `appnode rpc`. Nil refuses rpc.
-	Command func(ctx context.Context, line string) (out string, failed bool)
+	// Command runs one console line for `appnode rpc`: out is the answer
+	// as the console prints it, err non-nil when it is an error. Nil
+	// refuses rpc.
+	Command func(ctx context.Context, line string) (out string, err error)
 	// Logf receives diagnostics (Serf's chatter among them). May be nil.
 	Logf func(format string, args ...any)
 	// OwnsProcess says this node is the only one in its process, so it
@@ -583,8 +585,11 @@ func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 		if n.cfg.Command == nil {
 			return nil, wire.Errorf(wire.CodeBadRequest, "this node does not take commands")
 		}
-		out, failed := n.cfg.Command(ctx, m.Line)
-		return &wire.CommandReply{Output: out, Failed: failed}, nil
+		out, err := n.cfg.Command(ctx, m.Line)
+		if err != nil {
+			return &wire.CommandReply{Output: out, Failed: true, Code: wire.CodeFor(err), Outcome: wire.OutcomeOf(err)}, nil
+		}
+		return &wire.CommandReply{Output: out}, nil
 	case *wire.Reward:
 		// No deadline of its own: the reward path bounds itself (a few
 		// attempts, each call within CallTimeout, a wait behind a busy

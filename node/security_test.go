@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/testenv"
+	"github.com/appnode/appnode/membership"
 	"github.com/appnode/appnode/node"
-	"github.com/appnode/appnode/node/cookie"
-	"github.com/appnode/appnode/node/membership"
 )
 
 // startPlain starts a node with the production listeners (no injected

@@ -222,7 +222,7 @@ func (p *primary) call(ctx context.Context, req *wire.Reward) (int64, error) {
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%s: no answer from the primary in time, the reward may or may not be applied: %w", p.player, ctx.Err())
 	case <-late:
-		return 0, wire.Errorf(wire.CodeUnavailable, "%s: no answer from the primary within %v (many rewards queued for this player, or its keeper is slow); the reward may or may not be applied", p.player, maxQueueWait)
+		return 0, wire.Errorf(wire.CodeUnknown, "%s: no answer from the primary within %v (many rewards queued for this player, or its keeper is slow); the reward may or may not be applied", p.player, maxQueueWait)
 	}
 }
 
@@ -460,7 +460,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 		// the caller must hear "unknown", not "nothing changed".
 		maybe := func(err error) error {
 			if keeperDead {
-				return wire.Errorf(wire.CodeUnavailable, "%s: keeper %s was declared failed during the update and no new keeper took it, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
+				return wire.Errorf(wire.CodeUnknown, "%s: keeper %s was declared failed during the update and no new keeper took it, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
 			}
 			return err
 		}
@@ -480,7 +480,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum || code == wire.CodeBusy):
 		return err // refused, so not applied
 	}
-	return wire.Errorf(wire.CodeUnavailable, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
+	return wire.Errorf(wire.CodeUnknown, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
 }
 
 // placeKeeper puts st on a new keeper, chosen by placement among the live

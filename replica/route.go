@@ -47,7 +47,7 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 	maybe := false
 	fail := func(err error) (int64, error) {
 		if maybe {
-			return 0, wire.Errorf(wire.CodeUnavailable, "%s: an attempt was cut off mid-call and the retries did not settle it, so the reward may or may not be applied: %v", req.Player, err)
+			return 0, wire.Errorf(wire.CodeUnknown, "%s: an attempt was cut off mid-call and the retries did not settle it, so the reward may or may not be applied: %v", req.Player, err)
 		}
 		return 0, err
 	}
@@ -70,23 +70,15 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 				maybe = true
 			}
 		}
-		if !retryable(err) {
+		if !wire.ShouldResend(err) {
 			return fail(err)
 		}
 		last = err
 	}
-	return fail(fmt.Errorf("%s: the player kept moving, gave up after %d attempts; retry: %w", req.Player, maxAttempts, last))
-}
-
-// retryable says whether sending the request again cannot apply it twice:
-// either err proves it was not applied, or the link broke mid-call and the
-// request's ReqID lets the primary recognise a re-send.
-func retryable(err error) bool {
-	if errors.Is(err, wire.ErrGone) || errors.Is(err, wire.ErrLinkLost) {
-		return true
-	}
-	code, ok := wire.CodeOf(err)
-	return ok && (code == wire.CodeNotOwner || code == wire.CodeBusy || code == wire.CodeNoCopy)
+	// An attempt that reached a primary which then stepped down may have
+	// been applied by its keeper, and the new owner holds it: after many
+	// attempts only a re-send with the same id can tell.
+	return 0, wire.Errorf(wire.CodeUnknown, "%s: the player kept moving, gave up after %d attempts, so the reward may or may not be applied: %v", req.Player, maxAttempts, last)
 }
 
 func backoff(ctx context.Context, attempt int) error {

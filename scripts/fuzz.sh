@@ -16,7 +16,7 @@ duration="${1:-1m}"
 targets=(
   "./wire FuzzFrameReader"
   "./wire FuzzDecode"
-  "./node/transport FuzzAcceptorHandshake"
+  "./transport FuzzAcceptorHandshake"
   "./shell FuzzParse"
 )
 

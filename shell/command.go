@@ -167,28 +167,30 @@ var completions = func() []string {
 
 // A result is what the console answers to one line.
 type result struct {
-	cmd    command // zero if the line did not parse
-	out    string
-	quit   bool
-	failed bool
+	cmd  command // zero if the line did not parse
+	out  string
+	quit bool
+	err  error // non-nil when the answer is an error
 }
 
 // Eval runs one console line and returns what the console would print for it
 // (no trailing newline), and whether it asked to quit. Used by scripted mode
-// and by `appnode rpc` (which runs one command on a running node). failed
-// reports that the output is an error (rpc exits non-zero then).
+// and by `appnode rpc` (which runs one command on a running node). A
+// non-nil err means the output is an error (rpc exits non-zero then); its
+// code and outcome (wire.CodeFor, wire.OutcomeOf) travel with the answer.
 //
 // A blank line gives an empty answer. Eval never panics: a panic in the
 // Cluster becomes an `** error: internal: ...` answer.
-func Eval(ctx context.Context, c Cluster, line string) (out string, quit bool, failed bool) {
+func Eval(ctx context.Context, c Cluster, line string) (out string, quit bool, err error) {
 	r := evaluate(ctx, c, line)
-	return r.out, r.quit, r.failed
+	return r.out, r.quit, r.err
 }
 
 func evaluate(ctx context.Context, c Cluster, line string) (r result) {
 	defer func() {
 		if p := recover(); p != nil {
-			r = result{cmd: r.cmd, out: fmt.Sprintf("** error: internal: %v", p), failed: true}
+			err := wire.Errorf(wire.CodeInternal, "internal: %v", p)
+			r = result{cmd: r.cmd, out: "** error: " + err.Error(), err: err}
 		}
 	}()
 	line = strings.TrimSpace(line)
@@ -197,12 +199,12 @@ func evaluate(ctx context.Context, c Cluster, line string) (r result) {
 	}
 	cmd, problem := parse(line)
 	if problem != "" {
-		return result{out: "** error: " + problem, failed: true}
+		return result{out: "** error: " + problem, err: wire.Errorf(wire.CodeBadRequest, "%s", problem)}
 	}
 	r.cmd = cmd // for the recover above
 	out, err := cmd.spec.run(ctx, c, cmd)
 	if err != nil {
-		return result{cmd: cmd, out: errorAnswer(err), failed: true}
+		return result{cmd: cmd, out: errorAnswer(err), err: err}
 	}
 	return result{cmd: cmd, out: out, quit: cmd.spec == quitSpec}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/wire"
+
 	"go.uber.org/goleak"
 )
 
@@ -54,15 +56,15 @@ func runTranscript(t *testing.T, file string) {
 		if !started {
 			return
 		}
-		out, _, failed := Eval(context.Background(), c, line)
+		out, _, err := Eval(context.Background(), c, line)
 		if out != "" {
 			rewritten.WriteString(out + "\n")
 		}
 		if got := strings.Join(want, "\n"); out != got {
 			t.Errorf("%s:%d: %q\ngot:\n%s\nwant:\n%s", file, lineNo, line, out, got)
 		}
-		if failed != strings.HasPrefix(out, "** ") {
-			t.Errorf("%s:%d: %q: failed = %v for answer %q", file, lineNo, line, failed, out)
+		if (err != nil) != strings.HasPrefix(out, "** ") {
+			t.Errorf("%s:%d: %q: err = %v for answer %q", file, lineNo, line, err, out)
 		}
 	}
 	var comments strings.Builder // blank and comment lines, written after the answer they follow
@@ -92,9 +94,9 @@ func runTranscript(t *testing.T, file string) {
 
 func TestEvalQuit(t *testing.T) {
 	for _, line := range []string{"q", "quit", "q().", "init:stop().", "  q  ", "q.", "quit.", "q()", "init:stop()"} {
-		out, quit, failed := Eval(context.Background(), newFakeCluster(), line)
-		if out != "ok" || !quit || failed {
-			t.Errorf("Eval(%q) = %q, quit %v, failed %v; want ok, quit, not failed", line, out, quit, failed)
+		out, quit, err := Eval(context.Background(), newFakeCluster(), line)
+		if out != "ok" || !quit || err != nil {
+			t.Errorf("Eval(%q) = %q, quit %v, failed %v; want ok, quit, not failed", line, out, quit, err)
 		}
 	}
 	for _, line := range []string{"q 1", "q(1).", "quit now", "nodes"} {
@@ -106,9 +108,9 @@ func TestEvalQuit(t *testing.T) {
 
 func TestEvalEmptyLine(t *testing.T) {
 	for _, line := range []string{"", "   ", "\t", "\n", " \r\n"} {
-		out, quit, failed := Eval(context.Background(), newFakeCluster(), line)
-		if out != "" || quit || failed {
-			t.Errorf("Eval(%q) = %q, %v, %v; want no answer", line, out, quit, failed)
+		out, quit, err := Eval(context.Background(), newFakeCluster(), line)
+		if out != "" || quit || err != nil {
+			t.Errorf("Eval(%q) = %q, %v, %v; want no answer", line, out, quit, err)
 		}
 	}
 }
@@ -121,9 +123,9 @@ func TestEvalPanickingCluster(t *testing.T) {
 		`interface:reward_player(<<"player1">>, 5).`, "local_players",
 		"interface:local_players().", "where player1",
 	} {
-		out, quit, failed := Eval(context.Background(), panicCluster{}, line)
-		if out != "** error: internal: boom" || quit || !failed {
-			t.Errorf("Eval(%q) = %q, quit %v, failed %v; want an internal error", line, out, quit, failed)
+		out, quit, err := Eval(context.Background(), panicCluster{}, line)
+		if out != "** error: internal: boom" || quit || wire.CodeFor(err) != wire.CodeInternal {
+			t.Errorf("Eval(%q) = %q, quit %v, failed %v; want an internal error", line, out, quit, err)
 		}
 	}
 	// Tab completion asks the Cluster too, from readline's goroutine.
@@ -140,10 +142,10 @@ func TestEvalPanickingCluster(t *testing.T) {
 func TestEvalDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
-	out, _, failed := Eval(ctx, newFakeCluster(), "connect slow@host")
+	out, _, err := Eval(ctx, newFakeCluster(), "connect slow@host")
 	want := "** error: cannot connect to slow@host: context deadline exceeded (is that node running, and are its name and host right?)"
-	if out != want || !failed {
-		t.Errorf("got %q, failed %v; want %q", out, failed, want)
+	if out != want || wire.OutcomeOf(err) != wire.OutcomeUnknown {
+		t.Errorf("got %q, err %v; want %q, outcome unknown", out, err, want)
 	}
 }
 
@@ -154,7 +156,7 @@ func TestComplete(t *testing.T) {
 	// 127.0.0.1:4370 is not in Nodes (the fake lists it, a real node would
 	// list the name behind it), so only the session can remember it.
 	for _, line := range []string{"connect 127.0.0.1:4370", "connect app_node2@host", "reward player1 1", "reward player2 1"} {
-		if r := s.eval(ctx, line); r.failed {
+		if r := s.eval(ctx, line); r.err != nil {
 			t.Fatalf("%s: %s", line, r.out)
 		}
 	}

@@ -39,13 +39,13 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
-		out, _, failed := Eval(ctx, newFakeCluster(), line)
+		out, _, err := Eval(ctx, newFakeCluster(), line)
 		switch {
 		case trimmed == "" && out != "":
 			t.Fatalf("blank line %q answered %q", line, out)
 		case trimmed != "" && out == "":
 			t.Fatalf("%q got no answer", line)
-		case failed && !strings.HasPrefix(out, "** "):
+		case err != nil && !strings.HasPrefix(out, "** "):
 			t.Fatalf("%q failed without saying so: %q", line, out)
 		case strings.Contains(out, "** error: internal") && !strings.Contains(out, "fake cluster exploded"):
 			t.Fatalf("%q made the console panic: %q", line, out)

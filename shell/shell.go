@@ -104,7 +104,7 @@ func (s *session) eval(ctx context.Context, line string) result {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	r := evaluate(ctx, s.cfg.Cluster, line)
-	if r.failed || r.cmd.spec == nil {
+	if r.err != nil || r.cmd.spec == nil {
 		return r
 	}
 	s.mu.Lock()

@@ -17,7 +17,7 @@ const (
 	CodeNoQuorum    Code = 4  // the receiver is on the minority side of a split
 	CodeTooFewNodes Code = 5  // fewer than two live nodes: no keeper can be placed
 	CodeCrashed     Code = 6  // the primary crashed on this request and was restarted
-	CodeUnavailable Code = 7  // transient: a peer did not answer in time; retry
+	CodeUnavailable Code = 7  // a peer could not be reached or did not answer in time; retry
 	CodeOverflow    Code = 8  // the total would overflow int64; state unchanged
 	CodeBusy        Code = 9  // the player is being moved or activated; retry
 	CodeNoCopy      Code = 10 // the receiver holds no keeper copy of the player
@@ -26,6 +26,10 @@ const (
 	// rejoin under a new boot id. Unlike CodeFenced, which supersedes one
 	// player's owner, this is about the whole node.
 	CodeDeclaredDead Code = 11
+	// CodeUnknown: the request may or may not have been applied (a keeper
+	// did not confirm, a link broke and the re-sends did not settle it).
+	// Re-send it with the same request id to learn which.
+	CodeUnknown Code = 12
 )
 
 var codeNames = map[Code]string{
@@ -33,6 +37,7 @@ var codeNames = map[Code]string{
 	CodeFenced: "fenced", CodeNoQuorum: "no quorum", CodeTooFewNodes: "too few nodes",
 	CodeCrashed: "crash", CodeUnavailable: "unavailable", CodeOverflow: "overflow",
 	CodeBusy: "busy", CodeNoCopy: "no copy", CodeDeclaredDead: "declared dead",
+	CodeUnknown: "outcome unknown",
 }
 
 func (c Code) String() string {
@@ -51,15 +56,6 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Msg }
-
-// Retryable tells whether the same request may succeed if sent again.
-func (e *Error) Retryable() bool {
-	switch e.Code {
-	case CodeNotOwner, CodeUnavailable, CodeBusy, CodeFenced:
-		return true
-	}
-	return false
-}
 
 // Errorf builds an *Error with a formatted message.
 func Errorf(code Code, format string, args ...any) *Error {

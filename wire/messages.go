@@ -278,9 +278,14 @@ type Command struct {
 	Line string `msgpack:"line"`
 }
 
+// CommandReply is the console's answer. When Failed, Code and Outcome say
+// what went wrong without parsing Output: Code as CodeFor, Outcome as
+// OutcomeOf (for a reward, whether it may have been applied).
 type CommandReply struct {
-	Output string `msgpack:"out"`
-	Failed bool   `msgpack:"failed,omitempty"`
+	Output  string  `msgpack:"out"`
+	Failed  bool    `msgpack:"failed,omitempty"`
+	Code    Code    `msgpack:"code,omitempty"`
+	Outcome Outcome `msgpack:"outcome,omitempty"`
 }
 
 func (Hello) Kind() Kind        { return KindHello }

@@ -26,11 +26,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/ports"
+	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/node"
-	"github.com/appnode/appnode/node/cookie"
-	"github.com/appnode/appnode/node/names"
-	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 	"github.com/chzyer/readline"
 )

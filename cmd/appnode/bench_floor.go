@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/appnode/appnode/node/cookie"
-	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/cookie"
+	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 )
 

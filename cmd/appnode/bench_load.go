@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 )
 

@@ -31,9 +31,9 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	"github.com/appnode/appnode/node/names"
-	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/replica/replicatest"
+	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -173,31 +173,6 @@ func (c *chaosCluster) command(n *chaosNode, line string, limit time.Duration) (
 	return cr.Output, cr.Failed, nil
 }
 
-// chaosClassify says what a failed reward's answer proves. Conservative:
-// only an answer that says nothing was changed counts as not applied, and
-// not when it reports the last error of several attempts (an earlier one
-// may have been applied before a link broke). "not owner" and "busy" reach
-// a console only that way, wrapped, so they count as unknown.
-func chaosClassify(answer string) chaosOutcome {
-	for _, maybe := range []string{"may or may not", "gave up after", "last error"} {
-		if strings.Contains(answer, maybe) {
-			return chaosUnknown
-		}
-	}
-	for _, no := range []string{
-		"nothing was changed",    // fewer than two live nodes
-		"nothing changed",        // overflow
-		"(not applied)",          // mailbox full; caller gone before it was applied
-		"refuses rewards",        // no majority: "this node sees only N of the M cluster members"
-		"is leaving the cluster", // graceful exit under way
-	} {
-		if strings.Contains(answer, no) {
-			return chaosNotApplied
-		}
-	}
-	return chaosUnknown
-}
-
 // reward runs `reward PLAYER DELTA` on n and records the call.
 func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int64) chaosOp {
 	op := chaosOp{client: client, player: player, delta: delta, node: n.name}
@@ -221,8 +196,10 @@ func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int
 		}
 	case !isReply:
 		op.outcome, op.text = chaosUnknown, "answered with "+rep.Kind().String()
+	case cr.Failed && cr.Outcome == wire.OutcomeNotApplied:
+		op.outcome, op.text = chaosNotApplied, cr.Output
 	case cr.Failed:
-		op.outcome, op.text = chaosClassify(cr.Output), cr.Output
+		op.outcome, op.text = chaosUnknown, cr.Output
 	default:
 		total, perr := strconv.ParseInt(cr.Output, 10, 64)
 		if perr != nil {

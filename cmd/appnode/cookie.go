@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/appnode/appnode/node/cookie"
-	"github.com/appnode/appnode/node/transport"
+	"github.com/appnode/appnode/cookie"
+	"github.com/appnode/appnode/transport"
 )
 
 // cookieUsage is the --cookie flag's help, for the node and for rpc.

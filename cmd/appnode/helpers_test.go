@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/node"
-	"github.com/appnode/appnode/node/cookie"
 )
 
 // appnodeBin is the binary under test, built once by TestMain.

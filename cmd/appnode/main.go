@@ -20,11 +20,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/membership"
+	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/node"
-	"github.com/appnode/appnode/node/membership"
-	"github.com/appnode/appnode/node/names"
-	"github.com/appnode/appnode/node/transport"
 	"github.com/appnode/appnode/shell"
+	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 	"github.com/chzyer/readline"
 )
@@ -136,12 +136,12 @@ func run(args []string) int {
 		Profile:       prof,
 		Logf:          logf,
 		OwnsProcess:   true,
-		Command: func(ctx context.Context, line string) (string, bool) {
-			out, quit, failed := shell.Eval(ctx, cluster, line)
+		Command: func(ctx context.Context, line string) (string, error) {
+			out, quit, err := shell.Eval(ctx, cluster, line)
 			if quit {
 				stop() // the console ends and the node leaves gracefully
 			}
-			return out, failed
+			return out, err
 		},
 	})
 	cancel()

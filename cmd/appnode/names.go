@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/appnode/appnode/node/names"
+	"github.com/appnode/appnode/names"
 )
 
 // namesIdleExit is how long the host's name service process stays up with

@@ -5,7 +5,6 @@
 package replicatest
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -72,21 +71,7 @@ func ByPlayer(player func(input any) string) func([]porcupine.Operation) [][]por
 }
 
 // NotApplied reports whether err proves that the reward did not happen.
-func NotApplied(err error) bool {
-	if errors.Is(err, wire.ErrGone) {
-		return true
-	}
-	code, ok := wire.CodeOf(err)
-	if !ok {
-		return false
-	}
-	switch code {
-	case wire.CodeNotOwner, wire.CodeBusy, wire.CodeNoCopy, wire.CodeTooFewNodes,
-		wire.CodeNoQuorum, wire.CodeBadRequest, wire.CodeOverflow:
-		return true
-	}
-	return false
-}
+func NotApplied(err error) bool { return wire.OutcomeOf(err) == wire.OutcomeNotApplied }
 
 // History records rewards from concurrent clients.
 type History struct {

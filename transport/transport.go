@@ -69,7 +69,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/appnode/appnode/node/cookie"
+	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/wire"
 )
 

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/appnode/appnode/node/cookie"
+	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/wire"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appnode/appnode/node/cookie"
+	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/wire"
 	"go.uber.org/goleak"
 )
