@@ -577,8 +577,8 @@ const clientRequestTimeout = 10 * time.Second
 
 // handleClient serves a non-member: a console line (`appnode rpc`), or a
 // reward or where (`appnode bench`), each served as if typed at this
-// node's console. A client's reward gets this node's request id, whatever
-// the client put there.
+// node's console. A client's reward keeps its id only if the client named
+// it with wire.ClientReqID; any other gets this node's own.
 func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 	switch m := m.(type) {
 	case *wire.Command:
@@ -597,9 +597,18 @@ func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 		// profile of a loaded node.
 		var total int64
 		var err error
-		if m.NotInt != "" {
+		switch {
+		case m.ID.FromClient():
+			// The client named its request: a retry of it is answered,
+			// not applied twice (Idempotency-Key, rpc --id).
+			points := m.NotInt
+			if points == "" {
+				points = strconv.FormatInt(m.Points, 10)
+			}
+			total, err = n.store.RewardOnce(ctx, m.Player, points, m.ID)
+		case m.NotInt != "":
 			total, err = n.store.Reward(ctx, m.Player, m.NotInt)
-		} else {
+		default:
 			total, err = n.store.RewardInt(ctx, m.Player, m.Points)
 		}
 		if err != nil {

@@ -354,6 +354,7 @@ func (p *primary) restart(o op, r any) (stop bool) {
 		return true
 	}
 	call.reply(0, wire.Errorf(wire.CodeCrashed, "%s: %s (primary restarted, state restored from keeper on %s)", p.player, reason, from.Name))
+	p.s.count.restarts.Add(1)
 	p.s.emit(Error, "primary of %s crashed: %s; supervisor restarted it, state restored from keeper on %s (total %d)", p.player, reason, from.Name, st.total)
 	return false
 }
@@ -389,6 +390,7 @@ func (p *primary) apply(c *rewardCall) (stepDown bool) {
 	if err := p.replicate(c.ctx, next, c.req.ID); err != nil {
 		var we *wire.Error
 		if errors.As(err, &we) && we.Code == wire.CodeFenced {
+			p.s.count.stepDowns.Add(1)
 			p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
 			c.reply(0, notOwner(p.player))
 			return true
@@ -431,7 +433,14 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 		p.mu.Unlock()
 	}
 	p.s.mu.Unlock()
+	var began time.Time
+	if p.s.cfg.Observer != nil {
+		began = time.Now()
+	}
 	_, err := p.s.call(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
+	if p.s.cfg.Observer != nil {
+		p.s.cfg.Observer.Replicated(time.Since(began), err)
+	}
 	p.mu.Lock()
 	p.act.inflight = nil
 	keeperDead := p.act.keeperDead
@@ -522,6 +531,7 @@ func (p *primary) ensureKeeper() {
 	defer cancel()
 	if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
 		if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
+			p.s.count.stepDowns.Add(1)
 			p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
 			p.stepDown()
 		}

@@ -37,6 +37,24 @@ func (s *Store) RewardInt(ctx context.Context, player string, points int64) (int
 	return s.reward(ctx, &wire.Reward{Player: player, Points: points})
 }
 
+// RewardOnce is Reward for a client that names its request (wire.ClientReqID):
+// a re-send with the same id, to this node or any other, is answered with
+// the total it produced instead of being applied again, for as long as the
+// player remembers it (see dedupLen). pointsText is as for Reward.
+func (s *Store) RewardOnce(ctx context.Context, player, pointsText string, id wire.ReqID) (int64, error) {
+	if err := ValidatePlayer(player); err != nil {
+		return 0, err
+	}
+	if !id.FromClient() {
+		return 0, wire.Errorf(wire.CodeBadRequest, "%s: a client's request id must come from wire.ClientReqID", player)
+	}
+	n, notInt, err := ParsePoints(pointsText)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", player, err)
+	}
+	return s.reward(ctx, &wire.Reward{Player: player, Points: n, NotInt: notInt, ID: id})
+}
+
 func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 	if req.ID.IsZero() {
 		req.ID = wire.ReqID{Origin: s.Self().Boot, Seq: s.reqSeq.Add(1)}
@@ -100,7 +118,15 @@ func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wi
 	if p != nil {
 		return p.call(ctx, req)
 	}
+	s.count.forwards.Add(1)
+	var began time.Time
+	if s.cfg.Observer != nil {
+		began = time.Now()
+	}
 	rep, err := s.call(ctx, owner, req)
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Forwarded(time.Since(began), err)
+	}
 	if err != nil {
 		if errors.Is(err, wire.ErrGone) {
 			s.declareDead(owner, "it refused the connection")
@@ -372,6 +398,7 @@ func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (w
 	s.mu.Lock()
 	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, cr.Recent)
 	s.mu.Unlock()
+	s.count.failovers.Add(1)
 	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
 	return self, nil
 }
@@ -398,6 +425,7 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 		s.mu.Lock()
 		s.startPrimaryLocked(player, st, nil)
 		s.mu.Unlock()
+		s.count.creates.Add(1)
 		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
 		return self, nil
 	}
@@ -422,6 +450,7 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 	s.mu.Lock()
 	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, nil)
 	s.mu.Unlock()
+	s.count.creates.Add(1)
 	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
 	return self, nil
 }
@@ -470,6 +499,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	}
 	s.startPrimaryLocked(player, st, recent)
 	s.mu.Unlock()
+	s.count.failovers.Add(1)
 	if old == self {
 		s.emit(Info, "%s restored from the keeper copy on this node (total %d); new keeper on %s", player, st.total, keeper.Name)
 	} else {

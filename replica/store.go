@@ -66,6 +66,9 @@ type Config struct {
 	CallTimeout time.Duration
 	// Logf receives diagnostics. May be nil.
 	Logf func(format string, args ...any)
+	// Observer receives the reward path's timings, for metrics. May be
+	// nil.
+	Observer Observer
 	// OnDeclaredDead is called when a peer says that dead, an incarnation
 	// of this node, was declared failed. If dead is still the current one,
 	// the node must take a new boot id and call Reset. It must not block.
@@ -88,6 +91,7 @@ type Store struct {
 	kick   chan struct{} // wakes the repair loop
 	reqSeq atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
 	runq   chan *primary // primaries with mail, for idle workers
+	count  counters
 
 	mu      sync.Mutex
 	self    wire.NodeID

@@ -7,7 +7,11 @@
 // bumped when a change is not backwards compatible.
 package wire
 
-import "fmt"
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+)
 
 // Version is the protocol version a node speaks. A peer that announces a
 // different version is refused in the handshake. Version 2 added the
@@ -148,6 +152,26 @@ type ReqID struct {
 }
 
 func (r ReqID) IsZero() bool { return r.Origin == 0 && r.Seq == 0 }
+
+// clientOrigin marks the ids that clients name (ClientReqID). A node's own
+// Origin is its boot id, a time in nanoseconds, which stays below 2^63.
+const clientOrigin = 1 << 63
+
+// ClientReqID names a request after a key its client chose (an HTTP
+// Idempotency-Key, `appnode rpc --id`): the same key gives the same id on
+// every node, so a client that retries after losing an answer, even through
+// another node, is answered instead of rewarded twice. The key is hashed;
+// ids of different keys collide with odds of about 2^-127.
+func ClientReqID(key string) ReqID {
+	h := sha256.Sum256([]byte("appnode client request\x00" + key))
+	return ReqID{
+		Origin: binary.BigEndian.Uint64(h[0:8]) | clientOrigin,
+		Seq:    binary.BigEndian.Uint64(h[8:16]),
+	}
+}
+
+// FromClient says whether r was named by a client (ClientReqID).
+func (r ReqID) FromClient() bool { return r.Origin&clientOrigin != 0 }
 
 // Applied records a request that was applied and the total it produced.
 type Applied struct {
