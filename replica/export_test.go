@@ -30,11 +30,11 @@ func (s *Store) CheckCopyOwners() error {
 		want[c.owner]++
 	}
 	if len(want) != len(s.copyOwners) {
-		return fmt.Errorf("%s counts copies of %d owners, holds copies of %d: %v vs %v", s.self.Name, len(s.copyOwners), len(want), s.copyOwners, want)
+		return fmt.Errorf("%s counts copies of %d owners, holds copies of %d: %v vs %v", s.view.Self().Name, len(s.copyOwners), len(want), s.copyOwners, want)
 	}
 	for o, n := range want {
 		if s.copyOwners[o] != n {
-			return fmt.Errorf("%s counts %d copies owned by %s/%d, holds %d", s.self.Name, s.copyOwners[o], o.Name, o.Boot, n)
+			return fmt.Errorf("%s counts %d copies owned by %s/%d, holds %d", s.view.Self().Name, s.copyOwners[o], o.Name, o.Boot, n)
 		}
 	}
 	return nil

@@ -39,14 +39,14 @@ func (s *Store) Leave(ctx context.Context) LeaveReport {
 		s.removePrimary(p)
 		st := p.snapshot()
 		r.Primaries++
-		if _, err := s.call(ctx, st.keeper, &wire.Handoff{Player: p.player, Epoch: st.epoch}); err != nil {
+		if _, err := s.callPeer(ctx, st.keeper, &wire.Handoff{Player: p.player, Epoch: st.epoch}); err != nil {
 			r.PrimariesFailed++
 			s.emit(Warning, "could not hand %s to its keeper on %s: %v (the keeper takes it over when this node is gone)", p.player, st.keeper.Name, err)
 		}
 	}
 	for _, h := range copies {
 		r.Copies++
-		if _, err := s.call(ctx, h.c.owner, &wire.KeeperGone{Player: h.player, Epoch: h.c.epoch}); err != nil {
+		if _, err := s.callPeer(ctx, h.c.owner, &wire.KeeperGone{Player: h.player, Epoch: h.c.epoch}); err != nil {
 			r.CopiesFailed++
 			s.emit(Warning, "could not move the keeper copy of %s away (owner %s): %v", h.player, h.c.owner.Name, err)
 			continue

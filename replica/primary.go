@@ -193,12 +193,13 @@ func (s *Store) worker(p *primary) {
 	}
 }
 
-// call hands a reward to the actor and waits for its answer. When the
+// ask hands a reward to the actor and waits for its answer (the mailbox
+// side; callPeer is the network side). When the
 // actor is idle the caller serves the reward itself, on its own goroutine:
 // handing it to a worker and waiting to be woken would cost two goroutine
 // switches per reward, more than the rest of the local work. The mailbox
 // still admits one server at a time, so the actor's order is kept.
-func (p *primary) call(ctx context.Context, req *wire.Reward) (int64, error) {
+func (p *primary) ask(ctx context.Context, req *wire.Reward) (int64, error) {
 	c := &rewardCall{ctx: ctx, req: req, replied: make(chan struct{})}
 	serveHere, err := p.enqueue(c, true)
 	if err != nil {
@@ -310,61 +311,6 @@ func (p *primary) endActivityLocked() {
 	}
 }
 
-// handle runs one message under the primary's supervisor: the deliberate
-// crash on points that are not an integer is caught here and the primary
-// restarted with its state restored from the keeper, as an OTP supervisor
-// restarts a gen_server whose init reads the state keeper. It reports
-// whether the primary must stop.
-func (p *primary) handle(o op) (stop bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			stop = p.restart(o, r)
-		}
-	}()
-	switch o := o.(type) {
-	case *rewardCall:
-		return p.apply(o)
-	case *moveKeeperCall:
-		o.err = p.moveKeeper(o.from)
-		close(o.done)
-	case checkKeeper:
-		p.ensureKeeper()
-	}
-	return false
-}
-
-// restart is the supervisor's response to a crash while handling o.
-func (p *primary) restart(o op, r any) (stop bool) {
-	reason := fmt.Sprint(r)
-	if nc, ok := r.(notIntegerCrash); ok {
-		reason = nc.Error()
-	}
-	call, ok := o.(*rewardCall)
-	if !ok {
-		// Not the deliberate crash: a bug. Keep the player safe by
-		// stopping; its keeper still holds the state.
-		o.fail(wire.Errorf(wire.CodeInternal, "%s: primary failed: %s", p.player, reason))
-		p.s.emit(Error, "primary of %s failed: %s; stopped, the next request restores it from its keeper", p.player, reason)
-		return true
-	}
-	from, st, err := p.restore()
-	if err != nil {
-		call.reply(0, wire.Errorf(wire.CodeCrashed, "%s: %s (primary crashed and could not be restarted: %v; the next request restores it)", p.player, reason, err))
-		p.s.emit(Error, "primary of %s crashed: %s; restart failed: %v", p.player, reason, err)
-		return true
-	}
-	call.reply(0, wire.Errorf(wire.CodeCrashed, "%s: %s (primary restarted, state restored from keeper on %s)", p.player, reason, from.Name))
-	p.s.count.restarts.Add(1)
-	p.s.emit(Error, "primary of %s crashed: %s; supervisor restarted it, state restored from keeper on %s (total %d)", p.player, reason, from.Name, st.total)
-	return false
-}
-
-type notIntegerCrash struct{ player, term string }
-
-func (e notIntegerCrash) Error() string {
-	return fmt.Sprintf("points %q is not an integer", e.term)
-}
-
 // apply runs one reward. It reports whether the primary must step down
 // because a newer owner superseded it.
 func (p *primary) apply(c *rewardCall) (stepDown bool) {
@@ -427,7 +373,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	// finds the cancel function (it is set under s.mu before
 	// abandonReplications looks at any primary).
 	p.s.mu.Lock()
-	if p.s.tombs[st.keeper] {
+	if p.s.view.Fenced(st.keeper) {
 		p.mu.Lock()
 		p.act.keeperFailed()
 		p.mu.Unlock()
@@ -437,7 +383,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	if p.s.cfg.Observer != nil {
 		began = time.Now()
 	}
-	_, err := p.s.call(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
+	_, err := p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
 	if p.s.cfg.Observer != nil {
 		p.s.cfg.Observer.Replicated(time.Since(began), err)
 	}
@@ -462,7 +408,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 		// without this primary knowing (a keeper that became the owner,
 		// or a newer copy elsewhere).
 		if errors.Is(err, wire.ErrGone) {
-			p.s.declareDead(st.keeper, "it refused the connection")
+			p.s.markPeerDead(st.keeper, "it refused the connection")
 		}
 		// A replication cut short because its keeper was declared failed
 		// may have reached that keeper: if no new keeper can be placed,
@@ -522,7 +468,7 @@ func (p *primary) ensureKeeper() {
 	st := p.snapshot()
 	p.s.mu.Lock()
 	alive := p.s.isAliveLocked(st.keeper)
-	serving := p.s.quorate
+	serving := p.s.view.Quorate()
 	p.s.mu.Unlock()
 	if alive || !serving {
 		return
@@ -559,34 +505,4 @@ func (p *primary) moveKeeper(from wire.NodeID) error {
 	ctx, cancel := context.WithTimeout(p.s.ctx, 2*p.s.cfg.CallTimeout)
 	defer cancel()
 	return p.placeKeeper(ctx, st, wire.Applied{}, from.Name)
-}
-
-// restore reloads state after a crash by claiming the player again from its
-// keeper (which grants it: the claimant is its recorded owner) under a new
-// epoch, so nothing the crashed actor might have sent can land later.
-func (p *primary) restore() (wire.NodeID, state, error) {
-	st := p.snapshot()
-	ctx, cancel := context.WithTimeout(p.s.ctx, p.s.cfg.CallTimeout)
-	defer cancel()
-	rep, err := p.s.call(ctx, st.keeper, &wire.Claim{Player: p.player, Claimant: p.s.Self()})
-	if err != nil {
-		return wire.NodeID{}, st, err
-	}
-	cr, ok := rep.(*wire.ClaimReply)
-	if !ok || !cr.Granted {
-		return wire.NodeID{}, st, fmt.Errorf("keeper %s did not return the state", st.keeper.Name)
-	}
-	next := state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: st.keeper}
-	p.set(next)
-	p.applied = newDedup(cr.Recent)
-	return st.keeper, next, nil
-}
-
-// removePrimary unregisters p if it is still the registered primary.
-func (s *Store) removePrimary(p *primary) {
-	s.mu.Lock()
-	if s.primaries.get(p.player) == p {
-		s.primaries.del(p.player)
-	}
-	s.mu.Unlock()
 }

@@ -83,7 +83,7 @@ func (s *Store) repair() (found bool) {
 	var orphans []string
 	for i := range tableShards {
 		s.mu.Lock()
-		if !s.quorate || s.leaving {
+		if !s.view.Quorate() || s.leaving {
 			s.mu.Unlock()
 			return true
 		}
@@ -92,7 +92,7 @@ func (s *Store) repair() (found bool) {
 				// A copy owned by this node itself is one whose promotion
 				// failed half way (no keeper could be placed then): finish
 				// it.
-				orphan := !s.isAliveLocked(c.owner) || (c.owner == s.self && s.primaries.get(player) == nil)
+				orphan := !s.isAliveLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil)
 				if orphan && s.flights[player] == nil {
 					orphans = append(orphans, player)
 				}
@@ -124,7 +124,7 @@ func (s *Store) repair() (found bool) {
 			ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.CallTimeout)
 			defer cancel()
 			_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
-				return s.restore(ctx, player, true)
+				return s.takeOverOrphan(ctx, player)
 			})
 			if err != nil {
 				s.logf("replica: could not take over orphaned %s yet: %v", player, err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/appnode/appnode/wire"
@@ -116,20 +115,20 @@ func backoff(ctx context.Context, attempt int) error {
 // to its owner elsewhere.
 func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wire.Reward) (int64, error) {
 	if p != nil {
-		return p.call(ctx, req)
+		return p.ask(ctx, req)
 	}
 	s.count.forwards.Add(1)
 	var began time.Time
 	if s.cfg.Observer != nil {
 		began = time.Now()
 	}
-	rep, err := s.call(ctx, owner, req)
+	rep, err := s.callPeer(ctx, owner, req)
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Forwarded(time.Since(began), err)
 	}
 	if err != nil {
 		if errors.Is(err, wire.ErrGone) {
-			s.declareDead(owner, "it refused the connection")
+			s.markPeerDead(owner, "it refused the connection")
 		}
 		return 0, err
 	}
@@ -174,7 +173,7 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 		return nil, wire.NodeID{}, err
 	}
 	if p := s.primaries.get(player); p != nil {
-		self := s.self
+		self := s.view.Self()
 		s.mu.Unlock()
 		return p, self, nil
 	}
@@ -189,7 +188,7 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if owner != s.self {
+	if owner != s.view.Self() {
 		return nil, owner, nil
 	}
 	if p := s.primaries.get(player); p != nil {
@@ -199,405 +198,35 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 	return nil, owner, notOwner(player)
 }
 
-// activate runs one activation of player at a time on this node; callers
-// that arrive during it share its result.
-func (s *Store) activate(ctx context.Context, player string, fn func(context.Context) (wire.NodeID, error)) (wire.NodeID, error) {
-	if fn == nil {
-		fn = func(ctx context.Context) (wire.NodeID, error) { return s.findOrCreate(ctx, player) }
+// Where reports the owner and keeper of player, asking the cluster if this
+// node holds neither. A zero owner means the player is unknown.
+func (s *Store) Where(ctx context.Context, player string) (owner, keeper wire.NodeID, err error) {
+	if err := ValidatePlayer(player); err != nil {
+		return owner, keeper, err
 	}
 	s.mu.Lock()
-	if f := s.flights[player]; f != nil {
+	if p := s.primaries.get(player); p != nil {
+		st := p.snapshot()
 		s.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.owner, f.err
-		case <-ctx.Done():
-			return wire.NodeID{}, fmt.Errorf("%s: waiting for its activation: %w", player, ctx.Err())
-		}
+		return s.Self(), st.keeper, nil
 	}
-	f := &flight{done: make(chan struct{})}
-	s.flights[player] = f
-	s.mu.Unlock()
-
-	f.owner, f.err = fn(ctx)
-
-	s.mu.Lock()
-	delete(s.flights, player)
-	if f.err == nil && !f.owner.IsZero() && f.owner != s.self {
-		s.learnRouteLocked(player, f.owner)
-	}
-	s.mu.Unlock()
-	close(f.done)
-	return f.owner, f.err
-}
-
-// findOrCreate implements the rules of SPEC.md for a player with no known
-// live primary: forward to a live primary if there is one; else restore
-// from the freshest keeper copy, wherever it is (this node's own included);
-// else create the player here.
-//
-// A copy is trusted only after every live peer was asked: a node that was
-// cut off may hold a copy that a newer one elsewhere has superseded, and
-// promoting it would bring back an old total.
-func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
-	return s.restore(ctx, player, false)
-}
-
-// restore is findOrCreate; with repairOnly it acts only when this node
-// holds the freshest copy of an orphaned player (the repair loop's case),
-// and never claims elsewhere or creates.
-func (s *Store) restore(ctx context.Context, player string, repairOnly bool) (wire.NodeID, error) {
-	s.mu.Lock()
-	if s.primaries.get(player) != nil {
-		defer s.mu.Unlock()
-		return s.self, nil
-	}
-	self := s.self
-	var local *whereResult
 	if c := s.copies.get(player); c != nil {
-		// Even with a live owner recorded, ask: the owner may have lost
-		// its primary (a failed restart), and only the peers can say.
-		local = &whereResult{from: self, reply: &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Epoch: c.epoch, Seq: c.seq}}
+		defer s.mu.Unlock()
+		return c.owner, s.view.Self(), nil
 	}
 	peers := s.peersLocked()
 	s.mu.Unlock()
-	if repairOnly && local == nil {
-		return wire.NodeID{}, nil
-	}
-
 	replies, err := s.whereAll(ctx, player, peers)
 	if err != nil {
-		return wire.NodeID{}, err
-	}
-	best := local
-	for i := range replies {
-		r := &replies[i]
-		switch r.reply.Role {
-		case wire.RolePrimary:
-			return r.from, nil
-		case wire.RoleKeeper:
-			if fresher(r, best) {
-				best = r
-			}
-		}
-	}
-	switch {
-	case best == nil:
-		if repairOnly {
-			return wire.NodeID{}, nil
-		}
-		return s.create(ctx, player)
-	case best == local:
-		return s.promoteCopy(ctx, player, "")
-	}
-	if local != nil {
-		// A fresher copy exists elsewhere: this one is obsolete.
-		s.mu.Lock()
-		if c := s.copies.get(player); c != nil && c.epoch == local.reply.Epoch && c.seq == local.reply.Seq {
-			s.dropCopyLocked(player)
-		}
-		s.mu.Unlock()
-	}
-	if repairOnly {
-		return wire.NodeID{}, nil
-	}
-	return s.claim(ctx, player, best.from)
-}
-
-// fresher orders keeper copies: a higher epoch is a later owner; within an
-// epoch, a higher sequence number is a later update. Ties go to the lower
-// node name, so that every node picks the same copy.
-func fresher(a, b *whereResult) bool {
-	if b == nil {
-		return true
-	}
-	if a.reply.Epoch != b.reply.Epoch {
-		return a.reply.Epoch > b.reply.Epoch
-	}
-	if a.reply.Seq != b.reply.Seq {
-		return a.reply.Seq > b.reply.Seq
-	}
-	return a.from.Name < b.from.Name
-}
-
-type whereResult struct {
-	from  wire.NodeID
-	reply *wire.WhereReply
-}
-
-// whereAll asks every peer what it holds for player. Any peer that cannot
-// answer makes the whole question fail: it might hold the only copy, and
-// concluding "new player" without it would lose its total.
-func (s *Store) whereAll(ctx context.Context, player string, peers []wire.NodeID) ([]whereResult, error) {
-	out := make([]whereResult, len(peers))
-	errs := make([]error, len(peers))
-	var wg sync.WaitGroup
-	for i, peer := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rep, err := s.call(ctx, peer, &wire.Where{Player: player})
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			wr, ok := rep.(*wire.WhereReply)
-			if !ok {
-				errs[i] = fmt.Errorf("answered where with %s", rep.Kind())
-				return
-			}
-			out[i] = whereResult{from: peer, reply: wr}
-		}()
-	}
-	wg.Wait()
-	res := out[:0]
-	for i, err := range errs {
-		if err == nil {
-			res = append(res, out[i])
-			continue
-		}
-		if errors.Is(err, wire.ErrGone) {
-			// Gone for certain: it holds nothing any more.
-			s.declareDead(peers[i], "it refused the connection")
-			continue
-		}
-		if code, ok := wire.CodeOf(err); ok && code == wire.CodeBusy {
-			return nil, err
-		}
-		if errors.Is(err, wire.ErrLinkLost) {
-			// The peer was just disconnected (declared down, most often):
-			// asking again is harmless and will likely get an answer.
-			return nil, wire.Errorf(wire.CodeBusy, "%s: lost the link to %s while asking about this player; retrying", player, peers[i].Name)
-		}
-		return nil, wire.Errorf(wire.CodeUnavailable, "%s: cannot tell whether %s holds this player (%v); retry when it answers or is declared down", player, peers[i].Name, err)
-	}
-	return res, nil
-}
-
-// claim asks keeper to make this node the owner.
-func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (wire.NodeID, error) {
-	self := s.Self()
-	rep, err := s.call(ctx, keeper, &wire.Claim{Player: player, Claimant: self})
-	if err != nil {
-		if errors.Is(err, wire.ErrGone) {
-			s.declareDead(keeper, "it refused the connection")
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper %s just went down; retrying", player, keeper.Name)
-		}
-		return wire.NodeID{}, fmt.Errorf("%s: claim at keeper %s: %w", player, keeper.Name, err)
-	}
-	cr, ok := rep.(*wire.ClaimReply)
-	if !ok {
-		return wire.NodeID{}, fmt.Errorf("%s: keeper %s answered a claim with %s", player, keeper.Name, rep.Kind())
-	}
-	if !cr.Granted {
-		if cr.Owner.IsZero() || cr.Owner == self {
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: keeper %s did not grant the claim", player, keeper.Name)
-		}
-		return cr.Owner, nil
-	}
-	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, cr.Recent)
-	s.mu.Unlock()
-	s.count.failovers.Add(1)
-	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
-	return self, nil
-}
-
-// create makes a brand new player owned by this node. The arbiter (first in
-// placement order) serialises racing creators; it becomes the keeper unless
-// it is this node, which then places the keeper itself.
-func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) {
-	s.mu.Lock()
-	members := s.membersLocked()
-	self := s.self
-	s.mu.Unlock()
-	if len(members) < 2 {
-		return wire.NodeID{}, tooFewNodes(player)
-	}
-	arbiter := placementOrder(player, members)[0]
-	if arbiter.Name == self.Name {
-		st := state{epoch: 1}
-		keeper, err := s.adoptSomewhere(ctx, player, st, nil)
-		if err != nil {
-			return wire.NodeID{}, err
-		}
-		st.keeper = keeper
-		s.mu.Lock()
-		s.startPrimaryLocked(player, st, nil)
-		s.mu.Unlock()
-		s.count.creates.Add(1)
-		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
-		return self, nil
-	}
-	rep, err := s.call(ctx, arbiter, &wire.Create{Player: player, Claimant: self})
-	if err != nil {
-		if errors.Is(err, wire.ErrGone) {
-			s.declareDead(arbiter, "it refused the connection")
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s went down while creating it; retrying", player, arbiter.Name)
-		}
-		return wire.NodeID{}, fmt.Errorf("%s: create at %s: %w", player, arbiter.Name, err)
-	}
-	cr, ok := rep.(*wire.ClaimReply)
-	if !ok {
-		return wire.NodeID{}, fmt.Errorf("%s: %s answered a create with %s", player, arbiter.Name, rep.Kind())
-	}
-	if !cr.Granted {
-		if cr.Owner.IsZero() || cr.Owner == self {
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s did not grant the creation", player, arbiter.Name)
-		}
-		return cr.Owner, nil
-	}
-	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, nil)
-	s.mu.Unlock()
-	s.count.creates.Add(1)
-	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
-	return self, nil
-}
-
-func tooFewNodes(player string) error {
-	return wire.Errorf(wire.CodeTooFewNodes, "%s: fewer than two live nodes, so no keeper can hold a copy; connect another node and retry (nothing was changed)", player)
-}
-
-// promoteCopy turns this node's keeper copy into the primary ("the keeper
-// is on X itself" in SPEC.md): fence the old owner by taking the copy under
-// a new epoch, give the state to a new keeper elsewhere, then start the
-// primary and drop the local copy. exclude names a node that must not
-// become the keeper (one that is leaving).
-func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.NodeID, error) {
-	s.mu.Lock()
-	if err := s.checkServingLocked(); err != nil {
-		s.mu.Unlock()
-		return wire.NodeID{}, err
-	}
-	c := s.copies.get(player)
-	if c == nil {
-		s.mu.Unlock()
-		return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper copy moved away; retrying", player)
-	}
-	old := c.owner
-	if old != s.self {
-		s.setCopyOwnerLocked(c, s.self)
-		c.epoch++
-	}
-	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
-	recent := c.recent.list()
-	self := s.self
-	s.mu.Unlock()
-
-	keeper, err := s.adoptSomewhere(ctx, player, st, recent, exclude)
-	if err != nil {
-		// The copy now names this node its owner with no primary here:
-		// repair finishes the promotion once a keeper can be placed.
-		s.kickRepair()
-		return wire.NodeID{}, err
-	}
-	st.keeper = keeper
-	s.mu.Lock()
-	if cur := s.copies.get(player); cur == c {
-		s.dropCopyLocked(player)
-	}
-	s.startPrimaryLocked(player, st, recent)
-	s.mu.Unlock()
-	s.count.failovers.Add(1)
-	if old == self {
-		s.emit(Info, "%s restored from the keeper copy on this node (total %d); new keeper on %s", player, st.total, keeper.Name)
-	} else {
-		s.emit(Info, "%s restored from the keeper copy on this node after %s left or failed (total %d); new keeper on %s", player, old.Name, st.total, keeper.Name)
-	}
-	return self, nil
-}
-
-// adoptSomewhere makes a live node other than this one (and exclude) the
-// keeper of player with state st, trying candidates in placement order.
-func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent []wire.Applied, exclude ...string) (wire.NodeID, error) {
-	s.mu.Lock()
-	members := s.membersLocked()
-	self := s.self
-	s.mu.Unlock()
-	skip := append([]string{self.Name}, exclude...)
-	var last error
-	// A candidate that is busy activating the player itself (it got a
-	// request for it and is asking around, this node included) is done
-	// in milliseconds: a few short rounds let it finish rather than fail
-	// a handoff or a keeper placement for a moment's overlap.
-	for round := range adoptRounds {
-		if round > 0 {
-			if err := backoff(ctx, round); err != nil {
-				break
-			}
-		}
-		busy := false
-		for _, cand := range placementOrder(player, members) {
-			if contains(skip, cand.Name) {
-				continue
-			}
-			_, err := s.call(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent})
-			if err == nil {
-				return cand, nil
-			}
-			last = err
-			if errors.Is(err, wire.ErrGone) {
-				s.declareDead(cand, "it refused the connection")
-				continue
-			}
-			code, ok := wire.CodeOf(err)
-			if ok && code == wire.CodeFenced {
-				// A newer owner exists: this node must not become the owner.
-				return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
-			}
-			if !ok || (code != wire.CodeBusy && code != wire.CodeNoQuorum) {
-				// The candidate may hold the copy after all; trying another
-				// could leave two copies that later claim the player twice.
-				return wire.NodeID{}, wire.Errorf(wire.CodeUnavailable, "%s: %s did not confirm it holds the keeper copy (%v); retry", player, cand.Name, err)
-			}
-			busy = busy || code == wire.CodeBusy
-		}
-		if !busy {
-			break
-		}
-	}
-	if last == nil {
-		return wire.NodeID{}, tooFewNodes(player)
-	}
-	return wire.NodeID{}, fmt.Errorf("%s: no live node accepted its keeper copy: %w", player, last)
-}
-
-// adoptRounds bounds how often adoptSomewhere goes round busy candidates.
-const adoptRounds = 4
-
-// checkStillOwner asks every live peer about player before this node, its
-// owner at epoch, re-creates a lost keeper: a primary that was cut off may
-// have been superseded through its old keeper, and a fresh node that knows
-// nothing would accept it as the owner. Another primary, or a copy from a
-// later epoch or for another owner, means this one must step down.
-func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64) error {
-	s.mu.Lock()
-	peers := s.peersLocked()
-	self := s.self
-	s.mu.Unlock()
-	replies, err := s.whereAll(ctx, player, peers)
-	if err != nil {
-		return err
+		return owner, keeper, err
 	}
 	for _, r := range replies {
 		switch r.reply.Role {
 		case wire.RolePrimary:
-			return wire.Errorf(wire.CodeFenced, "%s: %s runs its primary at epoch %d", player, r.from.Name, r.reply.Epoch)
+			return r.from, r.reply.Keeper, nil
 		case wire.RoleKeeper:
-			if r.reply.Epoch > epoch || r.reply.Owner != self {
-				return wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", player, r.from.Name, r.reply.Owner.Name, r.reply.Epoch)
-			}
+			owner, keeper = r.reply.Owner, r.from
 		}
 	}
-	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return owner, keeper, nil
 }

@@ -40,10 +40,9 @@ func (s *Store) Stats() Stats {
 	st := Stats{
 		Primaries: s.primaries.len(),
 		Copies:    s.copies.len(),
-		Members:   len(s.alive),
-		Cluster:   len(s.cluster),
-		Quorate:   s.quorate && !s.confirming,
+		Quorate:   s.view.Serving() == nil,
 	}
+	st.Members, st.Cluster = s.view.Size()
 	s.mu.Unlock()
 	st.Forwards = s.count.forwards.Load()
 	st.Creates = s.count.creates.Load()
@@ -67,7 +66,7 @@ func (s *Store) Unprotected() int {
 			}
 		}
 		for player, c := range s.copies.shard(i) {
-			if !s.isAliveLocked(c.owner) || (c.owner == s.self && s.primaries.get(player) == nil) {
+			if !s.isAliveLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil) {
 				n++
 			}
 		}

@@ -8,124 +8,41 @@ import (
 	"github.com/appnode/appnode/wire"
 )
 
-// Handle serves one message from peer `from`. Every message naming a player
-// is validated first: a peer's bytes are as untrusted as a person's typing.
-func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
-	if player := playerOf(m); player != "" || needsPlayer(m) {
-		if err := ValidatePlayer(player); err != nil {
-			return nil, err
-		}
-	}
-	if s.Fenced(from) {
-		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
-	}
-	// No deadline is added here: every call a handler makes to a peer is
-	// bounded by CallTimeout (Store.call), and the reward path waits only
-	// on its primary, which is bounded the same way.
-	switch m := m.(type) {
-	case *wire.Ping:
-		return &wire.Ack{}, nil
-	case *wire.DeclaredDead:
-		if m.Target == s.Self() {
-			s.declaredDead(m.Target)
-		}
-		return &wire.Ack{}, nil
-	case *wire.Reward:
-		return s.handleReward(ctx, m)
-	case *wire.Where:
-		return s.handleWhere(m)
-	case *wire.Create:
-		return s.handleCreate(from, m)
-	case *wire.Claim:
-		return s.handleClaim(ctx, from, m)
-	case *wire.Replicate:
-		return s.handleReplicate(from, m)
-	case *wire.Adopt:
-		return s.handleAdopt(from, m)
-	case *wire.Handoff:
-		return s.handleHandoff(ctx, from, m)
-	case *wire.KeeperGone:
-		return s.handleKeeperGone(from, m)
-	}
-	return nil, wire.Errorf(wire.CodeBadRequest, "unexpected %s message", m.Kind())
+// keeperCopy is the backup of a player owned by another node.
+type keeperCopy struct {
+	owner  wire.NodeID
+	epoch  uint64
+	seq    uint64
+	total  int64
+	recent dedup
 }
 
-// NonBlocking reports whether Handle serves m without waiting on anyone
-// (only this Store's lock), so that a transport may run it on its read
-// loop instead of a goroutine of its own: on the reward path that is every
-// keeper's Replicate.
-func NonBlocking(m wire.Msg) bool {
-	switch m.(type) {
-	case *wire.Ping, *wire.Where, *wire.Create, *wire.Replicate, *wire.Adopt, *wire.DeclaredDead:
-		return true
+func (s *Store) putCopyLocked(player string, c *keeperCopy) {
+	if old := s.copies.get(player); old != nil {
+		s.uncountCopyLocked(old.owner)
 	}
-	return false
+	s.copies.put(player, c)
+	s.copyOwners[c.owner]++
 }
 
-func playerOf(m wire.Msg) string {
-	switch m := m.(type) {
-	case *wire.Reward:
-		return m.Player
-	case *wire.Where:
-		return m.Player
-	case *wire.Create:
-		return m.Player
-	case *wire.Claim:
-		return m.Player
-	case *wire.Replicate:
-		return m.Player
-	case *wire.Adopt:
-		return m.Player
-	case *wire.Handoff:
-		return m.Player
-	case *wire.KeeperGone:
-		return m.Player
+func (s *Store) dropCopyLocked(player string) {
+	if c := s.copies.get(player); c != nil {
+		s.uncountCopyLocked(c.owner)
+		s.copies.del(player)
 	}
-	return ""
 }
 
-func needsPlayer(m wire.Msg) bool {
-	switch m.(type) {
-	case *wire.Ping, *wire.Ack, *wire.DeclaredDead:
-		return false
-	}
-	return true
+// setCopyOwnerLocked changes the owner of c, a copy held in s.copies.
+func (s *Store) setCopyOwnerLocked(c *keeperCopy, owner wire.NodeID) {
+	s.uncountCopyLocked(c.owner)
+	c.owner = owner
+	s.copyOwners[owner]++
 }
 
-// handleReward serves a reward forwarded by another node. Only the owner
-// applies it; anyone else says so and the sender re-routes.
-func (s *Store) handleReward(ctx context.Context, m *wire.Reward) (wire.Msg, error) {
-	s.mu.Lock()
-	p := s.primaries.get(m.Player)
-	err := s.checkServingLocked()
-	s.mu.Unlock()
-	if err != nil {
-		return nil, err
+func (s *Store) uncountCopyLocked(owner wire.NodeID) {
+	if s.copyOwners[owner]--; s.copyOwners[owner] <= 0 {
+		delete(s.copyOwners, owner)
 	}
-	if p == nil {
-		return nil, notOwner(m.Player)
-	}
-	total, err := p.call(ctx, m)
-	if err != nil {
-		return nil, err
-	}
-	return &wire.RewardReply{Total: total}, nil
-}
-
-func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.flights[m.Player] != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.self.Name)
-	}
-	if p := s.primaries.get(m.Player); p != nil {
-		st := p.snapshot()
-		return &wire.WhereReply{Role: wire.RolePrimary, Owner: s.self, Keeper: st.keeper, Epoch: st.epoch, Seq: st.seq, OwnerAlive: true}, nil
-	}
-	if c := s.copies.get(m.Player); c != nil {
-		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.self, Epoch: c.epoch, Seq: c.seq, OwnerAlive: s.isAliveLocked(c.owner)}, nil
-	}
-	return &wire.WhereReply{Role: wire.RoleNone}, nil
 }
 
 // handleCreate serves the arbiter's side of creating a new player.
@@ -139,25 +56,25 @@ func (s *Store) handleCreate(from wire.NodeID, m *wire.Create) (wire.Msg, error)
 		return nil, err
 	}
 	if s.flights[m.Player] != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.self.Name)
+		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.view.Self().Name)
 	}
 	if s.primaries.get(m.Player) != nil {
-		return &wire.ClaimReply{Owner: s.self}, nil
+		return &wire.ClaimReply{Owner: s.view.Self()}, nil
 	}
 	if c := s.copies.get(m.Player); c != nil {
 		if s.isAliveLocked(c.owner) {
 			return &wire.ClaimReply{Owner: c.owner}, nil
 		}
 		// It exists, orphaned: the creator must claim it, not create it.
-		return nil, wire.Errorf(wire.CodeBusy, "%s already exists on %s with no live owner; claim it", m.Player, s.self.Name)
+		return nil, wire.Errorf(wire.CodeBusy, "%s already exists on %s with no live owner; claim it", m.Player, s.view.Self().Name)
 	}
 	if !s.isAliveLocked(from) {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is not a live member in %s's view yet", from.Name, s.self.Name)
+		return nil, wire.Errorf(wire.CodeBusy, "%s is not a live member in %s's view yet", from.Name, s.view.Self().Name)
 	}
 	// Only the arbiter in this node's own view may decide; a disagreement
 	// about membership settles within a gossip round.
-	if first := placementOrder(m.Player, s.membersLocked())[0]; first.Name != s.self.Name {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is not %s's arbiter in its view (that is %s); membership is still settling", s.self.Name, m.Player, first.Name)
+	if first := placementOrder(m.Player, s.membersLocked())[0]; first.Name != s.view.Self().Name {
+		return nil, wire.Errorf(wire.CodeBusy, "%s is not %s's arbiter in its view (that is %s); membership is still settling", s.view.Self().Name, m.Player, first.Name)
 	}
 	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: 1})
 	return &wire.ClaimReply{Granted: true, Epoch: 1}, nil
@@ -174,7 +91,7 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 	s.mu.Lock()
 	c, err := s.claimableLocked(m.Player)
 	if err != nil || c == nil {
-		self := s.self
+		self := s.view.Self()
 		s.mu.Unlock()
 		if err != nil {
 			return nil, err
@@ -182,14 +99,14 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 		return &wire.ClaimReply{Owner: self}, nil
 	}
 	owner, epoch := c.owner, c.epoch
-	needCheck := owner != from && owner != s.self && s.isAliveLocked(owner)
+	needCheck := owner != from && owner != s.view.Self() && s.isAliveLocked(owner)
 	s.mu.Unlock()
 
 	if needCheck {
-		rep, err := s.call(ctx, owner, &wire.Where{Player: m.Player})
+		rep, err := s.callPeer(ctx, owner, &wire.Where{Player: m.Player})
 		switch {
 		case errors.Is(err, wire.ErrGone):
-			s.declareDead(owner, "it refused the connection")
+			s.markPeerDead(owner, "it refused the connection")
 		case err != nil:
 			return nil, wire.Errorf(wire.CodeUnavailable, "%s: its owner %s did not answer (%v); it is not declared down, so the claim waits", m.Player, owner.Name, err)
 		default:
@@ -220,14 +137,14 @@ func (s *Store) claimableLocked(player string) (*keeperCopy, error) {
 		return nil, err
 	}
 	if s.flights[player] != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", player, s.self.Name)
+		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", player, s.view.Self().Name)
 	}
 	if s.primaries.get(player) != nil {
 		return nil, nil
 	}
 	c := s.copies.get(player)
 	if c == nil {
-		return nil, wire.Errorf(wire.CodeNoCopy, "%s holds no copy of %s", s.self.Name, player)
+		return nil, wire.Errorf(wire.CodeNoCopy, "%s holds no copy of %s", s.view.Self().Name, player)
 	}
 	return c, nil
 }
@@ -239,12 +156,12 @@ func (s *Store) handleReplicate(from wire.NodeID, m *wire.Replicate) (wire.Msg, 
 	defer s.mu.Unlock()
 	c := s.copies.get(m.Player)
 	if c == nil {
-		return nil, wire.Errorf(wire.CodeNoCopy, "%s holds no copy of %s", s.self.Name, m.Player)
+		return nil, wire.Errorf(wire.CodeNoCopy, "%s holds no copy of %s", s.view.Self().Name, m.Player)
 	}
 	if c.owner != from || c.epoch != m.Epoch {
 		return nil, wire.Errorf(wire.CodeFenced, "%s: %s (epoch %d) was superseded by %s (epoch %d)", m.Player, from.Name, m.Epoch, c.owner.Name, c.epoch)
 	}
-	if !s.quorate {
+	if !s.view.Quorate() {
 		return nil, s.checkServingLocked()
 	}
 	if m.Seq <= c.seq {
@@ -268,19 +185,19 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 		return nil, err
 	}
 	if s.flights[m.Player] != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.self.Name)
+		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.view.Self().Name)
 	}
 	if p := s.primaries.get(m.Player); p != nil {
 		st := p.snapshot()
 		if m.Epoch <= st.epoch {
-			return nil, wire.Errorf(wire.CodeFenced, "%s: %s is its owner at epoch %d", m.Player, s.self.Name, st.epoch)
+			return nil, wire.Errorf(wire.CodeFenced, "%s: %s is its owner at epoch %d", m.Player, s.view.Self().Name, st.epoch)
 		}
-		return nil, wire.Errorf(wire.CodeBusy, "%s: %s still runs a primary for it", m.Player, s.self.Name)
+		return nil, wire.Errorf(wire.CodeBusy, "%s: %s still runs a primary for it", m.Player, s.view.Self().Name)
 	}
 	if c := s.copies.get(m.Player); c != nil {
 		sameOwner := c.owner == from && m.Epoch == c.epoch
 		if !sameOwner && m.Epoch <= c.epoch {
-			return nil, wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", m.Player, s.self.Name, c.owner.Name, c.epoch)
+			return nil, wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", m.Player, s.view.Self().Name, c.owner.Name, c.epoch)
 		}
 		if sameOwner && m.Seq < c.seq {
 			return nil, wire.Errorf(wire.CodeBadRequest, "%s: adopt at %d is older than the copy at %d", m.Player, m.Seq, c.seq)
@@ -302,7 +219,7 @@ func (s *Store) handleHandoff(ctx context.Context, from wire.NodeID, m *wire.Han
 	// done.
 	p := s.primaries.get(m.Player)
 	movedOn := (c == nil && p != nil && p.snapshot().epoch > m.Epoch) || (c != nil && c.epoch > m.Epoch)
-	self := s.self
+	self := s.view.Self()
 	s.mu.Unlock()
 	if movedOn {
 		return &wire.Ack{}, nil
@@ -315,25 +232,6 @@ func (s *Store) handleHandoff(ctx context.Context, from wire.NodeID, m *wire.Han
 	})
 	if err != nil {
 		return nil, fmt.Errorf("take over %s from %s: %w", m.Player, from.Name, err)
-	}
-	return &wire.Ack{}, nil
-}
-
-// handleKeeperGone serves a leaving keeper: place the copy elsewhere.
-func (s *Store) handleKeeperGone(from wire.NodeID, m *wire.KeeperGone) (wire.Msg, error) {
-	s.mu.Lock()
-	p := s.primaries.get(m.Player)
-	s.mu.Unlock()
-	if p == nil {
-		return nil, notOwner(m.Player)
-	}
-	mv := &moveKeeperCall{from: from, done: make(chan struct{})}
-	if err := p.send(mv); err != nil {
-		return nil, err
-	}
-	<-mv.done
-	if mv.err != nil {
-		return nil, mv.err
 	}
 	return &wire.Ack{}, nil
 }

@@ -1,0 +1,391 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/appnode/appnode/wire"
+)
+
+// flight is one activation of a player on this node; concurrent requests
+// for the same player wait for it instead of racing it.
+type flight struct {
+	done  chan struct{}
+	owner wire.NodeID
+	err   error
+}
+
+// activate runs one activation of player at a time on this node; callers
+// that arrive during it share its result.
+func (s *Store) activate(ctx context.Context, player string, fn func(context.Context) (wire.NodeID, error)) (wire.NodeID, error) {
+	if fn == nil {
+		fn = func(ctx context.Context) (wire.NodeID, error) { return s.findOrCreate(ctx, player) }
+	}
+	s.mu.Lock()
+	if f := s.flights[player]; f != nil {
+		s.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.owner, f.err
+		case <-ctx.Done():
+			return wire.NodeID{}, fmt.Errorf("%s: waiting for its activation: %w", player, ctx.Err())
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	s.flights[player] = f
+	s.mu.Unlock()
+
+	f.owner, f.err = fn(ctx)
+
+	s.mu.Lock()
+	delete(s.flights, player)
+	if f.err == nil && !f.owner.IsZero() && f.owner != s.view.Self() {
+		s.learnRouteLocked(player, f.owner)
+	}
+	s.mu.Unlock()
+	close(f.done)
+	return f.owner, f.err
+}
+
+// findOrCreate is what a node does for a player with no known live
+// primary: forward to a live primary if there is one; else restore from the
+// freshest keeper copy, wherever it is (this node's own included: the
+// primary then stays here, where the load balancer sent the player); else
+// create the player here, with a keeper on another node.
+func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
+	f, err := s.survey(ctx, player, false)
+	switch {
+	case err != nil || f.primaryAt != nil:
+		return f.owner(), err
+	case f.best == nil:
+		return s.create(ctx, player)
+	case f.best == f.local:
+		return s.promoteCopy(ctx, player, "")
+	}
+	return s.claim(ctx, player, f.best.from)
+}
+
+// takeOverOrphan is the repair loop's half of findOrCreate: it acts only
+// when this node holds the freshest copy of a player with no live primary,
+// and then promotes it here. It never claims elsewhere and never creates.
+func (s *Store) takeOverOrphan(ctx context.Context, player string) (wire.NodeID, error) {
+	f, err := s.survey(ctx, player, true)
+	switch {
+	case err != nil || f.primaryAt != nil:
+		return f.owner(), err
+	case f.best != nil && f.best == f.local:
+		return s.promoteCopy(ctx, player, "")
+	}
+	return wire.NodeID{}, nil
+}
+
+// findings is what survey learnt of a player from every live member.
+type findings struct {
+	primaryAt *whereResult // a live primary, if any: nothing else matters then
+	local     *whereResult // this node's own copy, if any
+	best      *whereResult // the freshest copy anywhere, local included
+}
+
+func (f findings) owner() wire.NodeID {
+	if f.primaryAt != nil {
+		return f.primaryAt.from
+	}
+	return wire.NodeID{}
+}
+
+// survey asks every live peer what it holds for player. A copy is trusted
+// only after every live peer was asked: a node that was cut off may hold a
+// copy that a newer one elsewhere has superseded, and promoting it would
+// bring back an old total. A local copy that a fresher one supersedes is
+// dropped. With onlyIfHeld, a node holding no copy asks no one.
+func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (findings, error) {
+	var f findings
+	s.mu.Lock()
+	if s.primaries.get(player) != nil {
+		f.primaryAt = &whereResult{from: s.view.Self()}
+		s.mu.Unlock()
+		return f, nil
+	}
+	if c := s.copies.get(player); c != nil {
+		// Even with a live owner recorded, ask: the owner may have lost
+		// its primary (a failed restart), and only the peers can say.
+		f.local = &whereResult{from: s.view.Self(), reply: &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Epoch: c.epoch, Seq: c.seq}}
+	}
+	peers := s.peersLocked()
+	s.mu.Unlock()
+	if onlyIfHeld && f.local == nil {
+		return f, nil
+	}
+
+	replies, err := s.whereAll(ctx, player, peers)
+	if err != nil {
+		return f, err
+	}
+	f.best = f.local
+	for i := range replies {
+		r := &replies[i]
+		switch r.reply.Role {
+		case wire.RolePrimary:
+			f.primaryAt = r
+			return f, nil
+		case wire.RoleKeeper:
+			if fresher(r, f.best) {
+				f.best = r
+			}
+		}
+	}
+	if f.local != nil && f.best != f.local {
+		// A fresher copy exists elsewhere: this one is obsolete.
+		s.mu.Lock()
+		if c := s.copies.get(player); c != nil && c.epoch == f.local.reply.Epoch && c.seq == f.local.reply.Seq {
+			s.dropCopyLocked(player)
+		}
+		s.mu.Unlock()
+	}
+	return f, nil
+}
+
+// fresher orders keeper copies: a higher epoch is a later owner; within an
+// epoch, a higher sequence number is a later update. Ties go to the lower
+// node name, so that every node picks the same copy.
+func fresher(a, b *whereResult) bool {
+	if b == nil {
+		return true
+	}
+	if a.reply.Epoch != b.reply.Epoch {
+		return a.reply.Epoch > b.reply.Epoch
+	}
+	if a.reply.Seq != b.reply.Seq {
+		return a.reply.Seq > b.reply.Seq
+	}
+	return a.from.Name < b.from.Name
+}
+
+// claim asks keeper to make this node the owner.
+func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (wire.NodeID, error) {
+	self := s.Self()
+	rep, err := s.callPeer(ctx, keeper, &wire.Claim{Player: player, Claimant: self})
+	if err != nil {
+		if errors.Is(err, wire.ErrGone) {
+			s.markPeerDead(keeper, "it refused the connection")
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper %s just went down; retrying", player, keeper.Name)
+		}
+		return wire.NodeID{}, fmt.Errorf("%s: claim at keeper %s: %w", player, keeper.Name, err)
+	}
+	cr, ok := rep.(*wire.ClaimReply)
+	if !ok {
+		return wire.NodeID{}, fmt.Errorf("%s: keeper %s answered a claim with %s", player, keeper.Name, rep.Kind())
+	}
+	if !cr.Granted {
+		if cr.Owner.IsZero() || cr.Owner == self {
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: keeper %s did not grant the claim", player, keeper.Name)
+		}
+		return cr.Owner, nil
+	}
+	s.mu.Lock()
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, cr.Recent)
+	s.mu.Unlock()
+	s.count.failovers.Add(1)
+	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
+	return self, nil
+}
+
+// create makes a brand new player owned by this node. The arbiter (first in
+// placement order) serialises racing creators; it becomes the keeper unless
+// it is this node, which then places the keeper itself.
+func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) {
+	s.mu.Lock()
+	members := s.membersLocked()
+	self := s.view.Self()
+	s.mu.Unlock()
+	if len(members) < 2 {
+		return wire.NodeID{}, tooFewNodes(player)
+	}
+	arbiter := placementOrder(player, members)[0]
+	if arbiter.Name == self.Name {
+		st := state{epoch: 1}
+		keeper, err := s.adoptSomewhere(ctx, player, st, nil)
+		if err != nil {
+			return wire.NodeID{}, err
+		}
+		st.keeper = keeper
+		s.mu.Lock()
+		s.startPrimaryLocked(player, st, nil)
+		s.mu.Unlock()
+		s.count.creates.Add(1)
+		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
+		return self, nil
+	}
+	rep, err := s.callPeer(ctx, arbiter, &wire.Create{Player: player, Claimant: self})
+	if err != nil {
+		if errors.Is(err, wire.ErrGone) {
+			s.markPeerDead(arbiter, "it refused the connection")
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s went down while creating it; retrying", player, arbiter.Name)
+		}
+		return wire.NodeID{}, fmt.Errorf("%s: create at %s: %w", player, arbiter.Name, err)
+	}
+	cr, ok := rep.(*wire.ClaimReply)
+	if !ok {
+		return wire.NodeID{}, fmt.Errorf("%s: %s answered a create with %s", player, arbiter.Name, rep.Kind())
+	}
+	if !cr.Granted {
+		if cr.Owner.IsZero() || cr.Owner == self {
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s did not grant the creation", player, arbiter.Name)
+		}
+		return cr.Owner, nil
+	}
+	s.mu.Lock()
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, nil)
+	s.mu.Unlock()
+	s.count.creates.Add(1)
+	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
+	return self, nil
+}
+
+func tooFewNodes(player string) error {
+	return wire.Errorf(wire.CodeTooFewNodes, "%s: fewer than two live nodes, so no keeper can hold a copy; connect another node and retry (nothing was changed)", player)
+}
+
+// promoteCopy turns this node's keeper copy into the primary ("the keeper
+// is on X itself" in SPEC.md): fence the old owner by taking the copy under
+// a new epoch, give the state to a new keeper elsewhere, then start the
+// primary and drop the local copy. exclude names a node that must not
+// become the keeper (one that is leaving).
+func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.NodeID, error) {
+	s.mu.Lock()
+	if err := s.checkServingLocked(); err != nil {
+		s.mu.Unlock()
+		return wire.NodeID{}, err
+	}
+	c := s.copies.get(player)
+	if c == nil {
+		s.mu.Unlock()
+		return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper copy moved away; retrying", player)
+	}
+	old := c.owner
+	if old != s.view.Self() {
+		s.setCopyOwnerLocked(c, s.view.Self())
+		c.epoch++
+	}
+	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
+	recent := c.recent.list()
+	self := s.view.Self()
+	s.mu.Unlock()
+
+	keeper, err := s.adoptSomewhere(ctx, player, st, recent, exclude)
+	if err != nil {
+		// The copy now names this node its owner with no primary here:
+		// repair finishes the promotion once a keeper can be placed.
+		s.kickRepair()
+		return wire.NodeID{}, err
+	}
+	st.keeper = keeper
+	s.mu.Lock()
+	if cur := s.copies.get(player); cur == c {
+		s.dropCopyLocked(player)
+	}
+	s.startPrimaryLocked(player, st, recent)
+	s.mu.Unlock()
+	s.count.failovers.Add(1)
+	if old == self {
+		s.emit(Info, "%s restored from the keeper copy on this node (total %d); new keeper on %s", player, st.total, keeper.Name)
+	} else {
+		s.emit(Info, "%s restored from the keeper copy on this node after %s left or failed (total %d); new keeper on %s", player, old.Name, st.total, keeper.Name)
+	}
+	return self, nil
+}
+
+// adoptSomewhere makes a live node other than this one (and exclude) the
+// keeper of player with state st, trying candidates in placement order.
+func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent []wire.Applied, exclude ...string) (wire.NodeID, error) {
+	s.mu.Lock()
+	members := s.membersLocked()
+	self := s.view.Self()
+	s.mu.Unlock()
+	skip := append([]string{self.Name}, exclude...)
+	var last error
+	// A candidate that is busy activating the player itself (it got a
+	// request for it and is asking around, this node included) is done
+	// in milliseconds: a few short rounds let it finish rather than fail
+	// a handoff or a keeper placement for a moment's overlap.
+	for round := range adoptRounds {
+		if round > 0 {
+			if err := backoff(ctx, round); err != nil {
+				break
+			}
+		}
+		busy := false
+		for _, cand := range placementOrder(player, members) {
+			if contains(skip, cand.Name) {
+				continue
+			}
+			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent})
+			if err == nil {
+				return cand, nil
+			}
+			last = err
+			if errors.Is(err, wire.ErrGone) {
+				s.markPeerDead(cand, "it refused the connection")
+				continue
+			}
+			code, ok := wire.CodeOf(err)
+			if ok && code == wire.CodeFenced {
+				// A newer owner exists: this node must not become the owner.
+				return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
+			}
+			if !ok || (code != wire.CodeBusy && code != wire.CodeNoQuorum) {
+				// The candidate may hold the copy after all; trying another
+				// could leave two copies that later claim the player twice.
+				return wire.NodeID{}, wire.Errorf(wire.CodeUnavailable, "%s: %s did not confirm it holds the keeper copy (%v); retry", player, cand.Name, err)
+			}
+			busy = busy || code == wire.CodeBusy
+		}
+		if !busy {
+			break
+		}
+	}
+	if last == nil {
+		return wire.NodeID{}, tooFewNodes(player)
+	}
+	return wire.NodeID{}, fmt.Errorf("%s: no live node accepted its keeper copy: %w", player, last)
+}
+
+// adoptRounds bounds how often adoptSomewhere goes round busy candidates.
+const adoptRounds = 4
+
+// checkStillOwner asks every live peer about player before this node, its
+// owner at epoch, re-creates a lost keeper: a primary that was cut off may
+// have been superseded through its old keeper, and a fresh node that knows
+// nothing would accept it as the owner. Another primary, or a copy from a
+// later epoch or for another owner, means this one must step down.
+func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64) error {
+	s.mu.Lock()
+	peers := s.peersLocked()
+	self := s.view.Self()
+	s.mu.Unlock()
+	replies, err := s.whereAll(ctx, player, peers)
+	if err != nil {
+		return err
+	}
+	for _, r := range replies {
+		switch r.reply.Role {
+		case wire.RolePrimary:
+			return wire.Errorf(wire.CodeFenced, "%s: %s runs its primary at epoch %d", player, r.from.Name, r.reply.Epoch)
+		case wire.RoleKeeper:
+			if r.reply.Epoch > epoch || r.reply.Owner != self {
+				return wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", player, r.from.Name, r.reply.Owner.Name, r.reply.Epoch)
+			}
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

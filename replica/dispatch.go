@@ -1,0 +1,146 @@
+package replica
+
+import (
+	"context"
+
+	"github.com/appnode/appnode/wire"
+)
+
+// Handle serves one message from peer `from`. Every message naming a player
+// is validated first: a peer's bytes are as untrusted as a person's typing.
+func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+	if player := playerOf(m); player != "" || needsPlayer(m) {
+		if err := ValidatePlayer(player); err != nil {
+			return nil, err
+		}
+	}
+	if s.Fenced(from) {
+		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
+	}
+	// No deadline is added here: every call a handler makes to a peer is
+	// bounded by CallTimeout (Store.call), and the reward path waits only
+	// on its primary, which is bounded the same way.
+	switch m := m.(type) {
+	case *wire.Ping:
+		return &wire.Ack{}, nil
+	case *wire.DeclaredDead:
+		if m.Target == s.Self() {
+			s.fencedByCluster(m.Target)
+		}
+		return &wire.Ack{}, nil
+	case *wire.Reward:
+		return s.handleReward(ctx, m)
+	case *wire.Where:
+		return s.handleWhere(m)
+	case *wire.Create:
+		return s.handleCreate(from, m)
+	case *wire.Claim:
+		return s.handleClaim(ctx, from, m)
+	case *wire.Replicate:
+		return s.handleReplicate(from, m)
+	case *wire.Adopt:
+		return s.handleAdopt(from, m)
+	case *wire.Handoff:
+		return s.handleHandoff(ctx, from, m)
+	case *wire.KeeperGone:
+		return s.handleKeeperGone(from, m)
+	}
+	return nil, wire.Errorf(wire.CodeBadRequest, "unexpected %s message", m.Kind())
+}
+
+// NonBlocking reports whether Handle serves m without waiting on anyone
+// (only this Store's lock), so that a transport may run it on its read
+// loop instead of a goroutine of its own: on the reward path that is every
+// keeper's Replicate.
+func NonBlocking(m wire.Msg) bool {
+	switch m.(type) {
+	case *wire.Ping, *wire.Where, *wire.Create, *wire.Replicate, *wire.Adopt, *wire.DeclaredDead:
+		return true
+	}
+	return false
+}
+
+func playerOf(m wire.Msg) string {
+	switch m := m.(type) {
+	case *wire.Reward:
+		return m.Player
+	case *wire.Where:
+		return m.Player
+	case *wire.Create:
+		return m.Player
+	case *wire.Claim:
+		return m.Player
+	case *wire.Replicate:
+		return m.Player
+	case *wire.Adopt:
+		return m.Player
+	case *wire.Handoff:
+		return m.Player
+	case *wire.KeeperGone:
+		return m.Player
+	}
+	return ""
+}
+
+func needsPlayer(m wire.Msg) bool {
+	switch m.(type) {
+	case *wire.Ping, *wire.Ack, *wire.DeclaredDead:
+		return false
+	}
+	return true
+}
+
+// handleReward serves a reward forwarded by another node. Only the owner
+// applies it; anyone else says so and the sender re-routes.
+func (s *Store) handleReward(ctx context.Context, m *wire.Reward) (wire.Msg, error) {
+	s.mu.Lock()
+	p := s.primaries.get(m.Player)
+	err := s.checkServingLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, notOwner(m.Player)
+	}
+	total, err := p.ask(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return &wire.RewardReply{Total: total}, nil
+}
+
+func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flights[m.Player] != nil {
+		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.view.Self().Name)
+	}
+	if p := s.primaries.get(m.Player); p != nil {
+		st := p.snapshot()
+		return &wire.WhereReply{Role: wire.RolePrimary, Owner: s.view.Self(), Keeper: st.keeper, Epoch: st.epoch, Seq: st.seq, OwnerAlive: true}, nil
+	}
+	if c := s.copies.get(m.Player); c != nil {
+		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, OwnerAlive: s.isAliveLocked(c.owner)}, nil
+	}
+	return &wire.WhereReply{Role: wire.RoleNone}, nil
+}
+
+// handleKeeperGone serves a leaving keeper: place the copy elsewhere.
+func (s *Store) handleKeeperGone(from wire.NodeID, m *wire.KeeperGone) (wire.Msg, error) {
+	s.mu.Lock()
+	p := s.primaries.get(m.Player)
+	s.mu.Unlock()
+	if p == nil {
+		return nil, notOwner(m.Player)
+	}
+	mv := &moveKeeperCall{from: from, done: make(chan struct{})}
+	if err := p.send(mv); err != nil {
+		return nil, err
+	}
+	<-mv.done
+	if mv.err != nil {
+		return nil, mv.err
+	}
+	return &wire.Ack{}, nil
+}
