@@ -182,15 +182,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// tell a late report of an old process from a new one).
 	n.self.Store(wire.NodeID{Name: full, Boot: uint64(time.Now().UnixNano())})
 
-	n.store = replica.New(replica.Config{
-		Self:           n.Self(),
-		Net:            n,
-		CallTimeout:    cfg.CallTimeout,
-		OnEvent:        func(e replica.Event) { n.emit(EventLevel(e.Level), "%s", e.Text) },
-		Logf:           cfg.Logf,
-		OnDeclaredDead: n.declaredDead,
-	})
+	rcfg := replica.DefaultConfig(n.Self(), n)
+	if cfg.CallTimeout > 0 {
+		rcfg.CallTimeout = cfg.CallTimeout
+	}
+	rcfg.OnEvent = func(e replica.Event) { n.emit(EventLevel(e.Level), "%s", e.Text) }
+	rcfg.Logf = cfg.Logf
+	rcfg.OnDeclaredDead = n.declaredDead
 	var err error
+	if n.store, err = replica.New(rcfg); err != nil {
+		cancel()
+		return nil, fmt.Errorf("start %s: %w", full, err)
+	}
 	n.tr, err = listenTransport(n, cfg.TransportPort)
 	if err != nil && cfg.TransportPort != 0 && cfg.TransportPort == saved.Transport {
 		n.tr, err = listenTransport(n, 0) // the remembered port is taken

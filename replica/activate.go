@@ -311,7 +311,7 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 	// a handoff or a keeper placement for a moment's overlap.
 	for round := range adoptRounds {
 		if round > 0 {
-			if err := backoff(ctx, round); err != nil {
+			if err := s.backoff(ctx, round); err != nil {
 				break
 			}
 		}

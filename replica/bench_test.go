@@ -39,7 +39,10 @@ func newBenchStores(b *testing.B, names ...string) *benchStores {
 			},
 			func(id wire.NodeID) bool { return s.Fenced(id) },
 			nil)
-		s = replica.New(replica.Config{Self: id, Net: ep})
+		var err error
+		if s, err = replica.New(replica.DefaultConfig(id, ep)); err != nil {
+			b.Fatal(err)
+		}
 		bs.stores[name], bs.ids[name] = s, id
 		members = append(members, id)
 	}

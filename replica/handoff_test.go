@@ -17,7 +17,10 @@ func TestHandoffAfterThePlayerMovedOn(t *testing.T) {
 	self := wire.NodeID{Name: "k", Boot: 1}
 	owner := wire.NodeID{Name: "o", Boot: 2}
 	other := wire.NodeID{Name: "x", Boot: 3}
-	s := New(Config{Self: self, Net: NewMemNetwork().Attach("k", func() wire.NodeID { return self }, nil, nil, nil)})
+	s, err := New(DefaultConfig(self, NewMemNetwork().Attach("k", func() wire.NodeID { return self }, nil, nil, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s.Close()
 	s.SetMembers([]wire.NodeID{self, owner, other})
 
@@ -32,7 +35,7 @@ func TestHandoffAfterThePlayerMovedOn(t *testing.T) {
 			t.Fatalf("handoff of %s, which moved on to epoch 2: %v", player, err)
 		}
 	}
-	_, err := s.Handle(context.Background(), owner, &wire.Handoff{Player: "older", Epoch: 3})
+	_, err = s.Handle(context.Background(), owner, &wire.Handoff{Player: "older", Epoch: 3})
 	if code, _ := wire.CodeOf(err); code != wire.CodeFenced {
 		t.Fatalf("handoff at epoch 3 of a copy another owner holds at epoch 1: %v, want fenced", err)
 	}

@@ -3,6 +3,7 @@ package replica_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ type cluster struct {
 	nodes map[string]*tnode
 	dead  map[string]wire.NodeID // last incarnation of each killed node
 	boots atomic.Uint64
+	seed  uint64         // seeds the nodes' random sources (APPNODE_SEED replays it)
+	clock replica.Clock  // runs the nodes' timers; nil: the real clock
 	syncs sync.Mutex     // one membership update at a time, as Serf's event loop
 	wg    sync.WaitGroup // fenced-node resets
 }
@@ -42,7 +45,26 @@ func (n *tnode) ID() wire.NodeID { return n.id.Load().(wire.NodeID) }
 
 func newCluster(t *testing.T, names ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}}
+	return newSeededCluster(t, 1, names...)
+}
+
+// newClockedCluster is newCluster whose nodes' timers run on clock.
+func newClockedCluster(t *testing.T, clock replica.Clock, names ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}, seed: 1, clock: clock}
+	for _, name := range names {
+		c.start(name)
+	}
+	c.sync()
+	t.Cleanup(c.close)
+	return c
+}
+
+// newSeededCluster is newCluster whose nodes draw their random choices
+// (backoff jitter) from seed, so that a schedule replays with it.
+func newSeededCluster(t *testing.T, seed uint64, names ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}, seed: seed}
 	for _, name := range names {
 		c.start(name)
 	}
@@ -61,18 +83,24 @@ func (c *cluster) start(name string) *tnode {
 		},
 		func(id wire.NodeID) bool { return store.Fenced(id) },
 		func() { c.fence(n, n.ID()) })
-	store = replica.New(replica.Config{
-		Self:           n.ID(),
-		Net:            netw,
-		OnDeclaredDead: func(dead wire.NodeID) { c.fence(n, dead) },
-		CallTimeout:    300 * time.Millisecond,
-		OnEvent: func(e replica.Event) {
-			select {
-			case n.events <- e:
-			default:
-			}
-		},
-	})
+	cfg := replica.DefaultConfig(n.ID(), netw)
+	cfg.OnDeclaredDead = func(dead wire.NodeID) { c.fence(n, dead) }
+	cfg.CallTimeout = 300 * time.Millisecond
+	if c.clock != nil {
+		cfg.Clock = c.clock
+	}
+	cfg.OnEvent = func(e replica.Event) {
+		select {
+		case n.events <- e:
+		default:
+		}
+	}
+	// The jitter of each node's backoffs replays with the schedule's seed.
+	cfg.Rand = rand.NewPCG(c.seed, uint64(len(c.nodes))<<32|c.boots.Load())
+	var err error
+	if store, err = replica.New(cfg); err != nil {
+		c.t.Fatal(err)
+	}
 	n.store = store
 	c.mu.Lock()
 	c.nodes[name] = n

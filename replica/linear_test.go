@@ -56,7 +56,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 func runSchedule(t *testing.T, seed uint64) int {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	names := []string{"n1", "n2", "n3", "n4", "n5"}[:3+rng.IntN(3)]
-	c := newCluster(t, names...)
+	c := newSeededCluster(t, seed, names...)
 	players := []string{"p1", "p2", "p3"}
 	h := replicatest.NewHistory()
 	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)

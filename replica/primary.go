@@ -178,14 +178,14 @@ func (s *Store) schedule(p *primary) {
 
 func (s *Store) worker(p *primary) {
 	defer s.wg.Done()
-	idle := time.NewTimer(workerIdle)
+	idle := s.cfg.Clock.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
 		p.serve()
 		idle.Reset(workerIdle)
 		select {
 		case p = <-s.runq:
-		case <-idle.C:
+		case <-idle.C():
 			return
 		case <-s.ctx.Done():
 			return
@@ -213,9 +213,9 @@ func (p *primary) ask(ctx context.Context, req *wire.Reward) (int64, error) {
 	// reward) still gets an answer in bounded time.
 	var late <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		t := time.NewTimer(maxQueueWait)
+		t := p.s.cfg.Clock.NewTimer(maxQueueWait)
 		defer t.Stop()
-		late = t.C
+		late = t.C()
 	}
 	select {
 	case <-c.replied:

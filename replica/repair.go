@@ -36,7 +36,7 @@ const (
 // here, so no player stays with a single copy until someone asks for it.
 func (s *Store) repairLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(repairInterval)
+	t := s.cfg.Clock.NewTicker(repairInterval)
 	defer t.Stop()
 	pending := true // the last pass found work, or none ran yet
 	wait := 1       // intervals between passes while work is pending
@@ -47,7 +47,7 @@ func (s *Store) repairLoop() {
 			return
 		case <-s.kick:
 			wait = 1
-		case <-t.C:
+		case <-t.C():
 			idle++
 			due := idle >= fullScanEvery || s.confirmPending()
 			if pending {
@@ -80,6 +80,7 @@ func (s *Store) repairLoop() {
 // hash of its name); one added or removed during the pass is seen by the
 // next.
 func (s *Store) repair() (found bool) {
+	s.count.repairs.Add(1)
 	var orphans []string
 	for i := range tableShards {
 		s.mu.Lock()

@@ -19,7 +19,10 @@ func BenchmarkRepairPass(b *testing.B) {
 	const players = 333_000
 	self := wire.NodeID{Name: "a", Boot: 1}
 	peer := wire.NodeID{Name: "b", Boot: 2}
-	s := New(Config{Self: self, Net: NewMemNetwork().Attach("a", func() wire.NodeID { return self }, nil, nil, nil)})
+	s, err := New(DefaultConfig(self, NewMemNetwork().Attach("a", func() wire.NodeID { return self }, nil, nil, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer s.Close()
 	s.SetMembers([]wire.NodeID{self, peer, {Name: "c", Boot: 3}})
 	s.mu.Lock()

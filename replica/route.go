@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/appnode/appnode/wire"
@@ -71,7 +70,7 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 	var last error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
-			if err := backoff(ctx, attempt); err != nil {
+			if err := s.backoff(ctx, attempt); err != nil {
 				return fail(fmt.Errorf("%s: %w (last error: %v)", req.Player, err, last))
 			}
 		}
@@ -98,13 +97,15 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 	return 0, wire.Errorf(wire.CodeUnknown, "%s: the player kept moving, gave up after %d attempts, so the reward may or may not be applied: %v", req.Player, maxAttempts, last)
 }
 
-func backoff(ctx context.Context, attempt int) error {
+// backoff waits before attempt number attempt: exponentially longer, with
+// jitter so that racing activations stop colliding.
+func (s *Store) backoff(ctx context.Context, attempt int) error {
 	d := time.Duration(1<<min(attempt, 6)) * time.Millisecond
-	d += rand.N(d) // jitter, so racing activations stop colliding
-	t := time.NewTimer(d)
+	d += s.rand.duration(d)
+	t := s.cfg.Clock.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.C():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -22,6 +22,7 @@ type Stats struct {
 	Failovers uint64 // players this node took over from another owner (claimed or promoted)
 	Restarts  uint64 // primaries restarted by the supervisor after a crash
 	StepDowns uint64 // primaries that stepped down, superseded by a newer owner
+	Repairs   uint64 // repair passes run (each walks the players, or stops at once in a minority)
 	Primaries int    // primaries running here
 	Copies    int    // keeper copies held here
 	Members   int    // live members in this node's view, itself included
@@ -31,7 +32,7 @@ type Stats struct {
 
 // counters are the Store's running totals for Stats.
 type counters struct {
-	forwards, creates, failovers, restarts, stepDowns atomic.Uint64
+	forwards, creates, failovers, restarts, stepDowns, repairs atomic.Uint64
 }
 
 // Stats returns the counters so far and what the Store holds now.
@@ -49,6 +50,7 @@ func (s *Store) Stats() Stats {
 	st.Failovers = s.count.failovers.Load()
 	st.Restarts = s.count.restarts.Load()
 	st.StepDowns = s.count.stepDowns.Load()
+	st.Repairs = s.count.repairs.Load()
 	return st
 }
 

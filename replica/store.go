@@ -19,7 +19,9 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -31,16 +33,17 @@ import (
 // Level says how loudly an event should be shown.
 type Level string
 
-// Config wires a Store.
+// Config wires a Store. Start from DefaultConfig.
 type Config struct {
-	Self wire.NodeID
-	Net  Network
+	Self wire.NodeID // this node's incarnation (required)
+	Net  Network     // how to reach peers (required)
 	// OnEvent receives events; it must not block (the node drops events
 	// when the console falls behind). May be nil.
 	OnEvent func(Event)
 	// CallTimeout bounds each call to a peer. A keeper that does not
-	// answer within it fails the reward with a retryable error rather than
-	// stalling the player. Default 2 s.
+	// answer within it fails the reward with an "unknown outcome" error
+	// rather than stalling the player; a shorter one fails over sooner
+	// from a paused keeper, and gives up sooner on a slow one.
 	CallTimeout time.Duration
 	// Logf receives diagnostics. May be nil.
 	Logf func(format string, args ...any)
@@ -52,6 +55,37 @@ type Config struct {
 	// the node must take a new boot id and call Reset. It must not block.
 	// May be nil.
 	OnDeclaredDead func(dead wire.NodeID)
+	// Clock runs the Store's own timers (repair, idle workers, backoff).
+	Clock Clock
+	// Rand draws the backoff jitter. A seeded source (rand.NewPCG) makes
+	// the jitter replay; nil seeds one at random.
+	Rand rand.Source
+}
+
+// DefaultCallTimeout is Config.CallTimeout unless set.
+const DefaultCallTimeout = 2 * time.Second
+
+// DefaultConfig is the configuration of the Store of self, reaching its
+// peers through net, with every knob at its default.
+func DefaultConfig(self wire.NodeID, net Network) Config {
+	return Config{Self: self, Net: net, CallTimeout: DefaultCallTimeout, Clock: RealClock{}}
+}
+
+// Validate says what is missing or wrong in c.
+func (c Config) Validate() error {
+	switch {
+	case c.Self.IsZero():
+		return errors.New("replica: Config.Self is required")
+	case c.Self.Boot == 0:
+		return fmt.Errorf("replica: Config.Self %s needs a boot id", c.Self.Name)
+	case c.Net == nil:
+		return errors.New("replica: Config.Net is required")
+	case c.CallTimeout <= 0:
+		return fmt.Errorf("replica: Config.CallTimeout must be positive, not %v", c.CallTimeout)
+	case c.Clock == nil:
+		return errors.New("replica: Config.Clock is required (RealClock{} outside tests)")
+	}
+	return nil
 }
 
 // Store is one node's share of the players: the primaries it owns and the
@@ -65,6 +99,7 @@ type Store struct {
 	reqSeq atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
 	runq   chan *primary // primaries with mail, for idle workers
 	count  counters
+	rand   *lockedRand // backoff jitter, from Config.Rand
 
 	mu        sync.Mutex
 	view      View // membership and quorum
@@ -81,9 +116,9 @@ type Store struct {
 }
 
 // New starts a Store. Until SetMembers is called it sees only itself.
-func New(cfg Config) *Store {
-	if cfg.CallTimeout <= 0 {
-		cfg.CallTimeout = 2 * time.Second
+func New(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
@@ -96,10 +131,11 @@ func New(cfg Config) *Store {
 		copyOwners: map[wire.NodeID]int{},
 		routes:     map[string]wire.NodeID{},
 		flights:    map[string]*flight{},
+		rand:       newLockedRand(cfg.Rand),
 	}
 	s.wg.Add(1)
 	go s.repairLoop()
-	return s
+	return s, nil
 }
 
 // Close stops every primary and background task. It does not hand anything
