@@ -76,3 +76,12 @@ func (s *Store) Unprotected() int {
 	}
 	return n
 }
+
+// Serving returns nil if this node may serve rewards now, else why not (no
+// majority, confirming one, leaving), as an error with a code a client can
+// act on. It is what a load balancer's readiness check asks.
+func (s *Store) Serving() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checkServingLocked()
+}
