@@ -86,7 +86,7 @@ type Node struct {
 	tr     *transport.Transport
 	ml     *membership.Membership
 	reg    *names.Registration
-	events chan Event
+	events chan replica.Event
 
 	eventsMu     sync.RWMutex // orders emits before the channel's close
 	eventsClosed bool
@@ -172,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:     cfg,
 		name:    full,
-		events:  make(chan Event, 256),
+		events:  make(chan replica.Event, 256),
 		ctx:     nctx,
 		cancel:  cancel,
 		members: map[string]wire.NodeID{},
@@ -186,7 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.CallTimeout > 0 {
 		rcfg.CallTimeout = cfg.CallTimeout
 	}
-	rcfg.OnEvent = func(e replica.Event) { n.emit(EventLevel(e.Level), "%s", e.Text) }
+	rcfg.OnEvent = n.publish
 	rcfg.Logf = cfg.Logf
 	rcfg.OnDeclaredDead = n.declaredDead
 	var err error
@@ -290,7 +290,7 @@ func (n *Node) Store() *replica.Store { return n.store }
 
 // Events delivers what the console should show as it happens. It is
 // closed when the node has stopped.
-func (n *Node) Events() <-chan Event { return n.events }
+func (n *Node) Events() <-chan replica.Event { return n.events }
 
 // ListenerStats counts what this node's transport and gossip listeners
 // turned away: strangers, peers with another cookie, malformed frames.
@@ -308,8 +308,12 @@ func (n *Node) ListenerStats() ListenerStats {
 func (n *Node) GossipPort() int    { return n.ml.Port() }
 func (n *Node) TransportPort() int { return n.tr.Port() }
 
-func (n *Node) emit(level EventLevel, format string, args ...any) {
-	e := Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)}
+func (n *Node) emit(level replica.Level, format string, args ...any) {
+	n.publish(replica.Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)})
+}
+
+// publish hands e to the console, and to the log.
+func (n *Node) publish(e replica.Event) {
 	n.eventsMu.RLock()
 	if !n.eventsClosed {
 		select {
@@ -321,7 +325,7 @@ func (n *Node) emit(level EventLevel, format string, args ...any) {
 	}
 	n.eventsMu.RUnlock()
 	if n.cfg.Logf != nil {
-		n.cfg.Logf("[%s] %s", level, e.Text)
+		n.cfg.Logf("[%s] %s", e.Level, e.Text)
 	}
 }
 
@@ -377,16 +381,16 @@ func (n *Node) membershipChanged() {
 			continue
 		}
 		if o, ok := old[name]; !ok {
-			n.emit(LevelInfo, "node %s up", name)
+			n.emit(replica.Info, "node %s up", name)
 			joined = append(joined, id)
 		} else if o.Boot != id.Boot {
-			n.emit(LevelWarning, "node %s restarted as a new incarnation; it lost what it held", name)
+			n.emit(replica.Warning, "node %s restarted as a new incarnation; it lost what it held", name)
 			joined = append(joined, id)
 		}
 	}
 	for name := range old {
 		if _, ok := next[name]; !ok && name != self.Name {
-			n.emit(LevelWarning, "node %s down", name)
+			n.emit(replica.Warning, "node %s down", name)
 			n.tr.Disconnect(name)
 		}
 	}
@@ -430,9 +434,9 @@ func (n *Node) declaredDead(dead wire.NodeID) {
 		n.self.Store(id)
 		n.store.Reset(id)
 		if err := n.ml.SetTags(n.tags()); err != nil {
-			n.emit(LevelError, "could not announce the new incarnation: %v", err)
+			n.emit(replica.Error, "could not announce the new incarnation: %v", err)
 		}
-		n.emit(LevelWarning, "the cluster had declared this node failed (paused or cut off); rejoined as a new incarnation")
+		n.emit(replica.Warning, "the cluster had declared this node failed (paused or cut off); rejoined as a new incarnation")
 		n.membershipChanged()
 	}()
 }
@@ -442,7 +446,7 @@ func (n *Node) watchSerf() {
 	select {
 	case <-n.ctx.Done():
 	case <-n.ml.ShutdownCh():
-		n.emit(LevelError, "cluster membership stopped on its own (name conflict?): this node no longer sees the cluster; restart it")
+		n.emit(replica.Error, "cluster membership stopped on its own (name conflict?): this node no longer sees the cluster; restart it")
 	}
 }
 
@@ -637,7 +641,7 @@ func (n *Node) handleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 func (n *Node) Leave(ctx context.Context) error {
 	n.leaving.Store(true)
 	r := n.store.Leave(ctx)
-	n.emit(LevelInfo, "leaving: %s", r)
+	n.emit(replica.Info, "leaving: %s", r)
 	err := n.ml.Leave()
 	n.Close()
 	if err != nil {

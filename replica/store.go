@@ -1,20 +1,3 @@
-// Package replica keeps players alive: one primary per player, serialising
-// its updates, and a keeper (backup copy) on another node, written before
-// any update is acknowledged. It knows nothing of Serf, TCP or the console:
-// the node package feeds it the live membership (SetMembers, LinkDown),
-// delivers peer messages to Handle, and carries its calls through Network.
-//
-// Safety rests on three rules:
-//   - ownership changes only through a keeper, which grants a claim only
-//     when the current owner is dead (or is the claimant itself), and bumps
-//     the player's epoch when it does; a keeper accepts writes only from its
-//     recorded owner at its recorded epoch, so a superseded primary can
-//     never have a write acknowledged;
-//   - an incarnation that the majority declared failed is tombstoned: every
-//     node refuses its messages, and it must drop its state and come back
-//     with a new boot id (Reset);
-//   - a node that does not see a strict majority of the membership it last
-//     agreed on serves nothing.
 package replica
 
 import (
@@ -29,9 +12,6 @@ import (
 
 	"github.com/appnode/appnode/wire"
 )
-
-// Level says how loudly an event should be shown.
-type Level string
 
 // Config wires a Store. Start from DefaultConfig.
 type Config struct {
@@ -160,7 +140,7 @@ func (s *Store) Self() wire.NodeID {
 
 func (s *Store) emit(level Level, format string, args ...any) {
 	if s.cfg.OnEvent != nil {
-		s.cfg.OnEvent(Event{Level: level, Text: fmt.Sprintf(format, args...)})
+		s.cfg.OnEvent(Event{Time: s.cfg.Clock.Now(), Level: level, Text: fmt.Sprintf(format, args...)})
 	}
 }
 

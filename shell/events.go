@@ -4,16 +4,16 @@ import (
 	"os"
 	"strings"
 
-	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/replica"
 )
 
 // reportTime is the time format of Erlang's reports: 27-Nov-2026::13:20:01.123456.
 const reportTime = "2-Jan-2006::15:04:05.000000"
 
-func reportHeader(ev node.Event) string {
+func reportHeader(ev replica.Event) string {
 	level := ev.Level
 	if level == "" {
-		level = node.LevelInfo
+		level = replica.Info
 	}
 	return "=" + string(level) + " REPORT==== " + ev.Time.Format(reportTime) + " ==="
 }
@@ -22,7 +22,7 @@ func reportHeader(ev node.Event) string {
 //
 //	=INFO REPORT==== 27-Nov-2026::13:20:01.123456 ===
 //	    node app_node2@host up
-func report(ev node.Event) string {
+func report(ev replica.Event) string {
 	var b strings.Builder
 	b.WriteString(reportHeader(ev) + "\n")
 	for _, line := range strings.Split(ev.Text, "\n") {
@@ -32,14 +32,14 @@ func report(ev node.Event) string {
 }
 
 // reportLine formats an event on one line, for scripted mode.
-func reportLine(ev node.Event) string {
+func reportLine(ev replica.Event) string {
 	return reportHeader(ev) + " " + ev.Text
 }
 
 // watch prints events as they arrive, and tells readline when the terminal
 // was resized, until stop is closed. It is the console's only background
 // goroutine; Run starts it and waits for it.
-func watch(stop <-chan struct{}, events <-chan node.Event, print func(node.Event), resized <-chan os.Signal, onResize func()) {
+func watch(stop <-chan struct{}, events <-chan replica.Event, print func(replica.Event), resized <-chan os.Signal, onResize func()) {
 	for {
 		select {
 		case <-stop:

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"unicode/utf8"
 
-	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/replica"
 	"github.com/chzyer/readline"
 )
 
@@ -56,7 +56,7 @@ func (s *session) interactive(ctx context.Context, in io.ReadCloser) error {
 	signal.Notify(resized, syscall.SIGWINCH)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	printAbove := func(ev node.Event) {
+	printAbove := func(ev replica.Event) {
 		// Clear the line being typed, print the report, and draw the prompt
 		// and the line again below it. rl.Write would do the same, but it
 		// reads readline's completion state without a lock, a data race

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/replica"
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 )
@@ -109,7 +109,7 @@ func (p *ptyScreen) expect(want string) {
 type terminal struct {
 	*ptyScreen
 	cluster *fakeCluster
-	events  chan node.Event
+	events  chan replica.Event
 	cancel  context.CancelFunc
 	done    chan error // Run's result
 }
@@ -126,7 +126,7 @@ func startTerminal(t *testing.T, historyFile string) *terminal {
 	ctx, cancel := context.WithCancel(context.Background())
 	term := &terminal{
 		ptyScreen: newPtyScreen(t, master), cluster: newFakeCluster(),
-		events: make(chan node.Event), cancel: cancel, done: make(chan error, 1),
+		events: make(chan replica.Event), cancel: cancel, done: make(chan error, 1),
 	}
 	term.cluster.totals["player1"] = 5
 	term.cluster.totals["player2"] = 7
@@ -181,7 +181,7 @@ func TestInteractive(t *testing.T) {
 	// prompt, and the prompt and the line are drawn again below it.
 	term.typ("loc")
 	term.expect("(app_node1@host)3> loc")
-	term.events <- node.Event{Time: upAt, Level: node.LevelInfo, Text: "node app_node2@host up"}
+	term.events <- replica.Event{Time: upAt, Level: replica.Info, Text: "node app_node2@host up"}
 	term.expect("=INFO REPORT==== 27-Nov-2026::13:20:01.123456 ===\n    node app_node2@host up\n(app_node1@host)3> loc")
 
 	// Tab completes the line, which was kept.

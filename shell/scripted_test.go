@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/replica"
 )
 
 // waitLimit bounds every wait of these tests; passing runs take milliseconds.
@@ -25,7 +25,7 @@ type scriptedConsole struct {
 	stdout *os.File // Run's end of out
 	out    *bufio.Reader
 	errOut *bufio.Reader
-	events chan node.Event
+	events chan replica.Event
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -41,7 +41,7 @@ func startScripted(t *testing.T) *scriptedConsole {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &scriptedConsole{
 		t: t, in: in, stdout: stdout, out: bufio.NewReader(outR), errOut: bufio.NewReader(errR),
-		events: make(chan node.Event), cancel: cancel, done: make(chan error, 1),
+		events: make(chan replica.Event), cancel: cancel, done: make(chan error, 1),
 	}
 	go func() {
 		c.done <- Run(ctx, Config{Cluster: newFakeCluster(), Events: c.events, Stdin: stdin, Stdout: stdout, Stderr: stderr})
@@ -118,8 +118,8 @@ func TestScriptedOneLinePerAnswer(t *testing.T) {
 	}
 
 	// Events go to stderr, one line each.
-	c.events <- node.Event{Time: upAt, Level: node.LevelInfo, Text: "node app_node2@host up"}
-	c.events <- node.Event{Time: upAt, Level: node.LevelError, Text: "primary of player1 crashed\nrestarted from keeper"}
+	c.events <- replica.Event{Time: upAt, Level: replica.Info, Text: "node app_node2@host up"}
+	c.events <- replica.Event{Time: upAt, Level: replica.Error, Text: "primary of player1 crashed\nrestarted from keeper"}
 	for _, want := range []string{
 		"=INFO REPORT==== 27-Nov-2026::13:20:01.123456 === node app_node2@host up",
 		"=ERROR REPORT==== 27-Nov-2026::13:20:01.123456 === primary of player1 crashed; restarted from keeper",

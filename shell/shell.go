@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/replica"
 )
 
 // Cluster is what the console needs from the node it runs on. Its methods
@@ -44,7 +44,7 @@ type Cluster interface {
 type Config struct {
 	Cluster Cluster
 	// Events are printed as they arrive, as Erlang prints reports. May be nil.
-	Events <-chan node.Event
+	Events <-chan replica.Event
 	// Stdin is where commands come from. Run owns it and closes it before
 	// returning.
 	Stdin  io.ReadCloser
@@ -133,7 +133,7 @@ func (s *session) scripted(ctx context.Context, in io.Reader) error {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		watch(stop, s.cfg.Events, func(ev node.Event) { writeLine(s.cfg.Stderr, reportLine(ev)) }, nil, nil)
+		watch(stop, s.cfg.Events, func(ev replica.Event) { writeLine(s.cfg.Stderr, reportLine(ev)) }, nil, nil)
 	})
 	defer wg.Wait()
 	defer close(stop)

@@ -1,0 +1,39 @@
+// Package replica keeps players alive: one primary per player, serialising
+// its updates, and a keeper (backup copy) on another node, written before
+// any update is acknowledged. It knows nothing of Serf, TCP or the console:
+// the node package feeds it the live membership (SetMembers, LinkDown),
+// delivers peer messages to Handle, and carries its calls through Network,
+// a one-method interface that tests fake (MemNetwork).
+//
+// Safety rests on three rules:
+//   - ownership changes only through a keeper, which grants a claim only
+//     when the current owner is dead (or is the claimant itself), and bumps
+//     the player's epoch when it does; a keeper accepts writes only from its
+//     recorded owner at its recorded epoch, so a superseded primary can
+//     never have a write acknowledged;
+//   - an incarnation that the majority declared failed is tombstoned: every
+//     node refuses its messages, and it must drop its state and come back
+//     with a new boot id (Reset);
+//   - a node that does not see a strict majority of the membership it last
+//     agreed on serves nothing (View).
+//
+// The files, in the order a reward meets them:
+//
+//	route.go       a reward enters (Reward), finds its primary or owner, is forwarded
+//	activate.go    a player with no known owner: find it, claim it from its keeper, or create it
+//	primary.go     the actor: mailbox, workers, apply, replicate to the keeper
+//	supervisor.go  a primary that crashed is restarted from its keeper
+//	keeper.go      the keeper's copy and its rules (Replicate, Adopt, Claim, Create, Handoff)
+//	dispatch.go    a peer's message, validated and handed to the side it is for
+//	view.go        membership and quorum, a plain value
+//	membership.go  the Store acting on its View (SetMembers, confirm)
+//	network.go     calls to peers, and what their failures prove
+//	repair.go      restoring two copies after failures; leave.go, a graceful exit
+//	placement.go   rendezvous hashing: who arbitrates a creation, who keeps a copy
+//
+// Lock order: Store.mu, then primary.mu. Nothing is called on the Network,
+// and no primary's mailbox is waited on, with either held; Config.OnEvent
+// may be called with Store.mu held and so must not block. A primary's
+// state (primary.st) is read under primary.mu alone; dedup records
+// (primary.applied) belong to the goroutine serving its mailbox.
+package replica
