@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/client"
 	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/ports"
 	"github.com/appnode/appnode/names"
@@ -97,7 +98,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	nodes := fs.String("nodes", "", "comma-separated NAME@HOST of a running cluster's nodes to send requests to")
 	entry := fs.String("entry", "any", "where each reward goes: owner (the player's owner), other (a node that must forward) or any (a random node)")
 	fs.IntVar(&c.spawn, "spawn", 0, "start this many nodes (2 or more) of this binary on 127.0.0.1, with a private name service port and state dir")
-	fs.IntVar(&c.namesPort, "names-port", defaultNamesPort(), "with --nodes: port of the name service of the nodes' host (env APPNODE_NAMES_PORT)")
+	fs.IntVar(&c.namesPort, "names-port", client.DefaultNamesPort(), "with --nodes: port of the name service of the nodes' host (env APPNODE_NAMES_PORT)")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one reward in flight")
 	fs.IntVar(&c.players, "players", 10000, "players the rewards are spread over, created before the clock starts")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of each measured phase")

@@ -3,6 +3,11 @@
 //
 //	appnode [flags] NAME             run node NAME@<short host name>
 //	appnode rpc NAME@HOST COMMAND... run one console command on a running node
+//	appnode bench [flags]            measure a cluster (package bench)
+//
+// It only parses flags and wires the packages together: the node is
+// package node, its console package shell, the client of `appnode rpc`
+// package client.
 package main
 
 import (
@@ -10,22 +15,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/client"
 	"github.com/appnode/appnode/membership"
-	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/shell"
-	"github.com/appnode/appnode/transport"
-	"github.com/appnode/appnode/wire"
 	"github.com/chzyer/readline"
 )
 
@@ -48,6 +49,7 @@ func usage(fs *flag.FlagSet) func() {
 		fmt.Fprintf(fs.Output(), `usage:
   appnode [flags] NAME              run node NAME@<host> with its console
   appnode rpc NAME@HOST COMMAND...  run one console command on a running node
+  appnode bench --spawn N [flags]   measure a cluster (appnode bench -h)
 
 flags:
 `)
@@ -66,20 +68,11 @@ func defaultStateDir() string {
 	return filepath.Join(home, ".appnode")
 }
 
-func defaultNamesPort() int {
-	if v := os.Getenv("APPNODE_NAMES_PORT"); v != "" {
-		if p, err := strconv.Atoi(v); err == nil {
-			return p
-		}
-	}
-	return names.DefaultPort
-}
-
 func run(args []string) int {
 	fs := flag.NewFlagSet("appnode", flag.ContinueOnError)
 	fs.Usage = usage(fs)
 	bind := fs.String("bind", "127.0.0.1", "address to listen on and advertise; another host's nodes can reach this one only on an address they can route to")
-	namesPort := fs.Int("names-port", defaultNamesPort(), "port of this host's name service (env APPNODE_NAMES_PORT)")
+	namesPort := fs.Int("names-port", client.DefaultNamesPort(), "port of this host's name service (env APPNODE_NAMES_PORT)")
 	stateDir := fs.String("state-dir", defaultStateDir(), "where console history, logs and each name's ports are kept (env APPNODE_STATE_DIR)")
 	profile := fs.String("profile", "local", "failure detection timers: local (a kill -9 is noticed in about 1-2 s) or lan (memberlist's LAN defaults)")
 	gossipPort := fs.Int("gossip-port", 0, "gossip port (0: the one this name used last time, else any free one)")
@@ -101,7 +94,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "appnode: --profile must be local or lan, not %q\n", *profile)
 		return 2
 	}
-	full := node.FullName(fs.Arg(0))
+	full := client.FullName(fs.Arg(0))
 	if err := node.ValidateName(full); err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
 		return 2
@@ -199,74 +192,4 @@ func openLog(dir, name string) (func(string, ...any), func()) {
 	}
 	l := log.New(f, "", log.LstdFlags|log.Lmicroseconds)
 	return func(format string, args ...any) { l.Printf(format, args...) }, func() { f.Close() }
-}
-
-// rpc runs one console command on a running node, as erl_call does, and
-// exits non-zero if it failed.
-func rpc(args []string) int {
-	fs := flag.NewFlagSet("appnode rpc", flag.ContinueOnError)
-	namesPort := fs.Int("names-port", defaultNamesPort(), "port of the target host's name service (env APPNODE_NAMES_PORT)")
-	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the answer")
-	cookieFlag := fs.String("cookie", "", cookieUsage)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: appnode rpc [flags] NAME@HOST COMMAND...")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() < 2 {
-		fs.Usage()
-		return 2
-	}
-	target := node.FullName(fs.Arg(0))
-	line := strings.Join(fs.Args()[1:], " ")
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	out, failed, err := rpcCall(ctx, target, *namesPort, line, *cookieFlag)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "appnode rpc: %v\n", err)
-		return 1
-	}
-	w := io.Writer(os.Stdout)
-	if failed {
-		w = os.Stderr
-	}
-	fmt.Fprintln(w, out)
-	if failed {
-		return 1
-	}
-	return 0
-}
-
-func rpcCall(ctx context.Context, target string, namesPort int, line, cookieFlag string) (string, bool, error) {
-	_, host, _ := strings.Cut(target, "@")
-	ip := host
-	if host == node.ShortHostname() || host == "localhost" {
-		ip = "127.0.0.1"
-	}
-	e, err := names.Lookup(ctx, fmt.Sprintf("%s:%d", ip, namesPort), target)
-	if err != nil {
-		return "", false, err
-	}
-	// After the lookup: with no node running, that is the news, not the
-	// cookie file a first node would have created.
-	secret, err := clientCookie(cookieFlag)
-	if err != nil {
-		return "", false, err
-	}
-	c, err := transport.DialClient(ctx, fmt.Sprintf("%s:%d", ip, e.TransportPort), fmt.Sprintf("rpc-%d@%s", os.Getpid(), node.ShortHostname()), secret)
-	if err != nil {
-		return "", false, explainDial(target, err)
-	}
-	defer c.Close()
-	rep, err := c.Call(ctx, &wire.Command{Line: line})
-	if err != nil {
-		return "", false, fmt.Errorf("%s: %w", target, err)
-	}
-	cr, ok := rep.(*wire.CommandReply)
-	if !ok {
-		return "", false, fmt.Errorf("%s answered with %s", target, rep.Kind())
-	}
-	return cr.Output, cr.Failed, nil
 }
