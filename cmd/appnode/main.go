@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/bench"
 	"github.com/appnode/appnode/client"
 	"github.com/appnode/appnode/membership"
 	"github.com/appnode/appnode/node"
@@ -36,7 +37,7 @@ func main() {
 		case "rpc":
 			os.Exit(rpc(os.Args[2:]))
 		case "bench":
-			os.Exit(runBench(os.Args[2:]))
+			os.Exit(bench.Main(os.Args[2:], os.Stdout, os.Stderr))
 		case "names-serve":
 			os.Exit(namesServe(os.Args[2:]))
 		}
