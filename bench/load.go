@@ -339,7 +339,8 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 			}
 			if o := l.players.owner[p].Load(); o < 0 || l.targets[o].down.Load() {
 				// Its owner unknown or gone, the node asked most likely
-				// took the player itself (SPEC: it becomes the owner).
+				// took the player itself (a node asked about a player nobody
+				// holds becomes its owner).
 				l.players.owner[p].Store(int32(t))
 			}
 			l.noteStall(p, now.Sub(start), st)

@@ -1,4 +1,4 @@
-package main
+package test
 
 // End-to-end tests of the built binary: real node processes on 127.0.0.1,
 // driven as a user would (commands typed on a node's stdin, which is not a
@@ -13,22 +13,27 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/appnode/appnode/internal/testenv"
 )
 
-// TestWalkthroughProcesses plays SPEC.md's "What a user does" with three
-// real processes: node 1's commands are typed on its stdin, nodes 2 and 3
-// are asked through `appnode rpc`.
+// TestWalkthroughProcesses plays the walkthrough that must always work
+// (three nodes started by hand and connected at node 1's console; a
+// player rewarded, crashed with a bad point and restored from its keeper;
+// the same total wherever asked; kill -9 of the owner; a restart under the
+// same name) with three real processes: node 1's commands are typed on
+// its stdin, nodes 2 and 3 are asked through `appnode rpc`.
 func TestWalkthroughProcesses(t *testing.T) {
 	h := newHarness(t)
 	n1 := h.start("app_node1")
 	t.Logf("%s up after %v", n1.name, n1.waitUp().Round(time.Millisecond))
 	n2, n3 := h.start("app_node2"), h.start("app_node3")
 	for _, p := range []*proc{n2, n3} {
-		eventually(t, settleLimit, p.name+" answers rpc", func() (bool, string) {
+		testenv.Eventually(t, settleLimit, p.name+" answers rpc", func() (bool, string) {
 			r := h.rpc(p.name, "node")
 			return r.ok() && r.out == "'"+p.name+"'", r.String()
 		})
-		t.Logf("%s answers rpc %v after its start", p.name, time.Since(p.started).Round(time.Millisecond))
+		t.Logf("%s answers rpc %v after its start", p.name, time.Since(p.Started()).Round(time.Millisecond))
 	}
 
 	n1.expect("connect "+n2.name, "true")
@@ -70,10 +75,10 @@ func TestWalkthroughProcesses(t *testing.T) {
 	h.mustRPC(n2.name, "nodes", othersList(n2, all))
 	h.mustRPC(n3.name, "nodes", othersList(n3, all))
 	for _, p := range all {
-		if p.hasExited() {
-			t.Errorf("%s exited: %v", p.name, p.waitErr)
+		if p.Exited() {
+			t.Errorf("%s exited: %v", p.name, p.Err())
 		}
-		for _, ev := range p.stderrLines() {
+		for _, ev := range p.Lines() {
 			if strings.Contains(strings.ToLower(ev), "conflict") {
 				t.Errorf("%s reported a name conflict: %s", p.name, ev)
 			}
@@ -197,7 +202,7 @@ func TestPauseResume(t *testing.T) {
 	if got != fmt.Sprint(total) {
 		t.Fatalf("reward pp 1 at %s while the owner is paused answered %q, want %d", n2.name, got, total)
 	}
-	eventually(t, settleLimit, "nodes 2 and 3 declare the paused node failed", func() (bool, string) {
+	testenv.Eventually(t, settleLimit, "nodes 2 and 3 declare the paused node failed", func() (bool, string) {
 		for _, p := range []*proc{n2, n3} {
 			if a := p.ask("nodes"); a != othersList(p, []*proc{n2, n3}) {
 				return false, fmt.Sprintf("nodes at %s: %s", p.name, a)
@@ -269,7 +274,7 @@ func TestPauseResume(t *testing.T) {
 
 	// Exactly one primary, and every node agrees where it and its keeper are.
 	var owner string
-	eventually(t, settleLimit, "pp is local on exactly one node", func() (bool, string) {
+	testenv.Eventually(t, settleLimit, "pp is local on exactly one node", func() (bool, string) {
 		var on []string
 		for _, p := range ps {
 			switch a := p.ask("local_players"); a {
@@ -296,14 +301,15 @@ func TestPauseResume(t *testing.T) {
 	}
 	t.Logf("after the resume: %q", wheres)
 	// The name service answers again once its server runs.
-	eventually(t, settleLimit, "rpc works again after the resume", func() (bool, string) {
+	testenv.Eventually(t, settleLimit, "rpc works again after the resume", func() (bool, string) {
 		r := h.rpc(n2.name, "reward pp 0")
 		return r.ok() && r.out == fmt.Sprint(total), r.String()
 	})
 }
 
 // TestGracefulQuit: leaving gracefully (`q` typed at a node's console, and
-// the other ways SPEC.md lists: q()., end of input as Ctrl-D gives, SIGTERM)
+// the other ways a node may be told to: q()., end of input as Ctrl-D
+// gives, SIGTERM)
 // hands off everything the node held before the process exits, so right
 // after the exit the two others serve its players with the right totals, at
 // once, and hold both copies.
@@ -314,7 +320,7 @@ func TestGracefulQuit(t *testing.T) {
 	}{
 		{"q", func(p *proc) { p.expect("q", "ok") }},
 		{"q().", func(p *proc) { p.expect("q().", "ok") }},
-		{"EOF", func(p *proc) { p.stdin.Close() }},
+		{"EOF", func(p *proc) { p.CloseStdin() }},
 		{"SIGTERM", func(p *proc) { p.signal(syscall.SIGTERM) }},
 	} {
 		t.Run(c.name, func(t *testing.T) { testGracefulQuit(t, c.quit) })

@@ -1,4 +1,4 @@
-package main
+package test
 
 // TestChaosProcesses: four real node processes, callers in this test
 // streaming rewards to every node over client connections (what `appnode
@@ -31,9 +31,9 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	"github.com/appnode/appnode/names"
+	"github.com/appnode/appnode/client"
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/replica/replicatest"
-	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -76,7 +76,7 @@ type chaosNode struct {
 	addr   string // transport address, for client connections
 	dead   bool   // killed and not yet restarted
 	paused bool
-	client *transport.Client
+	client *client.Client
 }
 
 type chaosCluster struct {
@@ -92,26 +92,26 @@ type chaosCluster struct {
 
 func (c *chaosCluster) since() time.Duration { return time.Since(c.start) }
 
-// lookupAddr asks the host's name service for n's transport port, as
-// `appnode rpc` does.
+// lookupAddr asks the host's name service for n's transport address, as
+// `appnode rpc` does: each incarnation is dialled at the address it
+// registered.
 func (c *chaosCluster) lookupAddr(name string) string {
 	c.t.Helper()
 	var addr string
-	eventually(c.t, settleLimit, "name service knows "+name, func() (bool, string) {
+	testenv.Eventually(c.t, settleLimit, "name service knows "+name, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		e, err := names.Lookup(ctx, fmt.Sprintf("127.0.0.1:%d", c.h.namesPort), name)
-		if err != nil {
+		var err error
+		if addr, err = client.Find(ctx, name, c.h.namesPort); err != nil {
 			return false, err.Error()
 		}
-		addr = fmt.Sprintf("127.0.0.1:%d", e.TransportPort)
 		return true, ""
 	})
 	return addr
 }
 
 // client returns n's client connection, dialling it if there is none.
-func (c *chaosCluster) client(n *chaosNode) (*transport.Client, error) {
+func (c *chaosCluster) client(n *chaosNode) (*client.Client, error) {
 	c.mu.Lock()
 	if n.client != nil {
 		cl := n.client
@@ -120,9 +120,7 @@ func (c *chaosCluster) client(n *chaosNode) (*transport.Client, error) {
 	}
 	addr := n.addr
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	cl, err := transport.DialClient(ctx, addr, c.self, c.h.cookie())
+	cl, err := client.DialAddr(context.Background(), n.name, addr, client.Config{Cookie: c.h.cookie(), Self: c.self, DialTimeout: 2 * time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +140,7 @@ func (c *chaosCluster) client(n *chaosNode) (*transport.Client, error) {
 }
 
 // dropClient forgets cl (if it is still n's) and closes it.
-func (c *chaosCluster) dropClient(n *chaosNode, cl *transport.Client) {
+func (c *chaosCluster) dropClient(n *chaosNode, cl *client.Client) {
 	c.mu.Lock()
 	if n.client == cl {
 		n.client = nil
@@ -159,16 +157,12 @@ func (c *chaosCluster) command(n *chaosNode, line string, limit time.Duration) (
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	rep, err := cl.Call(ctx, &wire.Command{Line: line})
+	cr, err := cl.Command(ctx, line)
 	if err != nil {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			c.dropClient(n, cl) // the connection is broken: re-dial next time
 		}
 		return "", false, err
-	}
-	cr, ok := rep.(*wire.CommandReply)
-	if !ok {
-		return "", false, fmt.Errorf("%s answered a command with %s", n.name, rep.Kind())
 	}
 	return cr.Output, cr.Failed, nil
 }
@@ -185,17 +179,14 @@ func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int
 	ctx, cancel := context.WithTimeout(context.Background(), chaosCallWait)
 	defer cancel()
 	op.call = c.since()
-	rep, err := cl.Call(ctx, &wire.Command{Line: fmt.Sprintf("reward %s %d", player, delta)})
+	cr, err := cl.Command(ctx, fmt.Sprintf("reward %s %d", player, delta))
 	op.ret = c.since()
-	cr, isReply := rep.(*wire.CommandReply)
 	switch {
 	case err != nil:
 		op.outcome, op.text = chaosUnknown, "call failed: "+err.Error()
 		if !errors.Is(err, context.DeadlineExceeded) {
 			c.dropClient(n, cl)
 		}
-	case !isReply:
-		op.outcome, op.text = chaosUnknown, "answered with "+rep.Kind().String()
 	case cr.Failed && cr.Outcome == wire.OutcomeNotApplied:
 		op.outcome, op.text = chaosNotApplied, cr.Output
 	case cr.Failed:
@@ -342,7 +333,7 @@ func TestChaosProcesses(t *testing.T) {
 	}
 	closeClients := func() {
 		c.mu.Lock()
-		var open []*transport.Client
+		var open []*client.Client
 		for _, n := range c.nodes {
 			if n.client != nil {
 				open = append(open, n.client)
@@ -385,7 +376,7 @@ func TestChaosProcesses(t *testing.T) {
 	}
 
 	// Every player exists, with two copies, before the first fault.
-	eventually(t, settleLimit, "every player acknowledged once", func() (bool, string) {
+	testenv.Eventually(t, settleLimit, "every player acknowledged once", func() (bool, string) {
 		seen := map[string]bool{}
 		c.mu.Lock()
 		for _, op := range c.ops {
@@ -408,7 +399,7 @@ func TestChaosProcesses(t *testing.T) {
 	}
 	settle := func(what string) time.Duration {
 		t.Helper()
-		return eventually(t, settleLimit, what, func() (bool, string) {
+		return testenv.Eventually(t, settleLimit, what, func() (bool, string) {
 			w, ok, detail := c.placement(c.live(), players, true)
 			if ok {
 				where = w
@@ -430,7 +421,7 @@ func TestChaosProcesses(t *testing.T) {
 		c.mu.Lock()
 		from := len(c.ops)
 		c.mu.Unlock()
-		eventually(t, settleLimit, "rewards flow between faults", func() (bool, string) {
+		testenv.Eventually(t, settleLimit, "rewards flow between faults", func() (bool, string) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			acks := 0
@@ -460,7 +451,7 @@ func TestChaosProcesses(t *testing.T) {
 			if cl != nil {
 				cl.Close()
 			}
-			eventually(t, settleLimit, "two copies of every player on live nodes after kill -9 of "+victim.name, func() (bool, string) {
+			testenv.Eventually(t, settleLimit, "two copies of every player on live nodes after kill -9 of "+victim.name, func() (bool, string) {
 				_, ok, detail := c.placement(c.live(), players, false)
 				return ok, detail
 			})
@@ -500,8 +491,8 @@ func TestChaosProcesses(t *testing.T) {
 			victim.paused = true
 			c.mu.Unlock()
 			t.Cleanup(func() {
-				if !p.hasExited() {
-					_ = syscall.Kill(p.pid(), syscall.SIGCONT) // the harness then kills it
+				if !p.Exited() {
+					_ = syscall.Kill(p.PID(), syscall.SIGCONT) // the harness then kills it
 				}
 			})
 			p.signal(syscall.SIGSTOP)
@@ -527,7 +518,7 @@ func TestChaosProcesses(t *testing.T) {
 	for _, p := range players {
 		for j, n := range c.nodes {
 			var op chaosOp
-			eventually(t, settleLimit, "reward "+p+" 0 at "+n.name, func() (bool, string) {
+			testenv.Eventually(t, settleLimit, "reward "+p+" 0 at "+n.name, func() (bool, string) {
 				op = c.reward(100+j, n, p, 0)
 				return op.outcome == chaosAcked, op.text
 			})
@@ -556,8 +547,8 @@ func TestChaosProcesses(t *testing.T) {
 		}
 	}
 	for _, n := range c.nodes {
-		if n.proc.hasExited() {
-			t.Errorf("%s exited on its own: %v", n.name, n.proc.waitErr)
+		if n.proc.Exited() {
+			t.Errorf("%s exited on its own: %v", n.name, n.proc.Err())
 		}
 	}
 

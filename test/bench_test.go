@@ -1,4 +1,4 @@
-package main
+package test
 
 // Tests of `appnode bench`: short smoke runs of the built binary against
 // spawned clusters (figures are checked for sanity, never for speed), and
