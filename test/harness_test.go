@@ -284,12 +284,12 @@ func (h *harness) rpc(target, line string, flags ...string) rpcResult {
 	return r
 }
 
-// mustRPC runs line on target and fails the test unless it succeeds with
-// the answer want.
-func (h *harness) mustRPC(target, line, want string) {
+// mustRPC runs line on target (with rpc's flags) and fails the test unless
+// it succeeds with the answer want.
+func (h *harness) mustRPC(target, line, want string, flags ...string) {
 	h.t.Helper()
-	if r := h.rpc(target, line); !r.ok() || r.out != want {
-		h.t.Fatalf("rpc %s %q: got %v, want %q", target, line, r, want)
+	if r := h.rpc(target, line, flags...); !r.ok() || r.out != want {
+		h.t.Fatalf("rpc %v %s %q: got %v, want %q", flags, target, line, r, want)
 	}
 }
 
