@@ -1,21 +1,25 @@
 package test
 
 // Tests of `appnode bench`: short smoke runs of the built binary against
-// spawned clusters (figures are checked for sanity, never for speed), and
-// unit tests of its arithmetic.
+// spawned clusters (figures are checked for sanity, never for speed). The
+// unit tests of its arithmetic are in package bench.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/appnode/appnode/internal/procs"
+	"github.com/appnode/appnode/internal/testenv"
 )
 
 // benchLimit bounds one short bench run, start to exit. Passing runs take
@@ -202,61 +206,36 @@ func TestBenchPopulate(t *testing.T) {
 // it must exit, and take every node it started with it.
 func TestBenchInterrupt(t *testing.T) {
 	h := newHarness(t)
-	cmd := exec.Command(appnodeBin, "bench", "--spawn", "3", "--duration", "5m", "--clients", "2", "--players", "20", "--floor")
-	cmd.Env = append(h.env(), "TMPDIR="+t.TempDir())
-	stderr, err := cmd.StderrPipe()
+	p, err := procs.Start(procs.Config{
+		Name: "appnode bench",
+		Path: appnodeBin,
+		Args: []string{"bench", "--spawn", "3", "--duration", "5m", "--clients", "2", "--players", "20", "--floor"},
+		Env:  append(h.env(), "TMPDIR="+t.TempDir()),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
+	t.Cleanup(func() { _, _ = p.Kill9() })
+	testenv.Eventually(t, benchLimit, "the bench's load starts", func() (bool, string) {
+		notes := p.Lines()
+		if p.Exited() {
+			t.Fatalf("bench exited before its load started: %v\n%s", p.Err(), strings.Join(notes, "\n"))
 		}
-		close(lines)
-		exited <- cmd.Wait() // after stderr is read to EOF
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		for range lines {
-		}
+		started := slices.ContainsFunc(notes, func(l string) bool { return strings.Contains(l, "load:") })
+		return started, fmt.Sprintf("notes so far:\n%s", strings.Join(notes, "\n"))
 	})
-	var notes []string
-	timeout := time.After(benchLimit)
-wait:
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("bench exited before its load started: %v\n%s", <-exited, strings.Join(notes, "\n"))
-			}
-			notes = append(notes, l)
-			if strings.Contains(l, "load:") {
-				break wait
-			}
-		case <-timeout:
-			t.Fatalf("the load did not start within %v:\n%s", benchLimit, strings.Join(notes, "\n"))
-		}
-	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := p.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	for l := range lines {
-		notes = append(notes, l)
-	}
-	err = <-exited
+	err = p.Wait(benchLimit)
+	notes := strings.Join(p.Lines(), "\n")
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
-		t.Errorf("after SIGINT the bench exited with %v, want status 130", err)
+		t.Errorf("after SIGINT the bench exited with %v, want status 130; its notes:\n%s", err, notes)
 	}
-	pids := pidsIn(strings.Join(notes, "\n"))
+	pids := pidsIn(notes)
 	if len(pids) != 5 {
-		t.Fatalf("want the pids of 3 nodes and 2 floor servers in the notes, got %v:\n%s", pids, strings.Join(notes, "\n"))
+		t.Fatalf("want the pids of 3 nodes and 2 floor servers in the notes, got %v:\n%s", pids, notes)
 	}
 	assertGone(t, "process started by the bench", pids)
 }
