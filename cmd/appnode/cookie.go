@@ -1,12 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
 	"github.com/appnode/appnode/cookie"
-	"github.com/appnode/appnode/transport"
 )
 
 // cookieUsage is the --cookie flag's help, for the node and for rpc.
@@ -30,22 +28,4 @@ func nodeCookie(flagValue string, logf func(string, ...any)) (cookie.Cookie, err
 		fmt.Fprintf(os.Stderr, "appnode: warning: the cookie from %s is short; anyone who guesses it can join the cluster\n", src)
 	}
 	return c, nil
-}
-
-// clientCookie finds the cookie `appnode rpc` proves itself with. It never
-// creates the file: a new random cookie would match no node.
-func clientCookie(flagValue string) (cookie.Cookie, error) {
-	c, _, err := cookie.Resolve(flagValue, os.Getenv, false)
-	return c, err
-}
-
-// explainDial turns a failed client handshake into words a person can act
-// on; other errors pass unchanged.
-func explainDial(target string, err error) error {
-	if errors.Is(err, transport.ErrAuth) {
-		// The transport's own words add only the handshake's details.
-		return fmt.Errorf("connect to %s: cookie mismatch: the node does not accept this cookie; give the cluster's cookie with --cookie or %s, or the node's ~/%s",
-			target, cookie.EnvCookie, cookie.DefaultFile)
-	}
-	return fmt.Errorf("connect to %s: %w", target, err)
 }

@@ -3,6 +3,11 @@
 //
 //	appnode [flags] NAME             run node NAME@<short host name>
 //	appnode rpc NAME@HOST COMMAND... run one console command on a running node
+//	appnode bench [flags]            measure a cluster (package bench)
+//
+// It only parses flags and wires the packages together: the node is
+// package node, its console package shell, the client of `appnode rpc`
+// package client.
 package main
 
 import (
@@ -10,22 +15,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/appnode/appnode/bench"
+	"github.com/appnode/appnode/client"
 	"github.com/appnode/appnode/membership"
-	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/shell"
-	"github.com/appnode/appnode/transport"
-	"github.com/appnode/appnode/wire"
 	"github.com/chzyer/readline"
 )
 
@@ -35,7 +37,7 @@ func main() {
 		case "rpc":
 			os.Exit(rpc(os.Args[2:]))
 		case "bench":
-			os.Exit(runBench(os.Args[2:]))
+			os.Exit(bench.Main(os.Args[2:], os.Stdout, os.Stderr))
 		case "names-serve":
 			os.Exit(namesServe(os.Args[2:]))
 		}
@@ -48,6 +50,7 @@ func usage(fs *flag.FlagSet) func() {
 		fmt.Fprintf(fs.Output(), `usage:
   appnode [flags] NAME              run node NAME@<host> with its console
   appnode rpc NAME@HOST COMMAND...  run one console command on a running node
+  appnode bench --spawn N [flags]   measure a cluster (appnode bench -h)
 
 flags:
 `)
@@ -66,50 +69,59 @@ func defaultStateDir() string {
 	return filepath.Join(home, ".appnode")
 }
 
-func defaultNamesPort() int {
-	if v := os.Getenv("APPNODE_NAMES_PORT"); v != "" {
-		if p, err := strconv.Atoi(v); err == nil {
-			return p
-		}
-	}
-	return names.DefaultPort
+// nodeFlags is what `appnode [flags] NAME` was told.
+type nodeFlags struct {
+	full, bind, stateDir, cookie     string
+	namesPort, gossipPort, transport int
+	profile                          membership.Profile
 }
 
-func run(args []string) int {
+// parseNodeFlags reads the node's flags; ok is false when it printed why
+// they are wrong.
+func parseNodeFlags(args []string) (f nodeFlags, ok bool) {
 	fs := flag.NewFlagSet("appnode", flag.ContinueOnError)
 	fs.Usage = usage(fs)
-	bind := fs.String("bind", "127.0.0.1", "address to listen on and advertise; another host's nodes can reach this one only on an address they can route to")
-	namesPort := fs.Int("names-port", defaultNamesPort(), "port of this host's name service (env APPNODE_NAMES_PORT)")
-	stateDir := fs.String("state-dir", defaultStateDir(), "where console history, logs and each name's ports are kept (env APPNODE_STATE_DIR)")
+	fs.StringVar(&f.bind, "bind", "127.0.0.1", "address to listen on and advertise; another host's nodes can reach this one only on an address they can route to")
+	fs.IntVar(&f.namesPort, "names-port", client.DefaultNamesPort(), "port of this host's name service (env "+client.EnvNamesPort+")")
+	fs.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "where console history, logs and each name's ports are kept (env APPNODE_STATE_DIR)")
 	profile := fs.String("profile", "local", "failure detection timers: local (a kill -9 is noticed in about 1-2 s) or lan (memberlist's LAN defaults)")
-	gossipPort := fs.Int("gossip-port", 0, "gossip port (0: the one this name used last time, else any free one)")
-	transportPort := fs.Int("transport-port", 0, "node-to-node transport port (0: as for --gossip-port)")
-	cookieFlag := fs.String("cookie", "", cookieUsage)
+	fs.IntVar(&f.gossipPort, "gossip-port", 0, "gossip port (0: the one this name used last time, else any free one)")
+	fs.IntVar(&f.transport, "transport-port", 0, "node-to-node transport port (0: as for --gossip-port)")
+	fs.StringVar(&f.cookie, "cookie", "", cookieUsage)
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return f, false
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return 2
+		return f, false
 	}
-	prof := membership.ProfileLocal
 	switch *profile {
 	case "local":
+		f.profile = membership.ProfileLocal
 	case "lan":
-		prof = membership.ProfileLAN
+		f.profile = membership.ProfileLAN
 	default:
 		fmt.Fprintf(os.Stderr, "appnode: --profile must be local or lan, not %q\n", *profile)
-		return 2
+		return f, false
 	}
-	full := node.FullName(fs.Arg(0))
-	if err := node.ValidateName(full); err != nil {
+	f.full = client.FullName(fs.Arg(0))
+	if err := node.ValidateName(f.full); err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
+		return f, false
+	}
+	return f, true
+}
+
+// run is a node: it starts, serves its console until told to quit, and
+// leaves gracefully.
+func run(args []string) int {
+	f, ok := parseNodeFlags(args)
+	if !ok {
 		return 2
 	}
-
-	logf, closeLog := openLog(*stateDir, full)
+	logf, closeLog := openLog(f.stateDir, f.full)
 	defer closeLog()
-	secret, err := nodeCookie(*cookieFlag, logf)
+	secret, err := nodeCookie(f.cookie, logf)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
 		return 1
@@ -125,15 +137,15 @@ func run(args []string) int {
 	cluster := &lateCluster{}
 	startCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	n, err := node.Start(startCtx, node.Config{
-		Name:          full,
+		Name:          f.full,
 		Cookie:        secret,
-		BindAddr:      *bind,
-		GossipPort:    *gossipPort,
-		TransportPort: *transportPort,
-		NamesPort:     *namesPort,
-		SpawnNames:    spawnNames(*bind, *namesPort),
-		StateDir:      *stateDir,
-		Profile:       prof,
+		BindAddr:      f.bind,
+		GossipPort:    f.gossipPort,
+		TransportPort: f.transport,
+		NamesPort:     f.namesPort,
+		SpawnNames:    spawnNames(f.bind, f.namesPort),
+		StateDir:      f.stateDir,
+		Profile:       f.profile,
 		Logf:          logf,
 		OwnsProcess:   true,
 		Command: func(ctx context.Context, line string) (string, error) {
@@ -150,29 +162,7 @@ func run(args []string) int {
 		return 1
 	}
 	cluster.Cluster = n
-
-	interactive := readline.IsTerminal(int(os.Stdin.Fd()))
-	if interactive {
-		fmt.Printf("appnode %s (gossip %s:%d, transport %s:%d) - type help for commands, q to leave\n\n",
-			n.Name(), *bind, n.GossipPort(), *bind, n.TransportPort())
-	}
-
-	history := ""
-	if *stateDir != "" {
-		history = filepath.Join(*stateDir, "history")
-	}
-	runErr := shell.Run(ctx, shell.Config{
-		Cluster:     n,
-		Events:      n.Events(),
-		Stdin:       os.Stdin,
-		Stdout:      os.Stdout,
-		Stderr:      os.Stderr,
-		Interactive: interactive,
-		HistoryFile: history,
-	})
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		logf("console: %v", runErr)
-	}
+	console(ctx, n, f, logf)
 
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancelLeave()
@@ -181,6 +171,32 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// console runs the node's console on this process's terminal, or in
+// scripted mode when stdin is not one, until ctx ends or input does.
+func console(ctx context.Context, n *node.Node, f nodeFlags, logf func(string, ...any)) {
+	interactive := readline.IsTerminal(int(os.Stdin.Fd()))
+	if interactive {
+		fmt.Printf("appnode %s (gossip %s:%d, transport %s:%d) - type help for commands, q to leave\n\n",
+			n.Name(), f.bind, n.GossipPort(), f.bind, n.TransportPort())
+	}
+	history := ""
+	if f.stateDir != "" {
+		history = filepath.Join(f.stateDir, "history")
+	}
+	err := shell.Run(ctx, shell.Config{
+		Cluster:     n,
+		Events:      n.Events(),
+		Stdin:       os.Stdin,
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		Interactive: interactive,
+		HistoryFile: history,
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		logf("console: %v", err)
+	}
 }
 
 // lateCluster lets the rpc command handler exist before the node does.
@@ -199,74 +215,4 @@ func openLog(dir, name string) (func(string, ...any), func()) {
 	}
 	l := log.New(f, "", log.LstdFlags|log.Lmicroseconds)
 	return func(format string, args ...any) { l.Printf(format, args...) }, func() { f.Close() }
-}
-
-// rpc runs one console command on a running node, as erl_call does, and
-// exits non-zero if it failed.
-func rpc(args []string) int {
-	fs := flag.NewFlagSet("appnode rpc", flag.ContinueOnError)
-	namesPort := fs.Int("names-port", defaultNamesPort(), "port of the target host's name service (env APPNODE_NAMES_PORT)")
-	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the answer")
-	cookieFlag := fs.String("cookie", "", cookieUsage)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: appnode rpc [flags] NAME@HOST COMMAND...")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() < 2 {
-		fs.Usage()
-		return 2
-	}
-	target := node.FullName(fs.Arg(0))
-	line := strings.Join(fs.Args()[1:], " ")
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	out, failed, err := rpcCall(ctx, target, *namesPort, line, *cookieFlag)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "appnode rpc: %v\n", err)
-		return 1
-	}
-	w := io.Writer(os.Stdout)
-	if failed {
-		w = os.Stderr
-	}
-	fmt.Fprintln(w, out)
-	if failed {
-		return 1
-	}
-	return 0
-}
-
-func rpcCall(ctx context.Context, target string, namesPort int, line, cookieFlag string) (string, bool, error) {
-	_, host, _ := strings.Cut(target, "@")
-	ip := host
-	if host == node.ShortHostname() || host == "localhost" {
-		ip = "127.0.0.1"
-	}
-	e, err := names.Lookup(ctx, fmt.Sprintf("%s:%d", ip, namesPort), target)
-	if err != nil {
-		return "", false, err
-	}
-	// After the lookup: with no node running, that is the news, not the
-	// cookie file a first node would have created.
-	secret, err := clientCookie(cookieFlag)
-	if err != nil {
-		return "", false, err
-	}
-	c, err := transport.DialClient(ctx, fmt.Sprintf("%s:%d", ip, e.TransportPort), fmt.Sprintf("rpc-%d@%s", os.Getpid(), node.ShortHostname()), secret)
-	if err != nil {
-		return "", false, explainDial(target, err)
-	}
-	defer c.Close()
-	rep, err := c.Call(ctx, &wire.Command{Line: line})
-	if err != nil {
-		return "", false, fmt.Errorf("%s: %w", target, err)
-	}
-	cr, ok := rep.(*wire.CommandReply)
-	if !ok {
-		return "", false, fmt.Errorf("%s answered with %s", target, rep.Kind())
-	}
-	return cr.Output, cr.Failed, nil
 }

@@ -10,16 +10,38 @@ import (
 	"github.com/appnode/appnode/internal/ports"
 )
 
+// Eventually polls cond every 20 ms until it reports true, and returns how
+// long that took. If limit passes first it fails the test with what and
+// cond's last explanation (its second result).
+func Eventually(t testing.TB, limit time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	return poll(t, limit, 20*time.Millisecond, what, cond)
+}
+
 // WaitFor polls cond until it holds, failing the test if timeout passes
-// first; what names the condition in the failure.
+// first; what names the condition in the failure. It polls more often than
+// Eventually, for in-process conditions that are cheap to check.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	poll(t, timeout, 5*time.Millisecond, what, func() (bool, string) { return cond(), "" })
+}
+
+func poll(t testing.TB, limit, every time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(limit)
+	for {
+		ok, detail := cond()
+		if ok {
+			return time.Since(start)
 		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+		if time.Now().After(deadline) {
+			if detail == "" {
+				t.Fatalf("timed out after %v waiting for %s", limit, what)
+			}
+			t.Fatalf("timed out after %v waiting for %s; last: %s", limit, what, detail)
+		}
+		time.Sleep(every) // polling interval, not synchronisation
 	}
 }
 

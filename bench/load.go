@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The load generator of `appnode bench`: closed-loop clients that send
 // rewards over one multiplexed connection per node, and record latency
@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/appnode/appnode/client"
 	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 )
@@ -57,7 +58,7 @@ var classNames = [2]string{"owner", "forwarded"}
 // multiplexes calls by request id.
 type target struct {
 	name string
-	cl   *transport.Client
+	cl   *client.Client
 
 	down    atomic.Bool
 	mu      sync.Mutex
@@ -319,7 +320,6 @@ func (l *load) client(ctx context.Context, rng *rand.Rand, st *clientStats) {
 // phase ends, and records how long the player waited.
 func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStats) {
 	start := time.Now()
-	req := &wire.Reward{Player: l.players.names[p], Points: 1}
 	for attempt := 0; ; attempt++ {
 		t, class := l.pick(ctx, rng, p, st)
 		var err error
@@ -327,7 +327,7 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 			err = errNoLiveNode
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
-			_, err = l.targets[t].cl.Call(cctx, req)
+			_, err = l.targets[t].cl.Reward(cctx, l.players.names[p], 1)
 			cancel()
 		}
 		if err == nil {
@@ -339,7 +339,8 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 			}
 			if o := l.players.owner[p].Load(); o < 0 || l.targets[o].down.Load() {
 				// Its owner unknown or gone, the node asked most likely
-				// took the player itself (SPEC: it becomes the owner).
+				// took the player itself (a node asked about a player nobody
+				// holds becomes its owner).
 				l.players.owner[p].Store(int32(t))
 			}
 			l.noteStall(p, now.Sub(start), st)
@@ -451,7 +452,7 @@ func (l *load) learnOwner(ctx context.Context, rng *rand.Rand, p int, st *client
 		return -1
 	}
 	cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
-	rep, err := l.targets[t].cl.Call(cctx, &wire.Where{Player: l.players.names[p]})
+	wr, err := l.targets[t].cl.Where(cctx, l.players.names[p])
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -463,11 +464,9 @@ func (l *load) learnOwner(ctx context.Context, rng *rand.Rand, p int, st *client
 		}
 		return l.randomLive(rng, -1)
 	}
-	if wr, ok := rep.(*wire.WhereReply); ok {
-		if o := l.indexOf(wr.Owner.Name); o >= 0 && !l.targets[o].down.Load() {
-			l.players.owner[p].Store(int32(o))
-			return o
-		}
+	if o := l.indexOf(wr.Owner.Name); o >= 0 && !l.targets[o].down.Load() {
+		l.players.owner[p].Store(int32(o))
+		return o
 	}
 	return t
 }
@@ -512,4 +511,28 @@ func (l *load) showProgress() (stop func()) {
 		return fmt.Sprintf("%s %5.1fs/%v  %8.0f rewards/s  %9d done  %d errors%s",
 			l.label, now.Sub(l.start).Seconds(), l.duration, rate, ok, l.failed.Load(), extra)
 	})
+}
+
+// ticker prints render()'s line, rewritten in place, every 250 ms until
+// the returned stop is called.
+func ticker(w io.Writer, render func() string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(w, "\r\033[K")
+				return
+			case <-t.C:
+				fmt.Fprint(w, "\r\033[K"+render())
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package test
 
 // TestChaosProcesses: four real node processes, callers in this test
 // streaming rewards to every node over client connections (what `appnode
@@ -31,9 +31,9 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	"github.com/appnode/appnode/names"
+	"github.com/appnode/appnode/client"
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/replica/replicatest"
-	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -76,7 +76,7 @@ type chaosNode struct {
 	addr   string // transport address, for client connections
 	dead   bool   // killed and not yet restarted
 	paused bool
-	client *transport.Client
+	client *client.Client
 }
 
 type chaosCluster struct {
@@ -85,6 +85,12 @@ type chaosCluster struct {
 	self  string // the name the test's client connections announce
 	start time.Time
 
+	// Touched by the test's goroutine only.
+	players  []string
+	where    map[string][2]string // each player's owner and keeper, when last settled
+	faults   map[string]int       // how many of each fault
+	schedule []string             // the faults, in order, for the log
+
 	mu    sync.Mutex
 	nodes []*chaosNode
 	ops   []chaosOp
@@ -92,26 +98,26 @@ type chaosCluster struct {
 
 func (c *chaosCluster) since() time.Duration { return time.Since(c.start) }
 
-// lookupAddr asks the host's name service for n's transport port, as
-// `appnode rpc` does.
+// lookupAddr asks the host's name service for n's transport address, as
+// `appnode rpc` does: each incarnation is dialled at the address it
+// registered.
 func (c *chaosCluster) lookupAddr(name string) string {
 	c.t.Helper()
 	var addr string
-	eventually(c.t, settleLimit, "name service knows "+name, func() (bool, string) {
+	testenv.Eventually(c.t, settleLimit, "name service knows "+name, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		e, err := names.Lookup(ctx, fmt.Sprintf("127.0.0.1:%d", c.h.namesPort), name)
-		if err != nil {
+		var err error
+		if addr, err = client.Find(ctx, name, c.h.namesPort); err != nil {
 			return false, err.Error()
 		}
-		addr = fmt.Sprintf("127.0.0.1:%d", e.TransportPort)
 		return true, ""
 	})
 	return addr
 }
 
 // client returns n's client connection, dialling it if there is none.
-func (c *chaosCluster) client(n *chaosNode) (*transport.Client, error) {
+func (c *chaosCluster) client(n *chaosNode) (*client.Client, error) {
 	c.mu.Lock()
 	if n.client != nil {
 		cl := n.client
@@ -120,9 +126,7 @@ func (c *chaosCluster) client(n *chaosNode) (*transport.Client, error) {
 	}
 	addr := n.addr
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	cl, err := transport.DialClient(ctx, addr, c.self, c.h.cookie())
+	cl, err := client.DialAddr(context.Background(), n.name, addr, client.Config{Cookie: c.h.cookie(), Self: c.self, DialTimeout: 2 * time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +146,7 @@ func (c *chaosCluster) client(n *chaosNode) (*transport.Client, error) {
 }
 
 // dropClient forgets cl (if it is still n's) and closes it.
-func (c *chaosCluster) dropClient(n *chaosNode, cl *transport.Client) {
+func (c *chaosCluster) dropClient(n *chaosNode, cl *client.Client) {
 	c.mu.Lock()
 	if n.client == cl {
 		n.client = nil
@@ -159,16 +163,12 @@ func (c *chaosCluster) command(n *chaosNode, line string, limit time.Duration) (
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	rep, err := cl.Call(ctx, &wire.Command{Line: line})
+	cr, err := cl.Command(ctx, line)
 	if err != nil {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			c.dropClient(n, cl) // the connection is broken: re-dial next time
 		}
 		return "", false, err
-	}
-	cr, ok := rep.(*wire.CommandReply)
-	if !ok {
-		return "", false, fmt.Errorf("%s answered a command with %s", n.name, rep.Kind())
 	}
 	return cr.Output, cr.Failed, nil
 }
@@ -185,17 +185,14 @@ func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int
 	ctx, cancel := context.WithTimeout(context.Background(), chaosCallWait)
 	defer cancel()
 	op.call = c.since()
-	rep, err := cl.Call(ctx, &wire.Command{Line: fmt.Sprintf("reward %s %d", player, delta)})
+	cr, err := cl.Command(ctx, fmt.Sprintf("reward %s %d", player, delta))
 	op.ret = c.since()
-	cr, isReply := rep.(*wire.CommandReply)
 	switch {
 	case err != nil:
 		op.outcome, op.text = chaosUnknown, "call failed: "+err.Error()
 		if !errors.Is(err, context.DeadlineExceeded) {
 			c.dropClient(n, cl)
 		}
-	case !isReply:
-		op.outcome, op.text = chaosUnknown, "answered with "+rep.Kind().String()
 	case cr.Failed && cr.Outcome == wire.OutcomeNotApplied:
 		op.outcome, op.text = chaosNotApplied, cr.Output
 	case cr.Failed:
@@ -323,26 +320,67 @@ func TestChaosProcesses(t *testing.T) {
 		shorts = append(shorts, fmt.Sprintf("app_node%d", i))
 	}
 	ps := h.startCluster(shorts...)
-	c := &chaosCluster{t: t, h: h, self: fmt.Sprintf("chaos-%d@%s", os.Getpid(), h.host), start: time.Now()}
+	c := &chaosCluster{t: t, h: h, self: fmt.Sprintf("chaos-%d@%s", os.Getpid(), h.host), start: time.Now(), faults: map[string]int{}}
 	for i, p := range ps {
 		c.nodes = append(c.nodes, &chaosNode{short: shorts[i], name: p.name, proc: p, addr: c.lookupAddr(p.name)})
 	}
-	players := make([]string, chaosPlayers)
-	for i := range players {
-		players[i] = fmt.Sprintf("chaos%d", i+1)
+	for i := range chaosPlayers {
+		c.players = append(c.players, fmt.Sprintf("chaos%d", i+1))
 	}
 
-	// The callers.
-	stop := make(chan struct{})
+	stopCallers := c.startCallers(seed)
+	// Every player exists, with two copies, before the first fault.
+	testenv.Eventually(t, settleLimit, "every player acknowledged once", func() (bool, string) {
+		seen := map[string]bool{}
+		c.mu.Lock()
+		for _, op := range c.ops {
+			if op.outcome == chaosAcked {
+				seen[op.player] = true
+			}
+		}
+		c.mu.Unlock()
+		return len(seen) == len(c.players), fmt.Sprintf("acknowledged: %v", seen)
+	})
+	c.settle("the cluster settles before the first fault")
+
+	// The nemesis: one fault at a time, each followed by a settled cluster.
+	kinds := slices.Repeat([]string{"kill"}, chaosKills)
+	kinds = append(kinds, slices.Repeat([]string{"pause"}, chaosPauses)...)
+	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+	var kills, pauses []chaosFault
+	for _, kind := range kinds {
+		c.waitQuiet()
+		switch kind {
+		case "kill":
+			kills = append(kills, c.killOne(rng))
+		case "pause":
+			pauses = append(pauses, c.pauseOne(rng))
+		}
+	}
+	stopCallers()
+	end := c.since()
+
+	final := c.finalTotals()
+	c.checkPrimaries()
+	c.mu.Lock()
+	ops := slices.Clone(c.ops)
+	c.mu.Unlock()
+	chaosAccount(t, ops, final, c.players)
+	t.Logf("%d calls in %v; faults: %v; schedule: %s", len(ops), end.Round(time.Millisecond), c.faults, strings.Join(c.schedule, "; "))
+	chaosMeasure(t, ops, kills, pauses, c.players)
+	chaosLinearizable(t, ops)
+}
+
+// startCallers starts chaosCallers callers streaming rewards of random
+// players to every node, and returns the function that stops them. They
+// stop when the test ends too, before its processes are killed.
+func (c *chaosCluster) startCallers(seed uint64) (stop func()) {
+	done := make(chan struct{})
 	var stopOnce sync.Once
 	var callers sync.WaitGroup
-	stopCallers := func() {
-		stopOnce.Do(func() { close(stop) })
-		callers.Wait()
-	}
 	closeClients := func() {
 		c.mu.Lock()
-		var open []*transport.Client
+		var open []*client.Client
 		for _, n := range c.nodes {
 			if n.client != nil {
 				open = append(open, n.client)
@@ -356,8 +394,8 @@ func TestChaosProcesses(t *testing.T) {
 	}
 	// Before the processes are killed (this cleanup runs first): closing
 	// the connections ends the callers' calls at once, then they stop.
-	t.Cleanup(func() {
-		stopOnce.Do(func() { close(stop) })
+	c.t.Cleanup(func() {
+		stopOnce.Do(func() { close(done) })
 		closeClients()
 		callers.Wait()
 		closeClients() // those dialled meanwhile
@@ -373,161 +411,158 @@ func TestChaosProcesses(t *testing.T) {
 			defer pace.Stop()
 			for k := 0; ; k++ {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				case <-pace.C:
 				}
 				if n := c.pick(i, k, careful); n != nil {
-					c.reward(i, n, players[crng.IntN(len(players))], 1)
+					c.reward(i, n, c.players[crng.IntN(len(c.players))], 1)
 				}
 			}
 		})
 	}
+	return func() {
+		stopOnce.Do(func() { close(done) })
+		callers.Wait()
+	}
+}
 
-	// Every player exists, with two copies, before the first fault.
-	eventually(t, settleLimit, "every player acknowledged once", func() (bool, string) {
-		seen := map[string]bool{}
-		c.mu.Lock()
-		for _, op := range c.ops {
-			if op.outcome == chaosAcked {
-				seen[op.player] = true
-			}
+// settle waits until the live nodes list each other and agree on every
+// player's placement, records it, and returns how long that took.
+func (c *chaosCluster) settle(what string) time.Duration {
+	c.t.Helper()
+	return testenv.Eventually(c.t, settleLimit, what, func() (bool, string) {
+		w, ok, detail := c.placement(c.live(), c.players, true)
+		if ok {
+			c.where = w
 		}
-		c.mu.Unlock()
-		return len(seen) == len(players), fmt.Sprintf("acknowledged: %v", seen)
+		return ok, detail
 	})
-	var where map[string][2]string // each player's owner and keeper, when last settled
-	holds := func(n *chaosNode, role int) []string {
-		var out []string
-		for _, p := range players {
-			if where[p][role] == n.name {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
-	settle := func(what string) time.Duration {
-		t.Helper()
-		return eventually(t, settleLimit, what, func() (bool, string) {
-			w, ok, detail := c.placement(c.live(), players, true)
-			if ok {
-				where = w
-			}
-			return ok, detail
-		})
-	}
-	settle("the cluster settles before the first fault")
+}
 
-	// The nemesis: one fault at a time, each followed by a settled cluster.
-	kinds := slices.Repeat([]string{"kill"}, chaosKills)
-	kinds = append(kinds, slices.Repeat([]string{"pause"}, chaosPauses)...)
-	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
-	faults := map[string]int{}
-	var kills, pauses []chaosFault
-	var schedule []string
-	for _, kind := range kinds {
-		// Let the settled cluster serve a while before the next fault.
+// holds lists the players whose owner (role 0) or keeper (role 1) was n
+// when the cluster last settled.
+func (c *chaosCluster) holds(n *chaosNode, role int) []string {
+	var out []string
+	for _, p := range c.players {
+		if c.where[p][role] == n.name {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// waitQuiet lets the settled cluster serve chaosQuiet rewards before the
+// next fault.
+func (c *chaosCluster) waitQuiet() {
+	c.mu.Lock()
+	from := len(c.ops)
+	c.mu.Unlock()
+	testenv.Eventually(c.t, settleLimit, "rewards flow between faults", func() (bool, string) {
 		c.mu.Lock()
-		from := len(c.ops)
-		c.mu.Unlock()
-		eventually(t, settleLimit, "rewards flow between faults", func() (bool, string) {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			acks := 0
-			for _, op := range c.ops[from:] {
-				if op.outcome == chaosAcked {
-					acks++
-				}
+		defer c.mu.Unlock()
+		acks := 0
+		for _, op := range c.ops[from:] {
+			if op.outcome == chaosAcked {
+				acks++
 			}
-			return acks >= chaosQuiet, fmt.Sprintf("%d rewards acknowledged since the cluster settled", acks)
-		})
-		switch kind {
-		case "kill":
-			// Prefer a node that owns players, to measure their failover.
-			cands := slices.DeleteFunc(slices.Clone(c.nodes), func(n *chaosNode) bool { return len(holds(n, 0)) == 0 })
-			if len(cands) == 0 {
-				cands = c.nodes
-			}
-			victim := cands[rng.IntN(len(cands))]
-			k := chaosFault{victim: victim.name, owned: holds(victim, 0)}
-			c.mu.Lock()
-			victim.dead = true
-			cl := victim.client
-			victim.client = nil
-			c.mu.Unlock()
-			killedAt := victim.proc.kill9()
-			k.at = killedAt.Sub(c.start)
-			if cl != nil {
-				cl.Close()
-			}
-			eventually(t, settleLimit, "two copies of every player on live nodes after kill -9 of "+victim.name, func() (bool, string) {
-				_, ok, detail := c.placement(c.live(), players, false)
-				return ok, detail
-			})
-			k.redundancy = time.Since(killedAt) // up to the end of the poll that saw it
-			kills = append(kills, k)
-			schedule = append(schedule, fmt.Sprintf("kill %s at %v (owned %v)", victim.short, k.at.Round(time.Millisecond), k.owned))
+		}
+		return acks >= chaosQuiet, fmt.Sprintf("%d rewards acknowledged since the cluster settled", acks)
+	})
+}
 
-			// Restart it under the same name and connect it again.
-			p := h.start(victim.short)
-			p.waitUp()
-			addr := c.lookupAddr(victim.name)
-			var other *chaosNode
-			for _, n := range c.live() {
-				if n != victim {
-					other = n
-					break
-				}
-			}
-			p.expect("connect "+other.name, "true")
-			c.mu.Lock()
-			victim.proc, victim.addr, victim.dead = p, addr, false
-			c.mu.Unlock()
-			faults["kill -9"]++
-			faults["restart"]++
-			settle(victim.name + " restarted and rejoined")
-		case "pause":
-			// Prefer a node that keeps copies: its owners must re-keep
-			// while it is stopped, and it comes back without them.
-			cands := slices.DeleteFunc(slices.Clone(c.nodes), func(n *chaosNode) bool { return len(holds(n, 1)) == 0 })
-			if len(cands) == 0 {
-				cands = c.nodes
-			}
-			victim := cands[rng.IntN(len(cands))]
-			owned, kept := holds(victim, 0), holds(victim, 1)
-			p := victim.proc
-			c.mu.Lock()
-			victim.paused = true
-			c.mu.Unlock()
-			t.Cleanup(func() {
-				if !p.hasExited() {
-					_ = syscall.Kill(p.pid(), syscall.SIGCONT) // the harness then kills it
-				}
-			})
-			p.signal(syscall.SIGSTOP)
-			stoppedAt := c.since()
-			time.Sleep(chaosPause) // the fault itself: the node stays stopped this long
-			p.signal(syscall.SIGCONT)
-			pauses = append(pauses, chaosFault{victim: victim.name, at: stoppedAt, resumed: c.since(), owned: owned, kept: kept})
-			c.mu.Lock()
-			victim.paused = false
-			c.mu.Unlock()
-			faults["pause"]++
-			schedule = append(schedule, fmt.Sprintf("pause %s at %v for %v (owned %v, kept %v)", victim.short, stoppedAt.Round(time.Millisecond), chaosPause, owned, kept))
-			d := settle(victim.name + " resumed and rejoined")
-			t.Logf("%s rejoined (all four list each other, one placement for every player) %v after SIGCONT", victim.name, d.Round(time.Millisecond))
+// killOne kills (-9) a node, preferring one that owns players (to measure
+// their failover), waits until every player has two live copies again,
+// then restarts it under the same name and connects it again.
+func (c *chaosCluster) killOne(rng *rand.Rand) chaosFault {
+	t := c.t
+	cands := slices.DeleteFunc(slices.Clone(c.nodes), func(n *chaosNode) bool { return len(c.holds(n, 0)) == 0 })
+	if len(cands) == 0 {
+		cands = c.nodes
+	}
+	victim := cands[rng.IntN(len(cands))]
+	k := chaosFault{victim: victim.name, owned: c.holds(victim, 0)}
+	c.mu.Lock()
+	victim.dead = true
+	cl := victim.client
+	victim.client = nil
+	c.mu.Unlock()
+	killedAt := victim.proc.kill9()
+	k.at = killedAt.Sub(c.start)
+	if cl != nil {
+		cl.Close()
+	}
+	testenv.Eventually(t, settleLimit, "two copies of every player on live nodes after kill -9 of "+victim.name, func() (bool, string) {
+		_, ok, detail := c.placement(c.live(), c.players, false)
+		return ok, detail
+	})
+	k.redundancy = time.Since(killedAt) // up to the end of the poll that saw it
+	c.schedule = append(c.schedule, fmt.Sprintf("kill %s at %v (owned %v)", victim.short, k.at.Round(time.Millisecond), k.owned))
+
+	// Restart it under the same name and connect it again.
+	p := c.h.start(victim.short)
+	p.waitUp()
+	addr := c.lookupAddr(victim.name)
+	var other *chaosNode
+	for _, n := range c.live() {
+		if n != victim {
+			other = n
+			break
 		}
 	}
-	stopCallers()
-	end := c.since()
+	p.expect("connect "+other.name, "true")
+	c.mu.Lock()
+	victim.proc, victim.addr, victim.dead = p, addr, false
+	c.mu.Unlock()
+	c.faults["kill -9"]++
+	c.faults["restart"]++
+	c.settle(victim.name + " restarted and rejoined")
+	return k
+}
 
-	// Every node agrees on every total, read with a reward of 0 (recorded
-	// too), and every player has exactly one primary.
+// pauseOne stops a node (SIGSTOP) for chaosPause, preferring one that
+// keeps copies (its owners must re-keep while it is stopped, and it comes
+// back without them), resumes it and waits until it has rejoined.
+func (c *chaosCluster) pauseOne(rng *rand.Rand) chaosFault {
+	cands := slices.DeleteFunc(slices.Clone(c.nodes), func(n *chaosNode) bool { return len(c.holds(n, 1)) == 0 })
+	if len(cands) == 0 {
+		cands = c.nodes
+	}
+	victim := cands[rng.IntN(len(cands))]
+	owned, kept := c.holds(victim, 0), c.holds(victim, 1)
+	p := victim.proc
+	c.mu.Lock()
+	victim.paused = true
+	c.mu.Unlock()
+	c.t.Cleanup(func() {
+		if !p.Exited() {
+			_ = p.Signal(syscall.SIGCONT) // the harness then kills it
+		}
+	})
+	p.signal(syscall.SIGSTOP)
+	stoppedAt := c.since()
+	time.Sleep(chaosPause) // the fault itself: the node stays stopped this long
+	p.signal(syscall.SIGCONT)
+	f := chaosFault{victim: victim.name, at: stoppedAt, resumed: c.since(), owned: owned, kept: kept}
+	c.mu.Lock()
+	victim.paused = false
+	c.mu.Unlock()
+	c.faults["pause"]++
+	c.schedule = append(c.schedule, fmt.Sprintf("pause %s at %v for %v (owned %v, kept %v)", victim.short, stoppedAt.Round(time.Millisecond), chaosPause, owned, kept))
+	d := c.settle(victim.name + " resumed and rejoined")
+	c.t.Logf("%s rejoined (all four list each other, one placement for every player) %v after SIGCONT", victim.name, d.Round(time.Millisecond))
+	return f
+}
+
+// finalTotals reads every player's total at every node, with a reward of 0
+// (recorded too), and checks that they agree.
+func (c *chaosCluster) finalTotals() map[string]int64 {
+	t := c.t
 	final := map[string]int64{}
-	for _, p := range players {
+	for _, p := range c.players {
 		for j, n := range c.nodes {
 			var op chaosOp
-			eventually(t, settleLimit, "reward "+p+" 0 at "+n.name, func() (bool, string) {
+			testenv.Eventually(t, settleLimit, "reward "+p+" 0 at "+n.name, func() (bool, string) {
 				op = c.reward(100+j, n, p, 0)
 				return op.outcome == chaosAcked, op.text
 			})
@@ -538,33 +573,40 @@ func TestChaosProcesses(t *testing.T) {
 			}
 		}
 	}
+	return final
+}
+
+// checkPrimaries checks that every player has exactly one primary, and
+// that no node exited on its own.
+func (c *chaosCluster) checkPrimaries() {
+	t := c.t
 	primaries := map[string][]string{}
 	for _, n := range c.nodes {
 		out, failed, err := c.command(n, "local_players", 5*time.Second)
 		if err != nil || failed {
 			t.Fatalf("local_players at %s: %q %v", n.name, out, err)
 		}
-		for _, p := range players {
+		for _, p := range c.players {
 			if strings.Contains(out, `"`+p+`"`) {
 				primaries[p] = append(primaries[p], n.name)
 			}
 		}
 	}
-	for _, p := range players {
+	for _, p := range c.players {
 		if len(primaries[p]) != 1 {
 			t.Errorf("%s has a primary on %v, want exactly one node", p, primaries[p])
 		}
 	}
 	for _, n := range c.nodes {
-		if n.proc.hasExited() {
-			t.Errorf("%s exited on its own: %v", n.name, n.proc.waitErr)
+		if n.proc.Exited() {
+			t.Errorf("%s exited on its own: %v", n.name, n.proc.Err())
 		}
 	}
+}
 
-	// Every acknowledged reward is in the totals exactly once.
-	c.mu.Lock()
-	ops := slices.Clone(c.ops)
-	c.mu.Unlock()
+// chaosAccount checks that every acknowledged reward is in the final
+// totals exactly once, and logs how the calls ended.
+func chaosAccount(t *testing.T, ops []chaosOp, final map[string]int64, players []string) {
 	count := map[chaosOutcome]int{}
 	acked, unknown := map[string]int64{}, map[string]int64{}
 	texts := map[string]int{}
@@ -587,18 +629,14 @@ func TestChaosProcesses(t *testing.T) {
 				p, final[p], acked[p], unknown[p], acked[p], acked[p]+unknown[p])
 		}
 	}
-	t.Logf("%d calls in %v: %d acknowledged, %d failed with nothing applied, %d unknown; final totals %v (acknowledged %v, unknown %v)",
-		len(ops), end.Round(time.Millisecond), count[chaosAcked], count[chaosNotApplied], count[chaosUnknown], final, acked, unknown)
-	t.Logf("faults: %v; schedule: %s", faults, strings.Join(schedule, "; "))
+	t.Logf("%d acknowledged, %d failed with nothing applied, %d unknown; final totals %v (acknowledged %v, unknown %v)",
+		count[chaosAcked], count[chaosNotApplied], count[chaosUnknown], final, acked, unknown)
 	var shapes []string
 	for s, n := range texts {
 		shapes = append(shapes, fmt.Sprintf("%dx %s", n, s))
 	}
 	sort.Strings(shapes)
 	t.Logf("failed calls, by answer:\n  %s", strings.Join(shapes, "\n  "))
-
-	chaosMeasure(t, ops, kills, pauses, players)
-	chaosLinearizable(t, ops)
 }
 
 // chaosKeepDir is where a failed run leaves its evidence, from
@@ -705,32 +743,6 @@ func chaosMeasure(t *testing.T, ops []chaosOp, kills, pauses []chaosFault, playe
 	}
 	t.Logf("longest stall: %v between successive acknowledged rewards of %s, from %v on", worst.Round(time.Millisecond), worstPlayer, worstAt.Round(time.Millisecond))
 
-	// served returns, for players, how long after f.at the first of them,
-	// and the last of them, was served by a call made after f.at (-1: not
-	// every one was).
-	served := func(f chaosFault, players []string) (first, all time.Duration) {
-		first, all = -1, 0
-		for _, p := range players {
-			d := time.Duration(-1)
-			for _, op := range byPlayer[p] { // sorted by return
-				if op.call >= f.at {
-					d = op.ret - f.at
-					break
-				}
-			}
-			if d < 0 {
-				all = -1
-				continue
-			}
-			if first < 0 || d < first {
-				first = d
-			}
-			if all >= 0 && d > all {
-				all = d
-			}
-		}
-		return first, all
-	}
 	var firsts, alls, reds []time.Duration
 	for _, k := range kills {
 		reds = append(reds, k.redundancy)
@@ -738,7 +750,7 @@ func chaosMeasure(t *testing.T, ops []chaosOp, kills, pauses []chaosFault, playe
 			t.Logf("kill -9 of %s (owned no player): two live copies of every player again after %v", k.victim, k.redundancy.Round(time.Millisecond))
 			continue
 		}
-		first, all := served(k, k.owned)
+		first, all := chaosServed(byPlayer, k, k.owned)
 		if first >= 0 {
 			firsts = append(firsts, first)
 		}
@@ -757,6 +769,12 @@ func chaosMeasure(t *testing.T, ops []chaosOp, kills, pauses []chaosFault, playe
 	if len(reds) > 0 {
 		t.Logf("kill -9 to two live copies of every player: median %v of %v", median(reds).Round(time.Millisecond), roundAll(reds))
 	}
+	chaosLogPauses(t, byPlayer, pauses)
+}
+
+// chaosLogPauses logs, for each pause, when the paused node's players were
+// served again.
+func chaosLogPauses(t *testing.T, byPlayer map[string][]chaosOp, pauses []chaosFault) {
 	for _, f := range pauses {
 		line := fmt.Sprintf("pause of %s for %v:", f.victim, (f.resumed - f.at).Round(time.Millisecond))
 		for _, role := range []struct {
@@ -766,12 +784,40 @@ func chaosMeasure(t *testing.T, ops []chaosOp, kills, pauses []chaosFault, playe
 			if len(role.players) == 0 {
 				continue
 			}
-			first, all := served(f, role.players)
+			first, all := chaosServed(byPlayer, f, role.players)
 			line += fmt.Sprintf(" the players it %s %v were served again from %v after SIGSTOP, all of them by %v;",
 				role.what, role.players, first.Round(time.Millisecond), all.Round(time.Millisecond))
 		}
 		t.Log(line)
 	}
+}
+
+// chaosServed returns, for players, how long after f.at the first of them,
+// and the last of them, was served by a call made after f.at (-1: not
+// every one was). byPlayer holds each player's acknowledged calls, sorted
+// by return.
+func chaosServed(byPlayer map[string][]chaosOp, f chaosFault, players []string) (first, all time.Duration) {
+	first, all = -1, 0
+	for _, p := range players {
+		d := time.Duration(-1)
+		for _, op := range byPlayer[p] { // sorted by return
+			if op.call >= f.at {
+				d = op.ret - f.at
+				break
+			}
+		}
+		if d < 0 {
+			all = -1
+			continue
+		}
+		if first < 0 || d < first {
+			first = d
+		}
+		if all >= 0 && d > all {
+			all = d
+		}
+	}
+	return first, all
 }
 
 type chaosIn struct {

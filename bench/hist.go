@@ -1,4 +1,4 @@
-package main
+package bench
 
 // Latency histograms and throughput timelines for `appnode bench`.
 

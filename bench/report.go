@@ -1,4 +1,4 @@
-package main
+package bench
 
 // What `appnode bench` reports: one struct, printed as tables or as JSON.
 
@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/appnode/appnode/internal/procs"
 )
 
 type benchReport struct {
@@ -131,7 +134,7 @@ type nodeMem struct {
 
 func (b *bench) newReport() *benchReport {
 	r := &benchReport{
-		Command:    strings.Join(append([]string{"appnode"}, os.Args[1:]...), " "),
+		Command:    strings.Join(append([]string{"appnode", "bench"}, b.cfg.args...), " "),
 		Machine:    machineInfo(),
 		Spawned:    b.cfg.spawn > 0,
 		Entry:      b.cfg.entry.String(),
@@ -142,7 +145,7 @@ func (b *bench) newReport() *benchReport {
 	for i, t := range b.targets {
 		ni := nodeInfo{Name: t.name}
 		if i < len(b.nodes) {
-			ni.PID = b.nodes[i].pid()
+			ni.PID = b.nodes[i].PID()
 		}
 		r.Nodes = append(r.Nodes, ni)
 	}
@@ -236,14 +239,14 @@ func (r *benchReport) setFloor(floor, hop *phaseResult) {
 	r.Interrupted = r.Interrupted || floor.interrupted
 }
 
-func (r *benchReport) setPopulate(players int, took time.Duration, lat *histogram, errs int64, nodes []*child, before, after []int64) {
+func (r *benchReport) setPopulate(players int, took time.Duration, lat *histogram, errs int64, nodes []*procs.Proc, before, after []int64) {
 	r.Entry = "owner"
 	r.Players = players
 	r.DurationS = took.Seconds()
 	r.latencyStats = statsOf(lat, took, errs)
 	p := &populateReport{Players: players, Seconds: took.Seconds()}
 	for i, c := range nodes {
-		p.Nodes = append(p.Nodes, nodeMem{Name: c.name, RSSBefore: before[i], RSSAfter: after[i]})
+		p.Nodes = append(p.Nodes, nodeMem{Name: c.Name(), RSSBefore: before[i], RSSAfter: after[i]})
 		p.GrowthBytes += after[i] - before[i]
 	}
 	p.BytesPerCopy = float64(p.GrowthBytes) / float64(2*players)
@@ -443,4 +446,17 @@ func fmtCores(m map[string]float64) string {
 		parts = append(parts, fmt.Sprintf("%s %.2f", restProcName, v))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func machineInfo() machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return m
 }

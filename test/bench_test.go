@@ -1,22 +1,25 @@
-package main
+package test
 
 // Tests of `appnode bench`: short smoke runs of the built binary against
-// spawned clusters (figures are checked for sanity, never for speed), and
-// unit tests of its arithmetic.
+// spawned clusters (figures are checked for sanity, never for speed). The
+// unit tests of its arithmetic are in package bench.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/appnode/appnode/internal/procs"
+	"github.com/appnode/appnode/internal/testenv"
 )
 
 // benchLimit bounds one short bench run, start to exit. Passing runs take
@@ -203,61 +206,36 @@ func TestBenchPopulate(t *testing.T) {
 // it must exit, and take every node it started with it.
 func TestBenchInterrupt(t *testing.T) {
 	h := newHarness(t)
-	cmd := exec.Command(appnodeBin, "bench", "--spawn", "3", "--duration", "5m", "--clients", "2", "--players", "20", "--floor")
-	cmd.Env = append(h.env(), "TMPDIR="+t.TempDir())
-	stderr, err := cmd.StderrPipe()
+	p, err := procs.Start(procs.Config{
+		Name: "appnode bench",
+		Path: appnodeBin,
+		Args: []string{"bench", "--spawn", "3", "--duration", "5m", "--clients", "2", "--players", "20", "--floor"},
+		Env:  append(h.env(), "TMPDIR="+t.TempDir()),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
+	t.Cleanup(func() { _, _ = p.Kill9() })
+	testenv.Eventually(t, benchLimit, "the bench's load starts", func() (bool, string) {
+		notes := p.Lines()
+		if p.Exited() {
+			t.Fatalf("bench exited before its load started: %v\n%s", p.Err(), strings.Join(notes, "\n"))
 		}
-		close(lines)
-		exited <- cmd.Wait() // after stderr is read to EOF
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		for range lines {
-		}
+		started := slices.ContainsFunc(notes, func(l string) bool { return strings.Contains(l, "load:") })
+		return started, fmt.Sprintf("notes so far:\n%s", strings.Join(notes, "\n"))
 	})
-	var notes []string
-	timeout := time.After(benchLimit)
-wait:
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("bench exited before its load started: %v\n%s", <-exited, strings.Join(notes, "\n"))
-			}
-			notes = append(notes, l)
-			if strings.Contains(l, "load:") {
-				break wait
-			}
-		case <-timeout:
-			t.Fatalf("the load did not start within %v:\n%s", benchLimit, strings.Join(notes, "\n"))
-		}
-	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := p.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	for l := range lines {
-		notes = append(notes, l)
-	}
-	err = <-exited
+	err = p.Wait(benchLimit)
+	notes := strings.Join(p.Lines(), "\n")
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 130 {
-		t.Errorf("after SIGINT the bench exited with %v, want status 130", err)
+		t.Errorf("after SIGINT the bench exited with %v, want status 130; its notes:\n%s", err, notes)
 	}
-	pids := pidsIn(strings.Join(notes, "\n"))
+	pids := pidsIn(notes)
 	if len(pids) != 5 {
-		t.Fatalf("want the pids of 3 nodes and 2 floor servers in the notes, got %v:\n%s", pids, strings.Join(notes, "\n"))
+		t.Fatalf("want the pids of 3 nodes and 2 floor servers in the notes, got %v:\n%s", pids, notes)
 	}
 	assertGone(t, "process started by the bench", pids)
 }
@@ -276,105 +254,5 @@ func TestBenchFlagErrors(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, "appnode bench: ") {
 			t.Errorf("bench %v: exit %d, stderr %q; want exit 2 with a reason", args, code, errOut)
 		}
-	}
-}
-
-// ---- unit tests ----
-
-func TestHistogramQuantiles(t *testing.T) {
-	var h histogram
-	for i := 1; i <= 100000; i++ {
-		h.record(time.Duration(i) * time.Microsecond)
-	}
-	for _, c := range []struct {
-		q    float64
-		want time.Duration
-	}{{0.5, 50 * time.Millisecond}, {0.9, 90 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {0.999, 99900 * time.Microsecond}} {
-		got := h.quantile(c.q)
-		if diff := float64(got-c.want) / float64(c.want); diff > 0.016 || diff < -0.016 {
-			t.Errorf("q%v = %v, want %v within 1.6%%", c.q, got, c.want)
-		}
-	}
-	if h.quantile(1) != 100*time.Millisecond || h.max != 100*time.Millisecond {
-		t.Errorf("max %v, q1 %v, want 100ms", h.max, h.quantile(1))
-	}
-	var other histogram
-	other.record(time.Second)
-	h.merge(&other)
-	if h.n != 100001 || h.max != time.Second {
-		t.Errorf("after merge: n %d max %v", h.n, h.max)
-	}
-	var empty histogram
-	if empty.quantile(0.5) != 0 || empty.mean() != 0 {
-		t.Error("an empty histogram must give zeros")
-	}
-}
-
-func TestHistogramBuckets(t *testing.T) {
-	prev := -1
-	for v := time.Duration(0); v < time.Hour; v = v*9/8 + 1 {
-		i := bucketOf(v)
-		if i < prev || i >= histBuckets {
-			t.Fatalf("bucketOf(%v) = %d after %d", v, i, prev)
-		}
-		prev = i
-		if mid := bucketValue(i); v > 0 && (float64(mid-v)/float64(v) > 1.0/64 || float64(v-mid)/float64(v) > 1.0/64) {
-			t.Fatalf("bucket %d of %v stands for %v: more than 1/64 off", i, v, mid)
-		}
-	}
-	if i := bucketOf(time.Duration(1<<63 - 1)); i != histBuckets-1 {
-		t.Errorf("largest duration in bucket %d, want %d", i, histBuckets-1)
-	}
-}
-
-func TestRecovery(t *testing.T) {
-	// 100 per bucket, a kill at 2.05 s, 3 buckets at 10, then back.
-	var b []int64
-	for i := range 40 {
-		switch {
-		case i >= 20 && i < 23:
-			b = append(b, 10)
-		default:
-			b = append(b, 100)
-		}
-	}
-	pre, after, ok := recovery(b, 2050*time.Millisecond, 0.8, 5)
-	if !ok || pre != 100 || after != 250*time.Millisecond {
-		t.Errorf("recovery = %v, %v, %v; want 100, 250ms, true", pre, after, ok)
-	}
-	// Never back.
-	for i := 20; i < len(b); i++ {
-		b[i] = 10
-	}
-	if _, _, ok := recovery(b, 2050*time.Millisecond, 0.8, 5); ok {
-		t.Error("throughput never came back, but recovery says it did")
-	}
-	// No dip at all: back at once.
-	for i := range b {
-		b[i] = 100
-	}
-	if _, after, ok := recovery(b, 2050*time.Millisecond, 0.8, 5); !ok || after != 0 {
-		t.Errorf("no dip: recovery after %v, %v; want 0, true", after, ok)
-	}
-}
-
-func TestParseNodeList(t *testing.T) {
-	got := fmt.Sprint(parseNodeList("['a@h','b@h']"))
-	if got != "[a@h b@h]" {
-		t.Errorf("parseNodeList = %s", got)
-	}
-	if l := parseNodeList("[]"); len(l) != 0 {
-		t.Errorf("parseNodeList([]) = %v", l)
-	}
-}
-
-func TestSteady(t *testing.T) {
-	flat := [][]int64{{100 << 20, 50 << 20}, {100<<20 + 1000, 50 << 20}}
-	if !steady(flat) {
-		t.Error("a few KB of change is steady")
-	}
-	growing := [][]int64{{100 << 20}, {110 << 20}}
-	if steady(growing) {
-		t.Error("10% growth is not steady")
 	}
 }

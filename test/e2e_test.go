@@ -1,4 +1,4 @@
-package main
+package test
 
 // End-to-end tests of the built binary: real node processes on 127.0.0.1,
 // driven as a user would (commands typed on a node's stdin, which is not a
@@ -13,22 +13,27 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/appnode/appnode/internal/testenv"
 )
 
-// TestWalkthroughProcesses plays SPEC.md's "What a user does" with three
-// real processes: node 1's commands are typed on its stdin, nodes 2 and 3
-// are asked through `appnode rpc`.
+// TestWalkthroughProcesses plays the walkthrough that must always work
+// (three nodes started by hand and connected at node 1's console; a
+// player rewarded, crashed with a bad point and restored from its keeper;
+// the same total wherever asked; kill -9 of the owner; a restart under the
+// same name) with three real processes: node 1's commands are typed on
+// its stdin, nodes 2 and 3 are asked through `appnode rpc`.
 func TestWalkthroughProcesses(t *testing.T) {
 	h := newHarness(t)
 	n1 := h.start("app_node1")
 	t.Logf("%s up after %v", n1.name, n1.waitUp().Round(time.Millisecond))
 	n2, n3 := h.start("app_node2"), h.start("app_node3")
 	for _, p := range []*proc{n2, n3} {
-		eventually(t, settleLimit, p.name+" answers rpc", func() (bool, string) {
+		testenv.Eventually(t, settleLimit, p.name+" answers rpc", func() (bool, string) {
 			r := h.rpc(p.name, "node")
 			return r.ok() && r.out == "'"+p.name+"'", r.String()
 		})
-		t.Logf("%s answers rpc %v after its start", p.name, time.Since(p.started).Round(time.Millisecond))
+		t.Logf("%s answers rpc %v after its start", p.name, time.Since(p.Started()).Round(time.Millisecond))
 	}
 
 	n1.expect("connect "+n2.name, "true")
@@ -69,11 +74,20 @@ func TestWalkthroughProcesses(t *testing.T) {
 	n1.expect("nodes", othersList(n1, all))
 	h.mustRPC(n2.name, "nodes", othersList(n2, all))
 	h.mustRPC(n3.name, "nodes", othersList(n3, all))
+	checkNoConflict(t, h, all)
+	checkErlangSpellings(t, h, all)
+}
+
+// checkNoConflict fails the test if a node exited, or if a node or the
+// restarted node's log reported a name conflict.
+func checkNoConflict(t *testing.T, h *harness, all []*proc) {
+	t.Helper()
+	n1 := all[0]
 	for _, p := range all {
-		if p.hasExited() {
-			t.Errorf("%s exited: %v", p.name, p.waitErr)
+		if p.Exited() {
+			t.Errorf("%s exited: %v", p.name, p.Err())
 		}
-		for _, ev := range p.stderrLines() {
+		for _, ev := range p.Lines() {
 			if strings.Contains(strings.ToLower(ev), "conflict") {
 				t.Errorf("%s reported a name conflict: %s", p.name, ev)
 			}
@@ -84,8 +98,13 @@ func TestWalkthroughProcesses(t *testing.T) {
 	} else if strings.Contains(strings.ToLower(string(b)), "conflict") {
 		t.Errorf("log of %s mentions a conflict:\n%s", n1.name, tail(string(b), 30))
 	}
+}
 
-	// The Erlang spellings, by rpc and as typed.
+// checkErlangSpellings asks the walkthrough's cluster in the Erlang
+// spellings, by rpc and as typed at all[0]'s console.
+func checkErlangSpellings(t *testing.T, h *harness, all []*proc) {
+	t.Helper()
+	n1, n2, n3 := all[0], all[1], all[2]
 	h.mustRPC(n2.name, `interface:reward_player(<<"player1">>, 5).`, "17")
 	n1.expect(`interface:reward_player(<<"player1">>, -2).`, "15")
 	h.mustRPC(n3.name, "reward player1 0", "15")
@@ -187,8 +206,56 @@ func TestPauseResume(t *testing.T) {
 	n1, n2, n3 := ps[0], ps[1], ps[2]
 	n1.expect("reward pp 5", "5")
 	n1.expect("local_players", `["pp"]`)
-	total := 5
+	total := pauseOwner(t, ps, 5, pause)
 
+	// Typed while paused: the very first thing node 1 reads after SIGCONT
+	// is a reward of the player it held. It may refuse (its primary was
+	// taken over) but must not answer from its stale total, and a refusal
+	// must not have changed anything.
+	n1.typeLine("reward pp 100")
+	n1.signal(syscall.SIGCONT)
+	resumed := time.Now()
+	switch first := n1.next("reward pp 100"); {
+	case first == fmt.Sprint(total+100):
+		total += 100
+		t.Logf("resumed node's first reward answered %s, %v after SIGCONT", first, time.Since(resumed).Round(time.Millisecond))
+	case strings.HasPrefix(first, "** error:"):
+		t.Logf("resumed node's first reward refused %v after SIGCONT: %s", time.Since(resumed).Round(time.Millisecond), first)
+	default:
+		t.Fatalf("resumed node answered `reward pp 100` with %q; the cluster's total was %d, so only %d or an error is right (its stale total was 5)", first, total, total+100)
+	}
+	total++
+	n2.expect("reward pp 1", fmt.Sprint(total))
+
+	// The resumed node settles: a reward typed there eventually succeeds,
+	// and every answer it gives continues the cluster's total.
+	got, failures, okAt := rewardUntilOK(t, n1.console(), "pp", 1, settleLimit)
+	total++
+	t.Logf("resumed node served a reward %v after SIGCONT; refusals before: %d %q", okAt.Sub(resumed).Round(time.Millisecond), len(failures), failures)
+	if got != fmt.Sprint(total) {
+		t.Fatalf("resumed node answered `reward pp 1` with %q, want %d", got, total)
+	}
+	for _, p := range []*proc{n1, n2, n3, n1, n3, n2} {
+		total++
+		p.expect("reward pp 1", fmt.Sprint(total))
+	}
+	t.Logf("all three list each other %v after SIGCONT", (h.waitMembers(ps...) + time.Since(resumed)).Round(time.Millisecond))
+	checkOnePrimary(t, ps)
+	// The name service answers again once its server runs.
+	testenv.Eventually(t, settleLimit, "rpc works again after the resume", func() (bool, string) {
+		r := h.rpc(n2.name, "reward pp 0")
+		return r.ok() && r.out == fmt.Sprint(total), r.String()
+	})
+}
+
+// pauseOwner stops ps[0], the owner of player pp whose total is total,
+// with SIGSTOP, and rewards pp at the two others until the pause has
+// lasted pause: the first reward as soon as one succeeds, then once the
+// others list only each other, a reward every 20 ms or so. It returns the
+// cluster's total then; ps[0] stays stopped.
+func pauseOwner(t *testing.T, ps []*proc, total int, pause time.Duration) int {
+	t.Helper()
+	n1, n2, n3 := ps[0], ps[1], ps[2]
 	n1.signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	got, failures, okAt := rewardUntilOK(t, n2.console(), "pp", 1, settleLimit)
@@ -197,7 +264,7 @@ func TestPauseResume(t *testing.T) {
 	if got != fmt.Sprint(total) {
 		t.Fatalf("reward pp 1 at %s while the owner is paused answered %q, want %d", n2.name, got, total)
 	}
-	eventually(t, settleLimit, "nodes 2 and 3 declare the paused node failed", func() (bool, string) {
+	testenv.Eventually(t, settleLimit, "nodes 2 and 3 declare the paused node failed", func() (bool, string) {
 		for _, p := range []*proc{n2, n3} {
 			if a := p.ask("nodes"); a != othersList(p, []*proc{n2, n3}) {
 				return false, fmt.Sprintf("nodes at %s: %s", p.name, a)
@@ -233,43 +300,15 @@ func TestPauseResume(t *testing.T) {
 	}
 	t.Logf("pause lasted %v; %d rewards of 10 at nodes 2 and 3 meanwhile; cluster total %d, node 1 last saw 5",
 		time.Since(stopped).Round(time.Millisecond), rewards, total)
+	return total
+}
 
-	// Typed while paused: the very first thing node 1 reads after SIGCONT
-	// is a reward of the player it held. It may refuse (its primary was
-	// taken over) but must not answer from its stale total, and a refusal
-	// must not have changed anything.
-	n1.typeLine("reward pp 100")
-	n1.signal(syscall.SIGCONT)
-	resumed := time.Now()
-	switch first := n1.next("reward pp 100"); {
-	case first == fmt.Sprint(total+100):
-		total += 100
-		t.Logf("resumed node's first reward answered %s, %v after SIGCONT", first, time.Since(resumed).Round(time.Millisecond))
-	case strings.HasPrefix(first, "** error:"):
-		t.Logf("resumed node's first reward refused %v after SIGCONT: %s", time.Since(resumed).Round(time.Millisecond), first)
-	default:
-		t.Fatalf("resumed node answered `reward pp 100` with %q; the cluster's total was %d, so only %d or an error is right (its stale total was 5)", first, total, total+100)
-	}
-	total++
-	n2.expect("reward pp 1", fmt.Sprint(total))
-
-	// The resumed node settles: a reward typed there eventually succeeds,
-	// and every answer it gives continues the cluster's total.
-	got, failures, okAt = rewardUntilOK(t, n1.console(), "pp", 1, settleLimit)
-	total++
-	t.Logf("resumed node served a reward %v after SIGCONT; refusals before: %d %q", okAt.Sub(resumed).Round(time.Millisecond), len(failures), failures)
-	if got != fmt.Sprint(total) {
-		t.Fatalf("resumed node answered `reward pp 1` with %q, want %d", got, total)
-	}
-	for _, p := range []*proc{n1, n2, n3, n1, n3, n2} {
-		total++
-		p.expect("reward pp 1", fmt.Sprint(total))
-	}
-	t.Logf("all three list each other %v after SIGCONT", (h.waitMembers(ps...) + time.Since(resumed)).Round(time.Millisecond))
-
-	// Exactly one primary, and every node agrees where it and its keeper are.
+// checkOnePrimary checks that player pp is local on exactly one of ps,
+// and that every node agrees where it and its keeper are.
+func checkOnePrimary(t *testing.T, ps []*proc) {
+	t.Helper()
 	var owner string
-	eventually(t, settleLimit, "pp is local on exactly one node", func() (bool, string) {
+	testenv.Eventually(t, settleLimit, "pp is local on exactly one node", func() (bool, string) {
 		var on []string
 		for _, p := range ps {
 			switch a := p.ask("local_players"); a {
@@ -295,15 +334,11 @@ func TestPauseResume(t *testing.T) {
 		}
 	}
 	t.Logf("after the resume: %q", wheres)
-	// The name service answers again once its server runs.
-	eventually(t, settleLimit, "rpc works again after the resume", func() (bool, string) {
-		r := h.rpc(n2.name, "reward pp 0")
-		return r.ok() && r.out == fmt.Sprint(total), r.String()
-	})
 }
 
 // TestGracefulQuit: leaving gracefully (`q` typed at a node's console, and
-// the other ways SPEC.md lists: q()., end of input as Ctrl-D gives, SIGTERM)
+// the other ways a node may be told to: q()., end of input as Ctrl-D
+// gives, SIGTERM)
 // hands off everything the node held before the process exits, so right
 // after the exit the two others serve its players with the right totals, at
 // once, and hold both copies.
@@ -314,7 +349,7 @@ func TestGracefulQuit(t *testing.T) {
 	}{
 		{"q", func(p *proc) { p.expect("q", "ok") }},
 		{"q().", func(p *proc) { p.expect("q().", "ok") }},
-		{"EOF", func(p *proc) { p.stdin.Close() }},
+		{"EOF", func(p *proc) { p.CloseStdin() }},
 		{"SIGTERM", func(p *proc) { p.signal(syscall.SIGTERM) }},
 	} {
 		t.Run(c.name, func(t *testing.T) { testGracefulQuit(t, c.quit) })

@@ -1,8 +1,8 @@
-package main
+package bench
 
 // The floor of `appnode bench --floor`: the least a synchronously
 // replicated write can cost with this project's own framing and transport.
-// Two processes of this binary, `appnode bench serve-floor`, stand in for
+// Two processes of the appnode binary, `appnode bench serve-floor`, stand in for
 // an owner and its keeper: the first answers a client's reward only after
 // forwarding it to the second and getting its ack; the second answers at
 // once (that alone is one hop, the cost of a forward). Neither keeps any
@@ -29,8 +29,9 @@ import (
 // serveFloor runs one floor server until its stdin closes (the bench exited)
 // or it gets SIGTERM or SIGINT. It prints its transport address as its
 // first line of output.
-func serveFloor(args []string) int {
+func serveFloor(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("appnode bench serve-floor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	name := fs.String("name", "floor", "this server's name")
 	peer := fs.String("peer", "", "NAME=HOST:PORT of the floor server to forward each request to (none: answer at once)")
 	if err := fs.Parse(args); err != nil {
@@ -41,7 +42,7 @@ func serveFloor(args []string) int {
 	if *peer != "" {
 		n, a, ok := strings.Cut(*peer, "=")
 		if !ok || n == "" || a == "" {
-			fmt.Fprintf(os.Stderr, "appnode bench serve-floor: --peer must be NAME=HOST:PORT, not %q\n", *peer)
+			fmt.Fprintf(stderr, "appnode bench serve-floor: --peer must be NAME=HOST:PORT, not %q\n", *peer)
 			return 2
 		}
 		peerID, peerAddr = wire.NodeID{Name: n}, a
@@ -50,7 +51,7 @@ func serveFloor(args []string) int {
 	// The bench passes its private cookie in the environment.
 	secret, _, err := cookie.Resolve("", os.Getenv, false)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "appnode bench serve-floor: %v\n", err)
+		fmt.Fprintf(stderr, "appnode bench serve-floor: %v\n", err)
 		return 1
 	}
 
@@ -82,16 +83,16 @@ func serveFloor(args []string) int {
 		Handle:       ack,
 		HandleClient: serve,
 		Logf: func(format string, args ...any) {
-			fmt.Fprintf(os.Stderr, *name+": "+format+"\n", args...)
+			fmt.Fprintf(stderr, *name+": "+format+"\n", args...)
 		},
 	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "appnode bench serve-floor: %v\n", err)
+		fmt.Fprintf(stderr, "appnode bench serve-floor: %v\n", err)
 		return 1
 	}
 	tr.Store(t)
 	defer t.Close()
-	fmt.Println(t.Addr())
+	fmt.Fprintln(stdout, t.Addr())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()

@@ -1,30 +1,30 @@
-package main
+package test
 
-// Helpers for the end-to-end tests in e2e_test.go: they run the built
-// appnode binary as real processes, each test with its own state directory
-// and its own name service port, all on 127.0.0.1.
+// The harness of the process tests: they run the built appnode binary as
+// real processes (through internal/procs), each test with its own state
+// directory and its own name service port, all on 127.0.0.1 (but for the
+// network namespaces of netns_test.go).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/appnode/appnode/cookie"
+	"github.com/appnode/appnode/internal/procs"
 	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/node"
+	"go.uber.org/goleak"
 )
 
 // appnodeBin is the binary under test, built once by TestMain.
@@ -39,7 +39,15 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(buildAndRun(m))
+	code := buildAndRun(m)
+	if code == 0 {
+		// Every process, connection and reader a test started has ended.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func buildAndRun(m *testing.M) int {
@@ -56,7 +64,7 @@ func buildAndRun(m *testing.M) int {
 		goCmd = "/usr/local/go/bin/go"
 	}
 	start := time.Now()
-	build := exec.Command(goCmd, "build", "-o", appnodeBin, ".")
+	build := exec.Command(goCmd, "build", "-o", appnodeBin, "github.com/appnode/appnode/cmd/appnode")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building appnode: %v\n%s", err, out)
 		return 1
@@ -112,18 +120,9 @@ func (h *harness) cookie() cookie.Cookie {
 // the test writes commands to, one per line; its stdout gives one answer
 // per line; its stderr carries the events.
 type proc struct {
-	t       *testing.T
-	name    string // full name
-	logDir  string // its state dir, where its log is
-	cmd     *exec.Cmd
-	started time.Time
-	stdin   io.WriteCloser
-	answers chan string   // stdout lines; closed at EOF
-	exited  chan struct{} // closed once the process was waited for
-	waitErr error         // valid after exited is closed
-
-	mu     sync.Mutex
-	events []string // stderr lines
+	*procs.Proc
+	t    *testing.T
+	name string // full name
 }
 
 // start runs `appnode --bind 127.0.0.1 [FLAGS] NAME` and returns at once,
@@ -131,68 +130,25 @@ type proc struct {
 // waited for when the test ends.
 func (h *harness) start(name string, flags ...string) *proc {
 	h.t.Helper()
-	cmd := exec.Command(appnodeBin, append(append([]string{"--bind", "127.0.0.1"}, flags...), name)...)
-	cmd.Env = h.env()
-	return launch(h.t, h.full(name), h.stateDir, cmd)
+	return launch(h.t, h.full(name), h.stateDir, appnodeBin, append(append([]string{"--bind", "127.0.0.1"}, flags...), name), h.env())
 }
 
-// launch starts cmd, a node named name whose state dir is logDir, in
-// scripted mode; see start.
-func launch(t *testing.T, name, logDir string, cmd *exec.Cmd) *proc {
+// launch starts path with args and env: a node named name, whose state
+// dir is logDir, in scripted mode; see start.
+func launch(t *testing.T, name, logDir, path string, args, env []string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, logDir: logDir, cmd: cmd, answers: make(chan string, 1024), exited: make(chan struct{})}
-	var err error
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
+	pp, err := procs.Start(procs.Config{Name: name, Path: path, Args: args, Env: env, Console: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.started = time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	var readers sync.WaitGroup
-	readers.Go(func() {
-		defer close(p.answers)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			p.answers <- sc.Text()
-		}
-	})
-	readers.Go(func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.events = append(p.events, sc.Text())
-			p.mu.Unlock()
-		}
-	})
-	go func() {
-		readers.Wait() // Wait must not run before the pipes are read to EOF
-		p.waitErr = cmd.Wait()
-		close(p.exited)
-	}()
+	p := &proc{Proc: pp, t: t, name: name}
 	t.Cleanup(func() {
-		if !p.hasExited() {
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL) // works on a stopped process too
+		if _, err := p.Kill9(); err != nil { // works on a stopped process too
+			t.Error(err)
 		}
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, cmd.Process.Pid)
-		}
-		p.stdin.Close()
 		if t.Failed() {
-			t.Logf("%s stderr (events):\n%s", p.name, strings.Join(p.stderrLines(), "\n"))
-			if b, err := os.ReadFile(filepath.Join(p.logDir, p.name+".log")); err == nil {
+			t.Logf("%s stderr (events):\n%s", p.name, strings.Join(p.Lines(), "\n"))
+			if b, err := os.ReadFile(filepath.Join(logDir, p.name+".log")); err == nil {
 				t.Logf("%s log (tail):\n%s", p.name, tail(string(b), 60))
 			}
 		}
@@ -208,23 +164,6 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) hasExited() bool {
-	select {
-	case <-p.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) stderrLines() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.events)
-}
-
 // ask types one command and returns the one line the console answers.
 func (p *proc) ask(line string) string {
 	p.t.Helper()
@@ -236,8 +175,8 @@ func (p *proc) ask(line string) string {
 // answer (the pipe buffers it, even while the process is stopped).
 func (p *proc) typeLine(line string) {
 	p.t.Helper()
-	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
-		p.t.Fatalf("%s: typing %q: %v", p.name, line, err)
+	if err := p.Type(line); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
@@ -245,17 +184,11 @@ func (p *proc) typeLine(line string) {
 // for messages.
 func (p *proc) next(line string) string {
 	p.t.Helper()
-	select {
-	case a, ok := <-p.answers:
-		if !ok {
-			<-p.exited
-			p.t.Fatalf("%s exited (%v) instead of answering %q; stderr:\n%s", p.name, p.waitErr, line, strings.Join(p.stderrLines(), "\n"))
-		}
-		return a
-	case <-time.After(answerLimit):
-		p.t.Fatalf("%s: no answer to %q within %v", p.name, line, answerLimit)
+	a, err := p.Next(answerLimit)
+	if err != nil {
+		p.t.Fatalf("%v, instead of answering %q; stderr:\n%s", err, line, strings.Join(p.Lines(), "\n"))
 	}
-	return ""
+	return a
 }
 
 // expect types line and fails the test unless the answer is want.
@@ -271,37 +204,34 @@ func (p *proc) expect(line, want string) {
 func (p *proc) waitUp() time.Duration {
 	p.t.Helper()
 	p.expect("node", "'"+p.name+"'")
-	return time.Since(p.started)
+	return time.Since(p.Started())
 }
 
 // kill9 sends SIGKILL, returns the moment it was sent, and waits until the
 // process is gone.
 func (p *proc) kill9() time.Time {
 	p.t.Helper()
-	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
-		p.t.Fatalf("kill -9 %s: %v", p.name, err)
+	at, err := p.Kill9()
+	if err != nil {
+		p.t.Fatal(err)
 	}
-	at := time.Now()
-	p.waitExit()
 	return at
 }
 
 // waitExit waits for the process to end and returns its exit error.
 func (p *proc) waitExit() error {
 	p.t.Helper()
-	select {
-	case <-p.exited:
-		return p.waitErr
-	case <-time.After(settleLimit):
-		p.t.Fatalf("%s did not exit within %v", p.name, settleLimit)
+	err := p.Wait(settleLimit)
+	if !p.Exited() {
+		p.t.Fatal(err)
 	}
-	return nil
+	return err
 }
 
 func (p *proc) signal(sig syscall.Signal) {
 	p.t.Helper()
-	if err := syscall.Kill(p.pid(), sig); err != nil {
-		p.t.Fatalf("kill -%v %s: %v", sig, p.name, err)
+	if err := p.Signal(sig); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
@@ -354,30 +284,12 @@ func (h *harness) rpc(target, line string, flags ...string) rpcResult {
 	return r
 }
 
-// mustRPC runs line on target and fails the test unless it succeeds with
-// the answer want.
-func (h *harness) mustRPC(target, line, want string) {
+// mustRPC runs line on target (with rpc's flags) and fails the test unless
+// it succeeds with the answer want.
+func (h *harness) mustRPC(target, line, want string, flags ...string) {
 	h.t.Helper()
-	if r := h.rpc(target, line); !r.ok() || r.out != want {
-		h.t.Fatalf("rpc %s %q: got %v, want %q", target, line, r, want)
-	}
-}
-
-// eventually polls cond until it reports true or limit passes; it fails the
-// test with cond's last explanation then. It returns how long it took.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(limit)
-	for {
-		ok, detail := cond()
-		if ok {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v; last: %s", what, limit, detail)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
+	if r := h.rpc(target, line, flags...); !r.ok() || r.out != want {
+		h.t.Fatalf("rpc %v %s %q: got %v, want %q", flags, target, line, r, want)
 	}
 }
 
@@ -428,7 +340,7 @@ func (h *harness) startCluster(names ...string) []*proc {
 // others, and returns how long that took.
 func (h *harness) waitMembers(ps ...*proc) time.Duration {
 	h.t.Helper()
-	return eventually(h.t, settleLimit, "every node lists the others", func() (bool, string) {
+	return testenv.Eventually(h.t, settleLimit, "every node lists the others", func() (bool, string) {
 		for _, p := range ps {
 			if got, want := p.ask("nodes"), othersList(p, ps); got != want {
 				return false, fmt.Sprintf("nodes at %s: %s, want %s", p.name, got, want)
@@ -452,25 +364,26 @@ func othersList(p *proc, ps []*proc) string {
 
 // rewardUntilOK asks for `reward PLAYER POINTS` until it succeeds or limit
 // passes; it returns the successful answer, the failed answers before it,
-// and when the success arrived. Retrying is safe only because every failed
-// answer must leave the total unchanged (SPEC.md): callers check the total
+// and when the success arrived. Retrying is safe only because a reward
+// that fails must leave the total unchanged, whatever the failure (a node
+// must never pretend, nor apply half a request): callers check the total
 // that follows.
 func rewardUntilOK(t *testing.T, a asker, player string, points int, limit time.Duration) (string, []string, time.Time) {
 	t.Helper()
 	line := fmt.Sprintf("reward %s %d", player, points)
-	deadline := time.Now().Add(limit)
 	var failures []string
-	for {
+	var answer string
+	var at time.Time
+	testenv.Eventually(t, limit, fmt.Sprintf("%q succeeds at %s", line, a.where), func() (bool, string) {
 		out, ok := a.ask(line)
-		if ok {
-			return out, failures, time.Now()
+		if !ok {
+			failures = append(failures, out)
+			return false, fmt.Sprintf("%d failures, last: %s", len(failures), out)
 		}
-		failures = append(failures, out)
-		if time.Now().After(deadline) {
-			t.Fatalf("%q at %s: no success within %v; %d failures, last: %s", line, a.where, limit, len(failures), out)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
-	}
+		answer, at = out, time.Now()
+		return true, ""
+	})
+	return answer, failures, at
 }
 
 func median(ds []time.Duration) time.Duration {
