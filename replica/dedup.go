@@ -8,7 +8,7 @@ import "github.com/appnode/appnode/wire"
 // a second); it is recognised as long as fewer than dedupLen other rewards
 // of the same player were applied in between, which covers a player
 // rewarded hundreds of times a second.
-const dedupLen = 256
+const dedupLen = wire.MaxRecent
 
 // dedup remembers recently applied requests. The primary's is owned by its
 // actor; a keeper copy's is guarded by the Store's mutex. The newest entry

@@ -447,7 +447,9 @@ func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applie
 	old := st.keeper
 	recent := p.applied.list()
 	if !pending.ID.IsZero() {
+		// The newest dedupLen travel, as a copy's own ring keeps them.
 		recent = append(recent, pending)
+		recent = recent[max(0, len(recent)-dedupLen):]
 	}
 	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, recent, exclude...)
 	if err != nil {

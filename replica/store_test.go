@@ -250,3 +250,22 @@ func indexOf(list []string, s string) int {
 	}
 	return -1
 }
+
+// A new keeper gets every request the player remembers, plus the one that
+// found the old keeper gone, and no more than a message may carry: after
+// hundreds of rewards, losing the keeper in the middle of one still works.
+func TestKeeperLostMidRewardAfterManyRewards(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	for i := 1; i <= 300; i++ {
+		c.mustReward("n1", "p", 1, int64(i))
+	}
+	owner, keeper := c.where("n1", "p")
+	if owner != "n1" {
+		t.Fatalf("owner of p is %s, want n1 where it arrived", owner)
+	}
+	c.killQuietly(keeper) // no hint: the next reward finds it gone
+	c.mustReward("n1", "p", 1, 301)
+	if _, k := c.where("n1", "p"); k == keeper || k == "" {
+		t.Fatalf("keeper of p is %q after %s died", k, keeper)
+	}
+}
