@@ -27,6 +27,9 @@ const (
 	// MaxRecent bounds ClaimReply.Recent and Adopt.Recent, the applied
 	// requests a player remembers: the replica keeps 256.
 	MaxRecent = 256
+	// MaxRoster bounds a roster's members and its dead: appnode is made
+	// for clusters of a few to a few dozen nodes.
+	MaxRoster = 256
 	// MaxText bounds a console line (Command.Line) and an error message.
 	MaxText = 64 << 10
 	// MaxRefusal bounds HelloReply.Refused, which a stranger may send.
@@ -208,6 +211,16 @@ func Validate(m Msg) error {
 	}
 	node := func(field string, id NodeID) { check(field, len(id.Name), MaxNodeName) }
 	player := func(p string) { check("player", len(p), MaxPlayer) }
+	roster := func(field string, r Roster) {
+		check(field+" members", len(r.Members), MaxRoster)
+		check(field+" dead", len(r.Dead), MaxRoster)
+		for _, id := range r.Members {
+			node(field+" member", id)
+		}
+		for _, id := range r.Dead {
+			node(field+" dead", id)
+		}
+	}
 	exact := func(field string, n, want int) {
 		if err == nil && n != want {
 			err = fmt.Errorf("%s: %s is %d bytes, want %d: %w", m.Kind(), field, n, want, ErrLimit)
@@ -265,6 +278,29 @@ func Validate(m Msg) error {
 		node("target", m.Target)
 	case *Command:
 		check("line", len(m.Line), MaxText)
+	case *Prepare:
+		roster("base", m.Base)
+		check("ballot", len(m.Ballot.Name), MaxNodeName)
+	case *Promise:
+		check("ballot", len(m.Promised.Name)+len(m.Accepted.Name), 2*MaxNodeName)
+		roster("value", m.Value)
+		roster("latest", m.Latest)
+	case *Accept:
+		check("ballot", len(m.Ballot.Name), MaxNodeName)
+		roster("value", m.Value)
+		roster("base", m.Base)
+	case *Accepted:
+		check("ballot", len(m.Promised.Name), MaxNodeName)
+		roster("latest", m.Latest)
+	case *Decided:
+		roster("roster", m.Roster)
+	case *Reach:
+		node("target", m.Target)
+	case *JoinOffer:
+		roster("roster", m.Roster)
+	case *JoinReply:
+		roster("roster", m.Roster)
+		check("why", len(m.Why), MaxText)
 	}
 	return err
 }

@@ -15,8 +15,9 @@ import (
 
 // Version is the protocol version a node speaks. A peer that announces a
 // different version is refused in the handshake. Version 2 added the
-// cookie proofs to the handshake and the keepalive frame.
-const Version = 2
+// cookie proofs to the handshake and the keepalive frame; version 3 the
+// agreed roster (Prepare to JoinReply).
+const Version = 3
 
 // Kind names the message carried by a frame. The numbers are part of the
 // protocol: never reuse one.
@@ -48,6 +49,19 @@ const (
 
 	KindCommand      Kind = 30 // `appnode rpc` -> node: run one console line (CommandReply)
 	KindCommandReply Kind = 31
+
+	// The roster: the membership quorum is counted against, changed only
+	// by agreement of a majority of the roster before the change (one
+	// Paxos instance per change).
+	KindPrepare    Kind = 40 // proposer -> roster member: promise ballot for the next change (Promise)
+	KindPromise    Kind = 41
+	KindAccept     Kind = 42 // proposer -> roster member: accept this next roster (Accepted)
+	KindAccepted   Kind = 43
+	KindDecided    Kind = 44 // proposer -> everyone: this roster was agreed (Ack)
+	KindReach      Kind = 45 // proposer -> roster member: can you reach this node? (ReachReply)
+	KindReachReply Kind = 46
+	KindJoinOffer  Kind = 47 // roster member -> a node outside it: join us (JoinReply)
+	KindJoinReply  Kind = 48
 )
 
 func (k Kind) String() string {
@@ -67,6 +81,9 @@ var kindNames = map[Kind]string{
 	KindHandoff: "handoff", KindKeeperGone: "keeper-gone",
 	KindPing: "ping", KindDeclaredDead: "declared-dead",
 	KindCommand: "command", KindCommandReply: "command-reply",
+	KindPrepare: "prepare", KindPromise: "promise", KindAccept: "accept", KindAccepted: "accepted",
+	KindDecided: "decided", KindReach: "reach", KindReachReply: "reach-reply",
+	KindJoinOffer: "join-offer", KindJoinReply: "join-reply",
 }
 
 // NodeID is one incarnation of a node: its name and the boot id it drew at
@@ -297,6 +314,95 @@ type DeclaredDead struct {
 
 type Ack struct{}
 
+// Roster is the membership a cluster agreed on: quorum is counted against
+// its Members, and only it says who is dead. Each change is decided by a
+// majority of the roster before it (the Paxos instance for slot Epoch+1
+// has the Members of the roster at Epoch as its acceptors), so two sides
+// of a partition can never both change it.
+type Roster struct {
+	Cluster uint64   `msgpack:"c"` // drawn at random by the node that started the cluster
+	Epoch   uint64   `msgpack:"e"` // how many changes were decided; 1 for a new cluster
+	Members []NodeID `msgpack:"m"` // sorted by name, one incarnation per name
+	// Dead holds, per name, the newest incarnation removed: that one and
+	// every older boot of the name are fenced.
+	Dead []NodeID `msgpack:"d,omitempty"`
+}
+
+// Ballot orders the proposals for one slot: N first, then the proposer's
+// name, so no two proposers ever use the same ballot.
+type Ballot struct {
+	N    uint64 `msgpack:"n"`
+	Name string `msgpack:"p"`
+}
+
+// Prepare asks a roster member to promise Ballot for slot Slot (the change
+// after the roster at Slot-1, which it carries as Base, so that a member
+// that missed that decision learns it).
+type Prepare struct {
+	Slot   uint64 `msgpack:"s"`
+	Ballot Ballot `msgpack:"b"`
+	Base   Roster `msgpack:"base"`
+}
+
+// Promise answers a Prepare. OK: the member promised, and tells the value
+// it accepted for the slot before, if any (Accepted non-zero). Not OK:
+// Promised is the higher ballot it promised. Latest, if its Epoch is at
+// least the slot, is a decided roster the proposer did not know.
+type Promise struct {
+	OK       bool   `msgpack:"ok,omitempty"`
+	Promised Ballot `msgpack:"pr"`
+	Accepted Ballot `msgpack:"ab"`
+	Value    Roster `msgpack:"v"`
+	Latest   Roster `msgpack:"l"`
+}
+
+// Accept asks a roster member to accept Value as the roster of slot Slot
+// under Ballot.
+type Accept struct {
+	Slot   uint64 `msgpack:"s"`
+	Ballot Ballot `msgpack:"b"`
+	Value  Roster `msgpack:"v"`
+	Base   Roster `msgpack:"base"`
+}
+
+// Accepted answers an Accept, as Promise answers a Prepare.
+type Accepted struct {
+	OK       bool   `msgpack:"ok,omitempty"`
+	Promised Ballot `msgpack:"pr"`
+	Latest   Roster `msgpack:"l"`
+}
+
+// Decided tells a node that Roster was agreed.
+type Decided struct {
+	Roster Roster `msgpack:"r"`
+}
+
+// Reach asks a roster member whether it can reach Target itself. A
+// proposer gathers this before it proposes to remove a member it cannot
+// reach: a refused or silent link is no proof of death (a firewall rule, a
+// one-way fault), so a member leaves only when most of the roster cannot
+// reach it.
+type Reach struct {
+	Target NodeID `msgpack:"t"`
+}
+
+type ReachReply struct {
+	Reachable bool `msgpack:"r,omitempty"`
+}
+
+// JoinOffer invites a node outside the roster into it. A node that holds a
+// roster of its own answers with it, and takes the offer (OK) only if it is
+// new to any cluster, or already of this one (a restart under its name).
+type JoinOffer struct {
+	Roster Roster `msgpack:"r"`
+}
+
+type JoinReply struct {
+	OK     bool   `msgpack:"ok,omitempty"`
+	Roster Roster `msgpack:"r"`
+	Why    string `msgpack:"why,omitempty"`
+}
+
 // Command is one console line sent by `appnode rpc`.
 type Command struct {
 	Line string `msgpack:"line"`
@@ -334,6 +440,15 @@ func (Ping) Kind() Kind         { return KindPing }
 func (DeclaredDead) Kind() Kind { return KindDeclaredDead }
 func (Command) Kind() Kind      { return KindCommand }
 func (CommandReply) Kind() Kind { return KindCommandReply }
+func (Prepare) Kind() Kind      { return KindPrepare }
+func (Promise) Kind() Kind      { return KindPromise }
+func (Accept) Kind() Kind       { return KindAccept }
+func (Accepted) Kind() Kind     { return KindAccepted }
+func (Decided) Kind() Kind      { return KindDecided }
+func (Reach) Kind() Kind        { return KindReach }
+func (ReachReply) Kind() Kind   { return KindReachReply }
+func (JoinOffer) Kind() Kind    { return KindJoinOffer }
+func (JoinReply) Kind() Kind    { return KindJoinReply }
 
 // New returns an empty message of kind k to decode into, or nil for a kind
 // this version does not know (the frame is then rejected).
@@ -383,6 +498,24 @@ func New(k Kind) Msg {
 		return &Command{}
 	case KindCommandReply:
 		return &CommandReply{}
+	case KindPrepare:
+		return &Prepare{}
+	case KindPromise:
+		return &Promise{}
+	case KindAccept:
+		return &Accept{}
+	case KindAccepted:
+		return &Accepted{}
+	case KindDecided:
+		return &Decided{}
+	case KindReach:
+		return &Reach{}
+	case KindReachReply:
+		return &ReachReply{}
+	case KindJoinOffer:
+		return &JoinOffer{}
+	case KindJoinReply:
+		return &JoinReply{}
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ func samples() []Msg {
 	other := NodeID{Name: "app_node2@host", Boot: 1767225600987654321}
 	recent := []Applied{{ID: ReqID{Origin: 7, Seq: 1}, Total: 5}, {ID: ReqID{Origin: 7, Seq: 2}, Total: 7}}
 	nonce := bytes.Repeat([]byte{0xab}, NonceLen)
+	roster := Roster{Cluster: 99, Epoch: 2, Members: []NodeID{id, other}, Dead: []NodeID{{Name: "gone@h", Boot: 5}}}
 	return []Msg{
 		&Hello{Version: Version, From: id, To: other.Name, Client: true, Nonce: nonce},
 		&Challenge{Node: other, Nonce: nonce},
@@ -45,7 +46,16 @@ func samples() []Msg {
 		&Ping{},
 		&DeclaredDead{Target: id},
 		&Command{Line: "reward player1 5"},
-		&CommandReply{Output: "5", Failed: true},
+		&CommandReply{Output: "5", Failed: true, Code: CodeUnknown, Outcome: OutcomeUnknown},
+		&Prepare{Slot: 3, Ballot: Ballot{N: 2, Name: id.Name}, Base: roster},
+		&Promise{OK: true, Promised: Ballot{N: 2, Name: id.Name}, Accepted: Ballot{N: 1, Name: other.Name}, Value: roster, Latest: roster},
+		&Accept{Slot: 3, Ballot: Ballot{N: 2, Name: id.Name}, Value: roster, Base: roster},
+		&Accepted{OK: true, Promised: Ballot{N: 2, Name: id.Name}, Latest: roster},
+		&Decided{Roster: roster},
+		&Reach{Target: other},
+		&ReachReply{Reachable: true},
+		&JoinOffer{Roster: roster},
+		&JoinReply{OK: true, Roster: roster, Why: "fresh"},
 	}
 }
 
