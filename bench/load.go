@@ -80,7 +80,7 @@ func (t *target) markDown(err error) {
 
 // linkBroken tells whether err means the connection to the node is gone.
 func linkBroken(err error) bool {
-	return errors.Is(err, wire.ErrLinkLost) || errors.Is(err, wire.ErrGone) || errors.Is(err, transport.ErrClosed)
+	return errors.Is(err, wire.ErrLinkLost) || errors.Is(err, wire.ErrGone) || errors.Is(err, wire.ErrRefused) || errors.Is(err, transport.ErrClosed)
 }
 
 // playerTable is the bench's picture of the players: names, and which
@@ -162,7 +162,7 @@ func errorKindOf(err error) string {
 		return "timeout"
 	case errors.Is(err, wire.ErrLinkLost):
 		return "connection lost"
-	case errors.Is(err, wire.ErrGone) || errors.Is(err, transport.ErrClosed):
+	case errors.Is(err, wire.ErrGone) || errors.Is(err, wire.ErrRefused) || errors.Is(err, transport.ErrClosed):
 		return "node gone"
 	case errors.Is(err, errNoLiveNode):
 		return "no live node"

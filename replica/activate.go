@@ -2,7 +2,6 @@ package replica
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/appnode/appnode/wire"
@@ -167,9 +166,9 @@ func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (w
 	self := s.Self()
 	rep, err := s.callPeer(ctx, keeper, &wire.Claim{Player: player, Claimant: self})
 	if err != nil {
-		if errors.Is(err, wire.ErrGone) {
-			s.markPeerDead(keeper, "it refused the connection")
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper %s just went down; retrying", player, keeper.Name)
+		if unreachable(err) {
+			s.suspectPeer(keeper, "it refused the connection")
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper %s does not answer; waiting for the cluster to agree whether it is down", player, keeper.Name)
 		}
 		return wire.NodeID{}, fmt.Errorf("%s: claim at keeper %s: %w", player, keeper.Name, err)
 	}
@@ -219,9 +218,9 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 	}
 	rep, err := s.callPeer(ctx, arbiter, &wire.Create{Player: player, Claimant: self})
 	if err != nil {
-		if errors.Is(err, wire.ErrGone) {
-			s.markPeerDead(arbiter, "it refused the connection")
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s went down while creating it; retrying", player, arbiter.Name)
+		if unreachable(err) {
+			s.suspectPeer(arbiter, "it refused the connection")
+			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s, which arbitrates its creation, does not answer; waiting for the cluster to agree whether it is down", player, arbiter.Name)
 		}
 		return wire.NodeID{}, fmt.Errorf("%s: create at %s: %w", player, arbiter.Name, err)
 	}
@@ -325,8 +324,9 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 				return cand, nil
 			}
 			last = err
-			if errors.Is(err, wire.ErrGone) {
-				s.markPeerDead(cand, "it refused the connection")
+			if unreachable(err) {
+				// Never delivered: another candidate may take it.
+				s.suspectPeer(cand, "it refused the connection")
 				continue
 			}
 			code, ok := wire.CodeOf(err)

@@ -73,6 +73,12 @@ func newLockedRand(src rand.Source) *lockedRand {
 	return &lockedRand{r: rand.New(src)}
 }
 
+func (l *lockedRand) uint64() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Uint64()
+}
+
 // duration returns a uniform duration in [0, d).
 func (l *lockedRand) duration(d time.Duration) time.Duration {
 	if d <= 0 {

@@ -17,6 +17,11 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 	if s.Fenced(from) {
 		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
 	}
+	if needsPlayer(m) && !s.isMember(from) {
+		// Only members hold players: a node not (yet) admitted, or one
+		// this node has not yet heard was admitted, waits for the roster.
+		return nil, wire.Errorf(wire.CodeBusy, "%s is not a member of the cluster as %s knows it (roster %d); retry once the roster has it", from.Name, s.Self().Name, s.Roster().Epoch)
+	}
 	// No deadline is added here: every call a handler makes to a peer is
 	// bounded by CallTimeout (Store.call), and the reward path waits only
 	// on its primary, which is bounded the same way.
@@ -44,6 +49,16 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 		return s.handleHandoff(ctx, from, m)
 	case *wire.KeeperGone:
 		return s.handleKeeperGone(from, m)
+	case *wire.Prepare:
+		return s.votePrepare(m), nil
+	case *wire.Accept:
+		return s.voteAccept(m), nil
+	case *wire.Decided:
+		return s.handleDecided(m)
+	case *wire.Reach:
+		return s.handleReach(ctx, m)
+	case *wire.JoinAsk:
+		return s.handleJoinAsk(from, m)
 	}
 	return nil, wire.Errorf(wire.CodeBadRequest, "unexpected %s message", m.Kind())
 }
@@ -82,12 +97,13 @@ func playerOf(m wire.Msg) string {
 	return ""
 }
 
+// needsPlayer says whether m is about a player (and must name a valid one).
 func needsPlayer(m wire.Msg) bool {
 	switch m.(type) {
-	case *wire.Ping, *wire.Ack, *wire.DeclaredDead:
-		return false
+	case *wire.Reward, *wire.Where, *wire.Create, *wire.Claim, *wire.Replicate, *wire.Adopt, *wire.Handoff, *wire.KeeperGone:
+		return true
 	}
-	return true
+	return false
 }
 
 // handleReward serves a reward forwarded by another node. Only the owner
@@ -121,7 +137,7 @@ func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
 		return &wire.WhereReply{Role: wire.RolePrimary, Owner: s.view.Self(), Keeper: st.keeper, Epoch: st.epoch, Seq: st.seq, OwnerAlive: true}, nil
 	}
 	if c := s.copies.get(m.Player); c != nil {
-		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, OwnerAlive: s.isAliveLocked(c.owner)}, nil
+		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, OwnerAlive: s.isMemberLocked(c.owner)}, nil
 	}
 	return &wire.WhereReply{Role: wire.RoleNone}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/appnode/appnode/quorum"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -14,7 +15,7 @@ func (s *Store) DebugCopies() string {
 	defer s.mu.Unlock()
 	var out []string
 	for p, c := range s.copies.all() {
-		out = append(out, fmt.Sprintf("%s{owner %s/%d alive %v epoch %d seq %d total %d flight %v}", p, c.owner.Name, c.owner.Boot, s.isAliveLocked(c.owner), c.epoch, c.seq, c.total, s.flights[p] != nil))
+		out = append(out, fmt.Sprintf("%s{owner %s/%d alive %v epoch %d seq %d total %d flight %v}", p, c.owner.Name, c.owner.Boot, s.isMemberLocked(c.owner), c.epoch, c.seq, c.total, s.flights[p] != nil))
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")
@@ -38,4 +39,10 @@ func (s *Store) CheckCopyOwners() error {
 		}
 	}
 	return nil
+}
+
+// admitForTest makes ids members of s's roster, as if the cluster had
+// agreed it, for tests of one Store without a cluster around it.
+func (s *Store) admitForTest(ids ...wire.NodeID) {
+	s.learnRoster(quorum.Apply(s.Roster(), quorum.Change{Admit: ids}))
 }

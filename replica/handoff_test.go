@@ -22,6 +22,7 @@ func TestHandoffAfterThePlayerMovedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	s.admitForTest(owner, other)
 	s.SetMembers([]wire.NodeID{self, owner, other})
 
 	s.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/replica"
 	"github.com/appnode/appnode/wire"
 	"go.uber.org/goleak"
@@ -27,10 +28,11 @@ type cluster struct {
 	nodes map[string]*tnode
 	dead  map[string]wire.NodeID // last incarnation of each killed node
 	boots atomic.Uint64
-	seed  uint64         // seeds the nodes' random sources (APPNODE_SEED replays it)
-	clock replica.Clock  // runs the nodes' timers; nil: the real clock
-	syncs sync.Mutex     // one membership update at a time, as Serf's event loop
-	wg    sync.WaitGroup // fenced-node resets
+	seed  uint64                      // seeds the nodes' random sources (APPNODE_SEED replays it)
+	clock replica.Clock               // runs the nodes' timers; nil: the real clock
+	disks map[string]*replica.MemDisk // each name's vote on the roster, kept across restarts
+	syncs sync.Mutex                  // one membership update at a time, as Serf's event loop
+	wg    sync.WaitGroup              // fenced-node resets
 }
 
 type tnode struct {
@@ -51,27 +53,72 @@ func newCluster(t *testing.T, names ...string) *cluster {
 // newClockedCluster is newCluster whose nodes' timers run on clock.
 func newClockedCluster(t *testing.T, clock replica.Clock, names ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}, seed: 1, clock: clock}
+	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}, seed: 1, clock: clock, disks: map[string]*replica.MemDisk{}}
 	for _, name := range names {
 		c.start(name)
 	}
 	c.sync()
 	t.Cleanup(c.close)
+	c.waitRoster()
 	return c
+}
+
+// waitRemoved waits until the roster of each node of at has removed gone.
+func (c *cluster) waitRemoved(gone string, at ...string) {
+	c.t.Helper()
+	testenv.WaitFor(c.t, 10*time.Second, "the roster to remove "+gone, func() bool {
+		for _, n := range at {
+			for _, m := range c.node(n).store.Roster().Members {
+				if m.Name == gone {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// waitRoster waits until every live node has the same roster, of every
+// live node: the cluster has formed (or re-formed after a change).
+func (c *cluster) waitRoster() {
+	c.t.Helper()
+	testenv.WaitFor(c.t, 10*time.Second, "every node to agree on the roster of the live nodes", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		var first *wire.Roster
+		for _, n := range c.nodes {
+			r := n.store.Roster()
+			if len(r.Members) != len(c.nodes) {
+				return false
+			}
+			for _, m := range r.Members {
+				if o := c.nodes[m.Name]; o == nil || o.ID() != m {
+					return false
+				}
+			}
+			if first != nil && (first.Cluster != r.Cluster || first.Epoch != r.Epoch) {
+				return false
+			}
+			first = &r
+		}
+		return true
+	})
 }
 
 // newSeededCluster is newCluster whose nodes draw their random choices
 // (backoff jitter) from seed, so that a schedule replays with it.
 func newSeededCluster(t *testing.T, seed uint64, names ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}, seed: seed}
+	c := &cluster{t: t, net: replica.NewMemNetwork(), nodes: map[string]*tnode{}, dead: map[string]wire.NodeID{}, seed: seed, disks: map[string]*replica.MemDisk{}}
 	for _, name := range names {
 		c.start(name)
 	}
 	c.sync()
 	t.Cleanup(c.close)
+	c.waitRoster()
 	return c
 }
+
 
 func (c *cluster) start(name string) *tnode {
 	n := &tnode{name: name, events: make(chan replica.Event, 1024)}
@@ -84,6 +131,12 @@ func (c *cluster) start(name string) *tnode {
 		func(id wire.NodeID) bool { return store.Fenced(id) },
 		func() { c.fence(n, n.ID()) })
 	cfg := replica.DefaultConfig(n.ID(), netw)
+	c.mu.Lock()
+	if c.disks[name] == nil {
+		c.disks[name] = &replica.MemDisk{}
+	}
+	cfg.Disk = c.disks[name]
+	c.mu.Unlock()
 	cfg.OnDeclaredDead = func(dead wire.NodeID) { c.fence(n, dead) }
 	cfg.CallTimeout = 300 * time.Millisecond
 	if c.clock != nil {

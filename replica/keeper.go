@@ -2,7 +2,6 @@ package replica
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/appnode/appnode/wire"
@@ -62,13 +61,13 @@ func (s *Store) handleCreate(from wire.NodeID, m *wire.Create) (wire.Msg, error)
 		return &wire.ClaimReply{Owner: s.view.Self()}, nil
 	}
 	if c := s.copies.get(m.Player); c != nil {
-		if s.isAliveLocked(c.owner) {
+		if s.isMemberLocked(c.owner) {
 			return &wire.ClaimReply{Owner: c.owner}, nil
 		}
 		// It exists, orphaned: the creator must claim it, not create it.
 		return nil, wire.Errorf(wire.CodeBusy, "%s already exists on %s with no live owner; claim it", m.Player, s.view.Self().Name)
 	}
-	if !s.isAliveLocked(from) {
+	if !s.isMemberLocked(from) {
 		return nil, wire.Errorf(wire.CodeBusy, "%s is not a live member in %s's view yet", from.Name, s.view.Self().Name)
 	}
 	// Only the arbiter in this node's own view may decide; a disagreement
@@ -99,14 +98,15 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 		return &wire.ClaimReply{Owner: self}, nil
 	}
 	owner, epoch := c.owner, c.epoch
-	needCheck := owner != from && owner != s.view.Self() && s.isAliveLocked(owner)
+	needCheck := owner != from && owner != s.view.Self() && s.isMemberLocked(owner)
 	s.mu.Unlock()
 
 	if needCheck {
 		rep, err := s.callPeer(ctx, owner, &wire.Where{Player: m.Player})
 		switch {
-		case errors.Is(err, wire.ErrGone):
-			s.markPeerDead(owner, "it refused the connection")
+		case unreachable(err):
+			s.suspectPeer(owner, "it refused the connection")
+			return nil, wire.Errorf(wire.CodeBusy, "%s: its owner %s does not answer; the claim waits until the cluster agrees whether it is down", m.Player, owner.Name)
 		case err != nil:
 			return nil, wire.Errorf(wire.CodeUnavailable, "%s: its owner %s did not answer (%v); it is not declared down, so the claim waits", m.Player, owner.Name, err)
 		default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/appnode/appnode/quorum"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -11,6 +12,7 @@ import (
 type LeaveReport struct {
 	Primaries, PrimariesFailed int
 	Copies, CopiesFailed       int
+	RosterErr                  error // why this node could not take itself off the roster, if it could not
 }
 
 // Leave hands everything this node holds to others before it exits, so no
@@ -56,6 +58,12 @@ func (s *Store) Leave(ctx context.Context) LeaveReport {
 			s.dropCopyLocked(h.player)
 		}
 		s.mu.Unlock()
+	}
+	// Last, leave the roster while this node can still vote: a cluster
+	// of two left by one is then a cluster of one that can grow again.
+	if err := s.propose(ctx, quorum.Change{Remove: []wire.NodeID{s.Self()}}); err != nil {
+		r.RosterErr = err
+		s.emit(Warning, "could not leave the cluster's roster: %v (the others remove this node once they agree it is down)", err)
 	}
 	return r
 }

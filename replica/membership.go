@@ -1,42 +1,52 @@
 package replica
 
 import (
+	"context"
 	"sync"
 
+	"github.com/appnode/appnode/quorum"
 	"github.com/appnode/appnode/wire"
 )
 
-// SetMembers tells the Store which incarnations are alive (self included or
-// not). Called by the node on every membership change.
-func (s *Store) SetMembers(members []wire.NodeID) {
+// SetMembers tells the Store which incarnations the failure detector
+// reports reachable (self included or not). Called by the node on every
+// membership change. It decides nothing about who is dead: members it
+// does not report become suspects, which the roster loop turns into
+// proposals; a node it reports that is not a member asks to be admitted
+// itself (JoinAsk).
+func (s *Store) SetMembers(reachable []wire.NodeID) {
 	s.mu.Lock()
-	tombstoned, zombies := s.view.Observe(members)
-	s.viewChangedLocked(tombstoned)
+	suspects, _, zombies := s.view.Observe(reachable)
+	for _, id := range suspects {
+		s.suspects[id] = true
+	}
+	s.viewChangedLocked(nil)
 	s.mu.Unlock()
 	s.noticeZombies(zombies)
 	s.kickRepair()
+	s.kickRoster()
 }
 
 // viewChangedLocked acts on a change of the view: routes to owners no
-// longer alive are forgotten, and replications waiting on a keeper that
-// was just tombstoned give up now rather than wait out their timeout.
-func (s *Store) viewChangedLocked(tombstoned []wire.NodeID) {
+// longer members are forgotten, and replications waiting on a keeper the
+// roster just removed give up now rather than wait out their timeout.
+func (s *Store) viewChangedLocked(removed []wire.NodeID) {
 	for p, owner := range s.routes {
-		if !s.view.IsAlive(owner) {
+		if !s.view.IsMember(owner) {
 			delete(s.routes, p)
 		}
 	}
-	if len(tombstoned) == 0 || s.ctx.Err() != nil {
+	if len(removed) == 0 || s.closing {
 		return
 	}
 	// The replications are looked for a table shard at a time by a
 	// goroutine, not here under the lock held over every primary (60 ms
 	// at a third of a million): one that starts meanwhile finds the
-	// tombstone itself (see replicate).
+	// keeper fenced itself (see replicate).
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		for _, id := range tombstoned {
+		for _, id := range removed {
 			s.abandonReplications(id)
 		}
 	}()
@@ -53,7 +63,7 @@ func (s *Store) orphansLikely() bool {
 // owner is not alive, or is this node (a promotion not finished).
 func (s *Store) orphansLikelyLocked() bool {
 	for owner := range s.copyOwners {
-		if owner == s.view.Self() || !s.isAliveLocked(owner) {
+		if owner == s.view.Self() || !s.isMemberLocked(owner) {
 			return true
 		}
 	}
@@ -67,44 +77,49 @@ func (s *Store) confirmPending() bool {
 	return s.view.ConfirmWanted()
 }
 
-// confirm decides quorum after a change that lost members (or while the
-// node is in a minority): it pings every live peer, and the view counts
-// the members of the cluster that answered. It runs on the repair loop.
+// confirm decides quorum after a member was lost (or while the node is in
+// a minority): it pings every reachable member, and the view counts those
+// that answer. A majority answers the round; it does not wait for a slow
+// peer past that. It runs on the repair loop.
 func (s *Store) confirm() {
 	s.mu.Lock()
-	gen, peers, wanted := s.view.ConfirmRound()
+	peers, wanted := s.view.ConfirmRound()
+	need := quorum.Majority(s.view.Roster()) - 1 // this node counts itself
 	s.mu.Unlock()
 	if !wanted {
 		return
 	}
-	answered := make([]bool, len(peers))
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+	defer cancel()
+	answers := make(chan wire.NodeID, len(peers))
 	var wg sync.WaitGroup
-	for i, peer := range peers {
+	for _, peer := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := s.callPeer(s.ctx, peer, &wire.Ping{})
-			answered[i] = err == nil
+			if _, err := s.callPeer(ctx, peer, &wire.Ping{}); err == nil {
+				answers <- peer
+			}
 		}()
 	}
-	wg.Wait()
+	go func() { wg.Wait(); close(answers) }()
 	var reached []wire.NodeID
-	for i, peer := range peers {
-		if answered[i] {
-			reached = append(reached, peer)
+	for peer := range answers {
+		reached = append(reached, peer)
+		if len(reached) >= need {
+			cancel() // enough: the others need not be waited for
 		}
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	change, tombstoned := s.view.Confirmed(gen, reached)
-	s.viewChangedLocked(tombstoned)
-	alive, cluster := s.view.Size()
+	change := s.view.Confirmed(reached)
+	reachable, members := s.view.Size()
 	switch change {
 	case QuorumLost:
-		s.emit(Warning, "lost the majority: this node reaches %d of the %d members it last agreed on; rewards are refused until the cluster heals", 1+len(reached), cluster)
+		s.emit(Warning, "lost the majority: this node reaches %d of the %d members of the cluster; rewards are refused until the cluster heals", 1+len(reached), members)
 	case QuorumRegained:
-		s.emit(Info, "majority regained: serving again with %d live members", alive)
+		s.emit(Info, "majority regained: serving again with %d of %d members reachable", reachable, members)
 	}
 }
 
@@ -131,9 +146,17 @@ func (s *Store) Fenced(id wire.NodeID) bool {
 	return s.view.Fenced(id)
 }
 
-func (s *Store) isAliveLocked(id wire.NodeID) bool { return s.view.IsAlive(id) }
+func (s *Store) isMember(id wire.NodeID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.view.IsMember(id)
+}
 
-// membersLocked returns the live members, self included, sorted by name.
+// isMemberLocked says whether id is a member of the roster at this
+// incarnation; a player whose owner or keeper is not may be taken over.
+func (s *Store) isMemberLocked(id wire.NodeID) bool { return s.view.IsMember(id) }
+
+// membersLocked returns the roster's members, sorted by name.
 func (s *Store) membersLocked() []wire.NodeID { return s.view.Members() }
 
 func (s *Store) checkServingLocked() error {

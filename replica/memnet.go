@@ -12,7 +12,7 @@ import (
 // MemNetwork is an in-memory Network for tests of every package: it
 // delivers messages between Stores in one process, through the same msgpack
 // encoding as the wire, and injects faults. It models what the TCP
-// transport reports: a killed node refuses connections (wire.ErrGone), a
+// transport reports: a killed node refuses connections (wire.ErrRefused), a
 // cut link fails fast with an unknown outcome, a paused node never answers.
 type MemNetwork struct {
 	mu     sync.Mutex
@@ -54,7 +54,7 @@ func (n *MemNetwork) Attach(name string, id func() wire.NodeID,
 	return &memEndpoint{net: n, name: name}
 }
 
-// Kill removes a node: calls to it fail with wire.ErrGone, as a refused
+// Kill removes a node: calls to it fail with wire.ErrRefused, as a refused
 // connection does after kill -9.
 func (n *MemNetwork) Kill(name string) {
 	n.mu.Lock()
@@ -147,7 +147,7 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	target, ok := n.nodes[to.Name]
 	n.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("call %s: connection refused: %w", to.Name, wire.ErrGone)
+		return nil, fmt.Errorf("call %s: %w", to.Name, wire.ErrRefused)
 	}
 	if got := target.id(); to.Boot != 0 && got.Boot != to.Boot {
 		return nil, fmt.Errorf("call %s: answered by a new incarnation: %w", to.Name, wire.ErrGone)

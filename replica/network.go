@@ -54,45 +54,34 @@ func (s *Store) noticeZombies(zombies []wire.NodeID) {
 		return
 	}
 	for _, z := range zombies {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.spawn(func() {
 			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
 			defer cancel()
 			_, _ = s.cfg.Net.Call(ctx, z, &wire.DeclaredDead{Target: z})
-		}()
+		})
 	}
 }
 
 // LinkDown is a hint that the connection to peer broke: check at once
-// whether it is really gone (a refused connection is proof), instead of
-// waiting seconds for the failure detector.
+// whether it still answers, and if not, ask the cluster whether it is down
+// (suspectPeer), instead of waiting seconds for the failure detector. A
+// refused connection is a hint too, never proof: a live process behind a
+// firewall refuses just the same.
 func (s *Store) LinkDown(peer wire.NodeID) {
-	if s.ctx.Err() != nil {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
 		defer cancel()
-		if _, err := s.cfg.Net.Call(ctx, peer, &wire.Ping{}); errors.Is(err, wire.ErrGone) {
-			s.markPeerDead(peer, "its connection closed and it refuses new ones")
+		if _, err := s.cfg.Net.Call(ctx, peer, &wire.Ping{}); unreachable(err) {
+			s.suspectPeer(peer, "its connection closed and it does not answer")
 		}
-	}()
+	})
 }
 
-// markPeerDead records proof that incarnation id no longer exists.
-func (s *Store) markPeerDead(id wire.NodeID, why string) {
-	s.mu.Lock()
-	tombstoned := s.view.PeerDead(id)
-	s.viewChangedLocked(tombstoned)
-	s.mu.Unlock()
-	if len(tombstoned) == 0 {
-		return
-	}
-	s.logf("replica: %s is down: %s", id.Name, why)
-	s.kickRepair()
+// unreachable says whether err shows the peer could not be reached at all
+// (the request never got there): a refusal, or a new incarnation in its
+// place.
+func unreachable(err error) bool {
+	return errors.Is(err, wire.ErrRefused) || errors.Is(err, wire.ErrGone)
 }
 
 // whereAll asks every peer what it holds for player. Any peer that cannot
@@ -126,13 +115,18 @@ func (s *Store) whereAll(ctx context.Context, player string, peers []wire.NodeID
 			res = append(res, out[i])
 			continue
 		}
-		if errors.Is(err, wire.ErrGone) {
-			// Gone for certain: it holds nothing any more.
-			s.markPeerDead(peers[i], "it refused the connection")
-			continue
+		if unreachable(err) {
+			// It may hold the only copy: only the roster removing it
+			// lets the question be settled without it.
+			s.suspectPeer(peers[i], "it refused the connection")
+			return nil, wire.Errorf(wire.CodeBusy, "%s: %s does not answer; waiting for the cluster to agree whether it is down", player, peers[i].Name)
 		}
 		if code, ok := wire.CodeOf(err); ok && code == wire.CodeBusy {
 			return nil, err
+		}
+		if s.suspected(peers[i]) {
+			// The failure detector lost it too: the roster will say.
+			return nil, wire.Errorf(wire.CodeBusy, "%s: %s does not answer; waiting for the cluster to agree whether it is down", player, peers[i].Name)
 		}
 		if errors.Is(err, wire.ErrLinkLost) {
 			// The peer was just disconnected (declared down, most often):
@@ -150,3 +144,11 @@ type whereResult struct {
 }
 
 func (s *Store) peersLocked() []wire.NodeID { return s.view.Peers() }
+
+// suspected says whether member id is suspected down: the failure
+// detector lost it, or it refused a connection.
+func (s *Store) suspected(id wire.NodeID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.suspects[id] || !s.view.Reaches(id)
+}

@@ -356,24 +356,51 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	st := p.snapshot()
 	st.seq++
 	p.set(st)
-	// The call is cut short if the cluster declares the keeper failed
-	// meanwhile (a paused keeper): waiting out the timeout would stall
-	// the player for nothing, since a tombstoned keeper's copy can no
-	// longer be claimed by anyone.
-	//
+	keeperDead, err := p.sendToKeeper(ctx, st, total, id)
+	if err == nil {
+		st.total = total
+		p.set(st)
+		p.applied.add(wire.Applied{ID: id, Total: total})
+		return nil
+	}
+	code, isWire := wire.CodeOf(err)
+	switch {
+	case keeperDead || (isWire && code == wire.CodeNoCopy):
+		// The roster removed the keeper, or the keeper is a process that
+		// dropped what it held (a paused keeper comes back with nothing):
+		// no copy of this update can be claimed there.
+		return p.replaceKeeper(ctx, st, total, id, keeperDead)
+	case unreachable(err):
+		// Never delivered, and no proof the keeper is dead (a firewall
+		// refuses just the same): the cluster decides, and the reward is
+		// sent again meanwhile.
+		p.s.suspectPeer(st.keeper, "it refused the connection")
+		return wire.Errorf(wire.CodeBusy, "%s: keeper %s does not answer; waiting for the cluster to agree whether it is down (not applied): %v", p.player, st.keeper.Name, err)
+	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum || code == wire.CodeBusy):
+		return err // refused, so not applied
+	}
+	return wire.Errorf(wire.CodeUnknown, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
+}
+
+// sendToKeeper sends one Replicate. keeperDead says the call was cut short
+// because the roster removed the keeper meanwhile (a paused keeper):
+// waiting out the timeout would stall the player for nothing, since a
+// removed keeper's copy can no longer be claimed by anyone.
+func (p *primary) sendToKeeper(ctx context.Context, st state, total int64, id wire.ReqID) (keeperDead bool, err error) {
 	// One context carries both the call's deadline and that cancellation
-	// (Store.call adds none when the deadline is already this close): a
+	// (callPeer adds none when the deadline is already this close): a
 	// context per layer was a tenth of a loaded node's CPU.
 	cctx, cancel := context.WithTimeout(ctx, p.s.cfg.CallTimeout)
+	defer cancel()
 	p.mu.Lock()
 	p.act.inflight = cancel
 	p.act.keeperDead = false
 	p.mu.Unlock()
-	// Registered first, checked second: a tombstone added in between
+	// Registered first, checked second: a removal learnt in between
 	// finds the cancel function (it is set under s.mu before
 	// abandonReplications looks at any primary).
 	p.s.mu.Lock()
-	if p.s.view.Fenced(st.keeper) {
+	if !p.s.view.IsMember(st.keeper) {
 		p.mu.Lock()
 		p.act.keeperFailed()
 		p.mu.Unlock()
@@ -383,59 +410,43 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	if p.s.cfg.Observer != nil {
 		began = time.Now()
 	}
-	_, err := p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
+	_, err = p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
 	if p.s.cfg.Observer != nil {
 		p.s.cfg.Observer.Replicated(time.Since(began), err)
 	}
 	p.mu.Lock()
 	p.act.inflight = nil
-	keeperDead := p.act.keeperDead
+	keeperDead = p.act.keeperDead
 	p.mu.Unlock()
-	cancel()
-	if err == nil {
-		st.total = total
-		p.set(st)
-		p.applied.add(wire.Applied{ID: id, Total: total})
-		return nil
+	return keeperDead, err
+}
+
+// replaceKeeper gives the new total to a new keeper after the old one was
+// lost mid-update, unless the player moved on without this primary knowing
+// (a keeper that became the owner, or a newer copy elsewhere).
+func (p *primary) replaceKeeper(ctx context.Context, st state, total int64, id wire.ReqID, keeperDead bool) error {
+	// A replication cut short because its keeper was removed may have
+	// reached that keeper: if no new keeper can be placed, the caller
+	// must hear "unknown", not "nothing changed".
+	maybe := func(err error) error {
+		if keeperDead {
+			return wire.Errorf(wire.CodeUnknown, "%s: keeper %s was declared failed during the update and no new keeper took it, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
+		}
+		return err
 	}
-	code, isWire := wire.CodeOf(err)
-	switch {
-	case errors.Is(err, wire.ErrGone) || keeperDead || (isWire && code == wire.CodeNoCopy):
-		// The keeper is gone for certain, or was declared failed, or is a
-		// process that dropped what it held (a paused keeper comes back
-		// with nothing): no copy of this update can be claimed there. Give
-		// the new total to a new keeper, unless the player moved on
-		// without this primary knowing (a keeper that became the owner,
-		// or a newer copy elsewhere).
-		if errors.Is(err, wire.ErrGone) {
-			p.s.markPeerDead(st.keeper, "it refused the connection")
+	if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
+		if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
+			return err // superseded: the re-send is answered by the new owner
 		}
-		// A replication cut short because its keeper was declared failed
-		// may have reached that keeper: if no new keeper can be placed,
-		// the caller must hear "unknown", not "nothing changed".
-		maybe := func(err error) error {
-			if keeperDead {
-				return wire.Errorf(wire.CodeUnknown, "%s: keeper %s was declared failed during the update and no new keeper took it, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
-			}
-			return err
-		}
-		if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
-			if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
-				return err // superseded: the re-send is answered by the new owner
-			}
-			return maybe(err)
-		}
-		// The dead keeper's name is not excluded: a restarted process
-		// under that name is a fine new keeper.
-		st.total = total
-		if err := p.placeKeeper(ctx, st, wire.Applied{ID: id, Total: total}); err != nil {
-			return maybe(err)
-		}
-		return nil
-	case isWire && (code == wire.CodeFenced || code == wire.CodeNoQuorum || code == wire.CodeBusy):
-		return err // refused, so not applied
+		return maybe(err)
 	}
-	return wire.Errorf(wire.CodeUnknown, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
+	// The dead keeper's name is not excluded: a restarted process under
+	// that name is a fine new keeper.
+	st.total = total
+	if err := p.placeKeeper(ctx, st, wire.Applied{ID: id, Total: total}); err != nil {
+		return maybe(err)
+	}
+	return nil
 }
 
 // placeKeeper puts st on a new keeper, chosen by placement among the live
@@ -469,7 +480,7 @@ func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applie
 func (p *primary) ensureKeeper() {
 	st := p.snapshot()
 	p.s.mu.Lock()
-	alive := p.s.isAliveLocked(st.keeper)
+	alive := p.s.isMemberLocked(st.keeper)
 	serving := p.s.view.Quorate()
 	p.s.mu.Unlock()
 	if alive || !serving {

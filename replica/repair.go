@@ -93,14 +93,14 @@ func (s *Store) repair() (found bool) {
 				// A copy owned by this node itself is one whose promotion
 				// failed half way (no keeper could be placed then): finish
 				// it.
-				orphan := !s.isAliveLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil)
+				orphan := !s.isMemberLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil)
 				if orphan && s.flights[player] == nil {
 					orphans = append(orphans, player)
 				}
 			}
 		}
 		for _, p := range s.primaries.shard(i) {
-			if !s.isAliveLocked(p.snapshot().keeper) {
+			if !s.isMemberLocked(p.snapshot().keeper) {
 				found = true
 				_ = p.send(checkKeeper{}) // fails only if p is stopping
 			}

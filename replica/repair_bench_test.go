@@ -24,6 +24,7 @@ func BenchmarkRepairPass(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
+	s.admitForTest(peer, wire.NodeID{Name: "c", Boot: 3})
 	s.SetMembers([]wire.NodeID{self, peer, {Name: "c", Boot: 3}})
 	s.mu.Lock()
 	for i := range players {

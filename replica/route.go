@@ -128,8 +128,8 @@ func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wi
 		s.cfg.Observer.Forwarded(time.Since(began), err)
 	}
 	if err != nil {
-		if errors.Is(err, wire.ErrGone) {
-			s.markPeerDead(owner, "it refused the connection")
+		if unreachable(err) {
+			s.suspectPeer(owner, "it refused the connection")
 		}
 		return 0, err
 	}
@@ -178,7 +178,7 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 		s.mu.Unlock()
 		return p, self, nil
 	}
-	if r, ok := s.routes[player]; ok && s.isAliveLocked(r) {
+	if r, ok := s.routes[player]; ok && s.isMemberLocked(r) {
 		s.mu.Unlock()
 		return nil, r, nil
 	}

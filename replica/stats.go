@@ -63,12 +63,12 @@ func (s *Store) Unprotected() int {
 	for i := range tableShards {
 		s.mu.Lock()
 		for _, p := range s.primaries.shard(i) {
-			if !s.isAliveLocked(p.snapshot().keeper) {
+			if !s.isMemberLocked(p.snapshot().keeper) {
 				n++
 			}
 		}
 		for player, c := range s.copies.shard(i) {
-			if !s.isAliveLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil) {
+			if !s.isMemberLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil) {
 				n++
 			}
 		}

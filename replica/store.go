@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/appnode/appnode/quorum"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -37,9 +38,15 @@ type Config struct {
 	OnDeclaredDead func(dead wire.NodeID)
 	// Clock runs the Store's own timers (repair, idle workers, backoff).
 	Clock Clock
-	// Rand draws the backoff jitter. A seeded source (rand.NewPCG) makes
-	// the jitter replay; nil seeds one at random.
+	// Rand draws the backoff jitter and a new cluster's id. A seeded
+	// source (rand.NewPCG) makes them replay; nil seeds one at random.
 	Rand rand.Source
+	// Disk keeps this node's vote on the roster across restarts under
+	// its name. Nil keeps it in memory (MemDisk): a node restarted without
+	// it cannot vote on the change that admits it back, so a cluster of
+	// two that loses one such node cannot change its roster until it
+	// returns.
+	Disk Disk
 }
 
 // DefaultCallTimeout is Config.CallTimeout unless set.
@@ -81,11 +88,22 @@ type Store struct {
 	count  counters
 	rand   *lockedRand // backoff jitter, from Config.Rand
 
-	mu        sync.Mutex
-	view      View // membership and quorum
-	leaving   bool
-	primaries playerTable[*primary]
-	copies    playerTable[*keeperCopy]
+	mu      sync.Mutex
+	view    View // membership and quorum
+	leaving bool
+	closing bool // Close has begun: no new goroutine may start (spawn)
+	// The roster: this node's vote (kept on disk), and the hints the
+	// roster loop turns into proposals.
+	acc          quorum.Acceptor
+	disk         Disk
+	ballotN      uint64
+	suspects     map[wire.NodeID]bool // members that may be down
+	admit        map[wire.NodeID]bool // nodes that asked to be admitted
+	joiningUntil time.Time            // this node asked a cluster to admit it; see joinWindow
+	refusedJoin  map[string]string    // why a node refused to admit this one
+	rosterKick   chan struct{}
+	primaries    playerTable[*primary]
+	copies       playerTable[*keeperCopy]
 	// copyOwners counts the copies by owner, so that repair can tell at a
 	// glance whether any copy is orphaned (or half promoted: owned by this
 	// node) without walking a million of them. Changed only through
@@ -95,32 +113,60 @@ type Store struct {
 	flights    map[string]*flight     // activations in progress on this node
 }
 
-// New starts a Store. Until SetMembers is called it sees only itself.
+// New starts a Store. Until SetMembers is called it sees only itself. It
+// takes up the roster vote on its Disk, if there is one (a restart under
+// its name); else it starts a cluster of its own.
 func New(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	disk := cfg.Disk
+	if disk == nil {
+		disk = &MemDisk{}
+	}
+	rnd := newLockedRand(cfg.Rand)
+	acc, ok, err := disk.Load()
+	if err != nil {
+		return nil, fmt.Errorf("replica: load this node's roster vote: %w", err)
+	}
+	if !ok {
+		// A cluster of its own, until it joins another or others join it.
+		acc = quorum.Acceptor{Roster: quorum.New(rnd.uint64(), cfg.Self)}
+		if err := disk.Save(acc); err != nil {
+			return nil, fmt.Errorf("replica: save this node's roster vote: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cfg:        cfg,
-		ctx:        ctx,
-		cancel:     cancel,
-		kick:       make(chan struct{}, 1),
-		runq:       make(chan *primary),
-		view:       NewView(cfg.Self),
-		copyOwners: map[wire.NodeID]int{},
-		routes:     map[string]wire.NodeID{},
-		flights:    map[string]*flight{},
-		rand:       newLockedRand(cfg.Rand),
+		cfg:         cfg,
+		ctx:         ctx,
+		cancel:      cancel,
+		kick:        make(chan struct{}, 1),
+		runq:        make(chan *primary),
+		view:        NewView(cfg.Self, acc.Roster),
+		acc:         acc,
+		disk:        disk,
+		suspects:    map[wire.NodeID]bool{},
+		admit:       map[wire.NodeID]bool{},
+		refusedJoin: map[string]string{},
+		rosterKick:  make(chan struct{}, 1),
+		copyOwners:  map[wire.NodeID]int{},
+		routes:      map[string]wire.NodeID{},
+		flights:     map[string]*flight{},
+		rand:        rnd,
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.repairLoop()
+	go s.rosterLoop()
 	return s, nil
 }
 
 // Close stops every primary and background task. It does not hand anything
 // off: use Leave first for a graceful exit.
 func (s *Store) Close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.cancel()
 	s.mu.Lock()
 	prims := s.primaryList()
@@ -231,8 +277,9 @@ func (s *Store) Describe() string {
 		alive = append(alive, fmt.Sprintf("%s/%x", id.Name, id.Boot))
 	}
 	self := s.view.Self()
-	return fmt.Sprintf("self %s/%x alive %v cluster %v quorate %v primaries %d copies %d tombstones %d",
-		self.Name, self.Boot, alive, s.view.ClusterNames(), s.view.Quorate(), s.primaries.len(), s.copies.len(), s.view.Tombstones())
+	r := s.view.Roster()
+	return fmt.Sprintf("self %s/%x roster %d %v quorate %v primaries %d copies %d dead %d",
+		self.Name, self.Boot, r.Epoch, alive, s.view.Quorate(), s.primaries.len(), s.copies.len(), len(r.Dead))
 }
 
 // removePrimary unregisters p if it is still the registered primary.
@@ -242,4 +289,20 @@ func (s *Store) removePrimary(p *primary) {
 		s.primaries.del(p.player)
 	}
 	s.mu.Unlock()
+}
+
+// spawn runs f on a goroutine the Store owns: Close waits for it, and once
+// Close has begun none starts. Every background goroutine of the Store
+// starts here, so none can race Close's Wait.
+func (s *Store) spawn(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
 }

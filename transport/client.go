@@ -36,7 +36,7 @@ func (hs *handshakeResult) fencedBy() *wire.NodeID {
 }
 
 // handshake dials addr and runs the dialer's side of the handshake within
-// ctx. A refused connection wraps wire.ErrGone; a failed proof wraps
+// ctx. A refused connection wraps wire.ErrRefused; a failed proof wraps
 // ErrAuth; a fenced or refused Hello returns a *wire.Error (and, when
 // fenced, the result, so the caller can see who fenced it). On error the
 // connection is closed.
@@ -49,8 +49,9 @@ func handshake(ctx context.Context, addr string, key []byte, hello *wire.Hello) 
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			// Nothing listens on the incarnation's port: it has exited.
-			return nil, fmt.Errorf("transport: dial %s: %w: %w", where, wire.ErrGone, err)
+			// Nothing listens there, or a firewall rejects us: a hint,
+			// not proof that the process is gone.
+			return nil, fmt.Errorf("transport: dial %s: %w: %w", where, wire.ErrRefused, err)
 		}
 		return nil, fmt.Errorf("transport: dial %s: %w", where, err)
 	}

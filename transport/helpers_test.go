@@ -178,7 +178,7 @@ func reward(t testing.TB, from *testNode, to wire.NodeID, pts int64) {
 // isUnknown tells an unknown-outcome error: neither proof of death nor a
 // remote failure other than Unavailable.
 func isUnknown(err error) bool {
-	if err == nil || errors.Is(err, wire.ErrGone) {
+	if err == nil || errors.Is(err, wire.ErrGone) || errors.Is(err, wire.ErrRefused) {
 		return false
 	}
 	code, ok := wire.CodeOf(err)

@@ -18,8 +18,9 @@
 // differently:
 //
 //   - errors.Is(err, wire.ErrGone): proof that the addressed incarnation no
-//     longer exists (its port refused the connection, or another boot id
-//     answered under its name). Its players may be taken over at once.
+//     longer exists (another boot id answered under its name).
+//   - errors.Is(err, wire.ErrRefused): the connection was refused; the
+//     request was not delivered, but the peer may be alive (a firewall).
 //   - errors.As(err, **wire.Error) with a code other than CodeUnavailable:
 //     the peer ran the request and it failed there.
 //   - anything else, including *wire.Error with CodeUnavailable, timeouts

@@ -296,8 +296,6 @@ func Validate(m Msg) error {
 		roster("roster", m.Roster)
 	case *Reach:
 		node("target", m.Target)
-	case *JoinOffer:
-		roster("roster", m.Roster)
 	case *JoinReply:
 		roster("roster", m.Roster)
 		check("why", len(m.Why), MaxText)

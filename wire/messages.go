@@ -60,7 +60,7 @@ const (
 	KindDecided    Kind = 44 // proposer -> everyone: this roster was agreed (Ack)
 	KindReach      Kind = 45 // proposer -> roster member: can you reach this node? (ReachReply)
 	KindReachReply Kind = 46
-	KindJoinOffer  Kind = 47 // roster member -> a node outside it: join us (JoinReply)
+	KindJoinAsk    Kind = 47 // node outside a roster -> a member: admit me, or (Probe) show me your roster (JoinReply)
 	KindJoinReply  Kind = 48
 )
 
@@ -83,7 +83,7 @@ var kindNames = map[Kind]string{
 	KindCommand: "command", KindCommandReply: "command-reply",
 	KindPrepare: "prepare", KindPromise: "promise", KindAccept: "accept", KindAccepted: "accepted",
 	KindDecided: "decided", KindReach: "reach", KindReachReply: "reach-reply",
-	KindJoinOffer: "join-offer", KindJoinReply: "join-reply",
+	KindJoinAsk: "join-ask", KindJoinReply: "join-reply",
 }
 
 // NodeID is one incarnation of a node: its name and the boot id it drew at
@@ -390,11 +390,14 @@ type ReachReply struct {
 	Reachable bool `msgpack:"r,omitempty"`
 }
 
-// JoinOffer invites a node outside the roster into it. A node that holds a
-// roster of its own answers with it, and takes the offer (OK) only if it is
-// new to any cluster, or already of this one (a restart under its name).
-type JoinOffer struct {
-	Roster Roster `msgpack:"r"`
+// JoinAsk is how a node gets into a cluster: a new node asks a member of
+// the cluster it chose, a restarted one a member of the cluster it was in.
+// The member answers with its roster and, unless Probe, proposes the
+// asker's admission (OK) or says why not. A new node first probes the
+// nodes it reaches, to choose: a cluster that already has members, else
+// the new node with the smallest name, which takes the others in.
+type JoinAsk struct {
+	Probe bool `msgpack:"probe,omitempty"`
 }
 
 type JoinReply struct {
@@ -447,7 +450,7 @@ func (Accepted) Kind() Kind     { return KindAccepted }
 func (Decided) Kind() Kind      { return KindDecided }
 func (Reach) Kind() Kind        { return KindReach }
 func (ReachReply) Kind() Kind   { return KindReachReply }
-func (JoinOffer) Kind() Kind    { return KindJoinOffer }
+func (JoinAsk) Kind() Kind      { return KindJoinAsk }
 func (JoinReply) Kind() Kind    { return KindJoinReply }
 
 // New returns an empty message of kind k to decode into, or nil for a kind
@@ -512,8 +515,8 @@ func New(k Kind) Msg {
 		return &Reach{}
 	case KindReachReply:
 		return &ReachReply{}
-	case KindJoinOffer:
-		return &JoinOffer{}
+	case KindJoinAsk:
+		return &JoinAsk{}
 	case KindJoinReply:
 		return &JoinReply{}
 	}

@@ -35,14 +35,14 @@ func (o Outcome) String() string {
 // OutcomeOf classifies err, the error a reward failed with. Only what
 // proves that nothing changed counts as OutcomeNotApplied: a refusal by the node
 // that would have applied it (a code other than CodeUnknown, CodeInternal
-// and CodeUnavailable), or ErrGone (the addressed process no longer exists,
-// so it cannot apply anything). Everything else, timeouts and broken links
+// and CodeUnavailable), ErrGone (the addressed process no longer exists,
+// so it cannot apply anything) or ErrRefused (the request never left). Everything else, timeouts and broken links
 // among them, is OutcomeUnknown.
 func OutcomeOf(err error) Outcome {
 	if err == nil {
 		return OutcomeApplied
 	}
-	if errors.Is(err, ErrGone) {
+	if errors.Is(err, ErrGone) || errors.Is(err, ErrRefused) {
 		return OutcomeNotApplied
 	}
 	code, ok := CodeOf(err)
@@ -62,7 +62,7 @@ func OutcomeOf(err error) Outcome {
 // gone, or the link broke mid-call (the id makes the re-send safe; its
 // answer settles the outcome).
 func ShouldResend(err error) bool {
-	if errors.Is(err, ErrGone) || errors.Is(err, ErrLinkLost) {
+	if errors.Is(err, ErrGone) || errors.Is(err, ErrRefused) || errors.Is(err, ErrLinkLost) {
 		return true
 	}
 	code, ok := CodeOf(err)
@@ -76,7 +76,7 @@ func CodeFor(err error) Code {
 	if code, ok := CodeOf(err); ok {
 		return code
 	}
-	if errors.Is(err, ErrGone) {
+	if errors.Is(err, ErrGone) || errors.Is(err, ErrRefused) {
 		return CodeUnavailable
 	}
 	return CodeUnknown

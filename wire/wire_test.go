@@ -54,7 +54,7 @@ func samples() []Msg {
 		&Decided{Roster: roster},
 		&Reach{Target: other},
 		&ReachReply{Reachable: true},
-		&JoinOffer{Roster: roster},
+		&JoinAsk{Probe: true},
 		&JoinReply{OK: true, Roster: roster, Why: "fresh"},
 	}
 }
