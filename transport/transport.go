@@ -55,8 +55,9 @@
 // reach the peer, late.
 //
 // Lock order: Transport.mu is never held while taking clientConn.mu or
-// sender.mu, nor while calling any Config callback except Self, Resolve
-// and Block, which must therefore not call back into the Transport.
+// sender.mu, nor while calling the node back (Peers, Handler, Clients),
+// except for Peers.Self, Peers.Resolve and Config.Block, which must
+// therefore not call back into the Transport.
 package transport
 
 import (
@@ -107,8 +108,7 @@ const (
 // Transport or Client is closed.
 var ErrClosed = errors.New("transport closed")
 
-// Config configures a Transport. Cookie, Self, Resolve and Handle are
-// required.
+// Config configures a Transport. Cookie, Peers and Handler are required.
 type Config struct {
 	BindAddr string // e.g. "127.0.0.1"
 	Port     int    // 0 = any free port; see Transport.Port
@@ -117,61 +117,14 @@ type Config struct {
 	// are served or called.
 	Cookie cookie.Cookie
 
-	// Self returns this node's current incarnation. It can change at run
-	// time (a fenced node takes a new boot id), so it is read for every
-	// handshake, and every Call checks that its connection was opened
-	// under the current one. A new boot id must be returned here before
-	// it is announced to the cluster: a peer that dials a name and hears
-	// an older boot than the one addressed takes the addressed boot as
-	// gone.
-	Self func() wire.NodeID
-
-	// Resolve returns the "ip:port" of a member's transport by node name.
-	// The address must be that of the incarnation callers address: a
-	// refused connection there is taken as proof that it is gone.
-	Resolve func(name string) (addr string, ok bool)
-
-	// Handle serves one request from a cluster member. Each request runs
-	// on a handler goroutine of its own, at most MaxInflight at once per
-	// connection (further requests wait), because a handler may itself
-	// make network calls. ctx is cancelled when the connection or the
-	// Transport closes, and Close waits for handlers to return, so they
-	// must honour it.
-	// A returned error is sent as a KindError frame: a *wire.Error in err's
-	// chain keeps its code; any other error becomes CodeInternal. A panic
-	// is recovered, logged and answered with CodeInternal: bad input from
-	// the network never takes the node down.
-	Handle func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error)
-	// Inline, if set, names member messages that Handle serves without
-	// blocking: they run on the connection's read loop, saving a goroutine
-	// (and its stack's growth through msgpack) per request.
-	Inline func(m wire.Msg) bool
-
-	// HandleClient serves a connection whose Hello has Client=true (the
-	// `appnode rpc` and `appnode bench` tools, not cluster members). Only
-	// *wire.Command, *wire.Reward and *wire.Where reach it; anything else
-	// is answered with CodeBadRequest. Nil refuses clients.
-	HandleClient func(ctx context.Context, m wire.Msg) (wire.Msg, error)
-
-	// Fenced is asked by the acceptor for every member Hello. True means
-	// this incarnation was declared failed by the cluster: the HelloReply
-	// carries Fenced=true and the connection is closed after it. Nil means
-	// never fenced.
-	Fenced func(id wire.NodeID) bool
-
-	// OnFenced is called when a peer's HelloReply says this node is
-	// fenced, before the Call that dialed returns. It runs on a transport
-	// goroutine holding no transport lock; it must not block for long and
-	// must not call Close.
-	OnFenced func(by wire.NodeID)
-
-	// OnLinkDown is called when an established connection this node dialed
-	// breaks (EOF, reset, bad frame, write error). It is a hint that the
-	// peer may have died, not proof. It is not called for connections this
-	// node closes itself (Disconnect, Close, Block), nor for inbound
-	// connections, whose end the peer may choose for its own reasons. Same
-	// rules as OnFenced.
-	OnLinkDown func(peer wire.NodeID)
+	// Peers tells the Transport who this node is and where its peers
+	// are, and hears of fences and broken links.
+	Peers Peers
+	// Handler serves the requests of cluster members.
+	Handler Handler
+	// Clients serves `appnode rpc` and `appnode bench` connections; nil
+	// refuses them.
+	Clients Clients
 
 	// Block is a fault-injection hook for tests (nil in production). When
 	// it returns true for a peer name, dials to it fail, calls to it fail
@@ -243,8 +196,8 @@ type dialing struct {
 
 // Listen starts a Transport listening on cfg.BindAddr:cfg.Port.
 func Listen(cfg Config) (*Transport, error) {
-	if cfg.Self == nil || cfg.Resolve == nil || cfg.Handle == nil {
-		return nil, errors.New("transport: Config needs Self, Resolve and Handle")
+	if cfg.Peers == nil || cfg.Handler == nil {
+		return nil, errors.New("transport: Config needs Peers and Handler")
 	}
 	if cfg.Cookie.IsZero() {
 		return nil, errors.New("transport: Config needs the cluster's Cookie")
@@ -317,7 +270,7 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 // is none or the one there is answers for another incarnation. Concurrent
 // callers share one dial per name.
 func (t *Transport) conn(ctx context.Context, to wire.NodeID) (*clientConn, error) {
-	self := t.cfg.Self()
+	self := t.cfg.Peers.Self()
 	// A connection opened under an older self, or one that breaks while we
 	// wait, sends us round again; three rounds without a usable connection
 	// means the link is flapping and the caller should back off.
@@ -426,8 +379,8 @@ func (t *Transport) dial(p *peer, d *dialing, self wire.NodeID) {
 	if discard != nil {
 		discard.fail(&wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: connection to %s replaced by a newer one", p.name)}, false)
 	}
-	if fencedBy != nil && t.cfg.OnFenced != nil {
-		t.cfg.OnFenced(*fencedBy)
+	if fencedBy != nil {
+		t.cfg.Peers.FencedBy(*fencedBy)
 	}
 	close(d.done)
 }
@@ -438,7 +391,7 @@ func (t *Transport) connect(name string, self wire.NodeID) (*clientConn, *wire.N
 	if t.blocked(name) {
 		return nil, nil, errBlocked(name)
 	}
-	addr, ok := t.cfg.Resolve(name)
+	addr, ok := t.cfg.Peers.Resolve(name)
 	if !ok {
 		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: no address known for %s", name)}
 	}
@@ -473,9 +426,7 @@ func (t *Transport) clientClosed(c *clientConn, linkDown bool) {
 	t.mu.Unlock()
 	if linkDown {
 		t.logf("%v", c.closeErr()) // "transport: connection to X lost: why"
-		if t.cfg.OnLinkDown != nil {
-			t.cfg.OnLinkDown(c.remote)
-		}
+		t.cfg.Peers.LinkDown(c.remote)
 	}
 }
 
