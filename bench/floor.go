@@ -72,16 +72,12 @@ func serveFloor(args []string, stdout, stderr io.Writer) int {
 		}
 		return &wire.RewardReply{Total: int64(n)}, nil
 	}
-	t, err := transport.Listen(transport.Config{
-		BindAddr: "127.0.0.1",
-		Cookie:   secret,
-		Peers:    floorCluster{self: self, peer: peerID, peerAddr: peerAddr},
-		Handler:  floorCluster{},
-		Clients:  transport.ClientsFunc(serve),
-		Logf: func(format string, args ...any) {
-			fmt.Fprintf(stderr, *name+": "+format+"\n", args...)
-		},
-	})
+	cfg := transport.DefaultConfig(secret, floorCluster{self: self, peer: peerID, peerAddr: peerAddr}, floorCluster{})
+	cfg.Clients = transport.ClientsFunc(serve)
+	cfg.Logf = func(format string, args ...any) {
+		fmt.Fprintf(stderr, *name+": "+format+"\n", args...)
+	}
+	t, err := transport.Listen(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "appnode bench serve-floor: %v\n", err)
 		return 1

@@ -80,20 +80,19 @@ func startFake(t *testing.T, name, bind string, namesPort int) *fakeNode {
 	t.Helper()
 	f := &fakeNode{name: name}
 	self := wire.NodeID{Name: name, Boot: 1}
-	tr, err := transport.Listen(transport.Config{
-		BindAddr: bind,
-		Cookie:   secret,
-		Peers:    loner{self},
-		Handler:  loner{self},
-		Clients:  transport.ClientsFunc(f.serve),
-	})
+	cfg := transport.DefaultConfig(secret, loner{self}, loner{self})
+	cfg.BindAddr = bind
+	cfg.Clients = transport.ClientsFunc(f.serve)
+	tr, err := transport.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	reg, err := names.Register(ctx, names.Config{BindAddr: bind, Port: namesPort, Entry: names.Entry{Name: name, GossipPort: tr.Port(), TransportPort: tr.Port()}})
+	ncfg := names.DefaultConfig(names.Entry{Name: name, GossipPort: tr.Port(), TransportPort: tr.Port()})
+	ncfg.BindAddr, ncfg.Port = bind, namesPort
+	reg, err := names.Register(ctx, ncfg)
 	if err != nil {
 		t.Fatal(err)
 	}

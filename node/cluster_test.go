@@ -78,19 +78,15 @@ func (c *cluster) start(short string) *node.Node {
 		c.t.Fatal(err)
 	}
 	full := short + "@testhost"
-	cfg := node.Config{
-		Name:                full,
-		Cookie:              testCookie,
-		NamesPort:           c.namesPort,
-		StateDir:            c.stateDir,
-		Profile:             membership.ProfileLocal,
-		CallTimeout:         time.Second,
-		MemberlistTransport: gt,
-		Block: func(peer string) bool {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return c.cut[[2]string{full, peer}]
-		},
+	cfg := node.DefaultConfig(full, testCookie)
+	cfg.NamesPort = c.namesPort
+	cfg.StateDir = c.stateDir
+	cfg.CallTimeout, cfg.LinkTimeout = time.Second, time.Second
+	cfg.MemberlistTransport = gt
+	cfg.Block = func(peer string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.cut[[2]string{full, peer}]
 	}
 	if c.configure != nil {
 		c.configure(short, &cfg)

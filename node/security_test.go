@@ -14,7 +14,6 @@ import (
 
 	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/testenv"
-	"github.com/appnode/appnode/membership"
 	"github.com/appnode/appnode/node"
 )
 
@@ -24,13 +23,10 @@ func startPlain(t *testing.T, name string, namesPort int, c cookie.Cookie) *node
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := node.Start(ctx, node.Config{
-		Name:        name + "@testhost",
-		Cookie:      c,
-		NamesPort:   namesPort,
-		Profile:     membership.ProfileLocal,
-		CallTimeout: time.Second,
-	})
+	cfg := node.DefaultConfig(name+"@testhost", c)
+	cfg.NamesPort = namesPort
+	cfg.CallTimeout, cfg.LinkTimeout = time.Second, time.Second
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

@@ -132,19 +132,14 @@ func (n *testNet) add(name string, boot uint64, handle func(context.Context, wir
 		linkDown: make(chan wire.NodeID, 64),
 	}
 	tn.boot.Store(boot)
-	cfg := Config{
-		BindAddr: "127.0.0.1",
-		Cookie:   testCookie,
-		Peers:    tn,
-		Handler:  handlerFuncs{handle: handle},
-		Block: func(peer string) bool {
-			_, ok := tn.blocks.Load(peer)
-			return ok
-		},
-		DialTimeout:    2 * time.Second,
-		RequestTimeout: 5 * time.Second,
-		Logf:           t.Logf,
+	cfg := DefaultConfig(testCookie, tn, handlerFuncs{handle: handle})
+	cfg.Block = func(peer string) bool {
+		_, ok := tn.blocks.Load(peer)
+		return ok
 	}
+	cfg.DialTimeout = 2 * time.Second
+	cfg.RequestTimeout = 5 * time.Second
+	cfg.Logf = t.Logf
 	for _, o := range opts {
 		o(&cfg)
 	}

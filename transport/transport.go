@@ -75,9 +75,22 @@ import (
 )
 
 const (
-	DefaultDialTimeout    = time.Second
+	// DefaultDialTimeout bounds a connect plus its handshake, on either
+	// side. A loopback or LAN handshake takes well under a millisecond;
+	// a second absorbs a loaded machine. Longer only delays the moment a
+	// call to an unreachable peer gives up, and lets a stranger hold a
+	// handshake slot that much longer.
+	DefaultDialTimeout = time.Second
+	// DefaultRequestTimeout bounds a Call whose ctx has no deadline, and
+	// every write. Shorter frees callers of a stalled peer sooner but may
+	// cut a link that is only slow: a write that times out closes its
+	// connection, failing every call in flight on it.
 	DefaultRequestTimeout = 3 * time.Second
-	DefaultMaxInflight    = 512
+	// DefaultMaxInflight bounds the handlers one inbound connection runs
+	// at once; further requests wait in the socket. Higher lets one busy
+	// peer use more goroutines (and their stacks) here; lower queues its
+	// requests behind slow ones.
+	DefaultMaxInflight = 512
 	// DefaultMaxConns bounds inbound connections. A node has one from
 	// each other member plus the `appnode rpc` clients of the moment;
 	// 256 is far above that for the clusters appnode is made for, and
@@ -108,9 +121,10 @@ const (
 // Transport or Client is closed.
 var ErrClosed = errors.New("transport closed")
 
-// Config configures a Transport. Cookie, Peers and Handler are required.
+// Config configures a Transport. Start from DefaultConfig, which fills in
+// what is required and sets every knob to its default.
 type Config struct {
-	BindAddr string // e.g. "127.0.0.1"
+	BindAddr string // e.g. "127.0.0.1"; "" listens on every address
 	Port     int    // 0 = any free port; see Transport.Port
 
 	// Cookie is the cluster's secret. Only peers that prove they know it
@@ -133,13 +147,56 @@ type Config struct {
 	// accepted from it are dropped after the Hello.
 	Block func(peer string) bool
 
-	DialTimeout    time.Duration // connect plus handshake, on either side; default 1 s
-	RequestTimeout time.Duration // for a Call whose ctx has no deadline, and for each write; default 3 s
-	MaxInflight    int           // concurrent handlers per inbound connection; default 512
-	MaxConns       int           // inbound connections at once; default DefaultMaxConns
-	IdleTimeout    time.Duration // an inbound connection silent this long is closed; default 1 min
+	// The limits; see their defaults for the trade-offs.
+	DialTimeout    time.Duration // connect plus handshake, on either side (DefaultDialTimeout)
+	RequestTimeout time.Duration // for a Call whose ctx has no deadline, and for each write (DefaultRequestTimeout)
+	MaxInflight    int           // concurrent handlers per inbound connection (DefaultMaxInflight)
+	MaxConns       int           // inbound connections at once (DefaultMaxConns)
+	IdleTimeout    time.Duration // an inbound connection silent this long is closed (DefaultIdleTimeout)
 
 	Logf func(format string, args ...any) // may be nil
+}
+
+// DefaultConfig is the configuration of a Transport on 127.0.0.1, at any
+// free port, proving cookie c, asking p about the cluster and serving
+// members with h, with every limit at its default and no clients.
+func DefaultConfig(c cookie.Cookie, p Peers, h Handler) Config {
+	return Config{
+		BindAddr:       "127.0.0.1",
+		Cookie:         c,
+		Peers:          p,
+		Handler:        h,
+		DialTimeout:    DefaultDialTimeout,
+		RequestTimeout: DefaultRequestTimeout,
+		MaxInflight:    DefaultMaxInflight,
+		MaxConns:       DefaultMaxConns,
+		IdleTimeout:    DefaultIdleTimeout,
+	}
+}
+
+// Validate says what is missing or wrong in c.
+func (c Config) Validate() error {
+	switch {
+	case c.Cookie.IsZero():
+		return errors.New("transport: Config.Cookie is required: the cluster's secret")
+	case c.Peers == nil:
+		return errors.New("transport: Config.Peers is required")
+	case c.Handler == nil:
+		return errors.New("transport: Config.Handler is required")
+	case c.Port < 0 || c.Port > 65535:
+		return fmt.Errorf("transport: Config.Port %d is not a TCP port number", c.Port)
+	case c.DialTimeout <= 0:
+		return fmt.Errorf("transport: Config.DialTimeout must be positive, not %v", c.DialTimeout)
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("transport: Config.RequestTimeout must be positive, not %v", c.RequestTimeout)
+	case c.MaxInflight <= 0:
+		return fmt.Errorf("transport: Config.MaxInflight must be positive, not %d", c.MaxInflight)
+	case c.MaxConns <= 0:
+		return fmt.Errorf("transport: Config.MaxConns must be positive, not %d", c.MaxConns)
+	case c.IdleTimeout < keepalivesPerIdle:
+		return fmt.Errorf("transport: Config.IdleTimeout must be positive (dialers send a keepalive every quarter of it), not %v", c.IdleTimeout)
+	}
+	return nil
 }
 
 // Transport is one node's end of the node-to-node links.
@@ -194,28 +251,11 @@ type dialing struct {
 	err  error
 }
 
-// Listen starts a Transport listening on cfg.BindAddr:cfg.Port.
+// Listen starts a Transport listening on cfg.BindAddr:cfg.Port, or says
+// what is wrong with cfg.
 func Listen(cfg Config) (*Transport, error) {
-	if cfg.Peers == nil || cfg.Handler == nil {
-		return nil, errors.New("transport: Config needs Peers and Handler")
-	}
-	if cfg.Cookie.IsZero() {
-		return nil, errors.New("transport: Config needs the cluster's Cookie")
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = DefaultDialTimeout
-	}
-	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.MaxInflight <= 0 {
-		cfg.MaxInflight = DefaultMaxInflight
-	}
-	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	addr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
