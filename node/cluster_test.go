@@ -227,7 +227,12 @@ func TestConnectByName(t *testing.T) {
 	}
 }
 
-// The SPEC.md walkthrough over real sockets and Serf.
+// The README's walkthrough over real sockets and Serf: rewards at any node
+// reach player1's one primary; a points value that is not an integer
+// crashes the primary, which restarts from its keeper with nothing lost;
+// after a kill -9 of the owner the next reward at a survivor finds the
+// total the keeper held; the killed node restarts under its name and
+// rejoins.
 func TestWalkthroughOverTheWire(t *testing.T) {
 	c := newCluster(t, "n1", "n2", "n3")
 	c.mustReward("n1", "player1", 5, 5)
