@@ -510,11 +510,15 @@ func TestRemoteRegistrationRefused(t *testing.T) {
 
 func TestRegisterValidatesConfig(t *testing.T) {
 	h := newHarness(t)
+	if err := DefaultConfig(Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}).Validate(); err != nil {
+		t.Fatalf("DefaultConfig: %v", err)
+	}
 	for _, cfg := range []Config{
 		{BindAddr: "127.0.0.1", Port: h.port, Entry: Entry{Name: "", GossipPort: 1, TransportPort: 1}},
 		{BindAddr: "127.0.0.1", Port: h.port, Entry: Entry{Name: "n@h", GossipPort: 70000, TransportPort: 1}},
 		{BindAddr: "127.0.0.1", Port: -1, Entry: Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}},
 		{BindAddr: "localhost", Port: h.port, Entry: Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}},
+		{BindAddr: "127.0.0.1", Entry: Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}}, // no port: start from DefaultConfig
 	} {
 		if r, err := Register(context.Background(), cfg); err == nil {
 			r.Close()
