@@ -57,7 +57,6 @@ func serveFloor(args []string, stdout, stderr io.Writer) int {
 
 	var tr atomic.Pointer[transport.Transport] // set before anyone knows the address
 	var seq atomic.Uint64
-	ack := func(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error) { return &wire.Ack{}, nil }
 	serve := func(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 		r, ok := m.(*wire.Reward)
 		if !ok {
@@ -73,19 +72,12 @@ func serveFloor(args []string, stdout, stderr io.Writer) int {
 		}
 		return &wire.RewardReply{Total: int64(n)}, nil
 	}
-	t, err := transport.Listen(transport.Config{
-		BindAddr: "127.0.0.1",
-		Cookie:   secret,
-		Self:     func() wire.NodeID { return self },
-		Resolve: func(name string) (string, bool) {
-			return peerAddr, peerAddr != "" && name == peerID.Name
-		},
-		Handle:       ack,
-		HandleClient: serve,
-		Logf: func(format string, args ...any) {
-			fmt.Fprintf(stderr, *name+": "+format+"\n", args...)
-		},
-	})
+	cfg := transport.DefaultConfig(secret, floorCluster{self: self, peer: peerID, peerAddr: peerAddr}, floorCluster{})
+	cfg.Clients = transport.ClientsFunc(serve)
+	cfg.Logf = func(format string, args ...any) {
+		fmt.Fprintf(stderr, *name+": "+format+"\n", args...)
+	}
+	t, err := transport.Listen(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "appnode bench serve-floor: %v\n", err)
 		return 1
@@ -108,4 +100,28 @@ func serveFloor(args []string, stdout, stderr io.Writer) int {
 	case <-stdinClosed:
 	}
 	return 0
+}
+
+// floorCluster is a floor server's view of its cluster: itself and the
+// server it forwards to, if any (peerAddr ""). No one is ever fenced, a
+// broken link is redialled by the next call, and a member is answered
+// with an Ack.
+type floorCluster struct {
+	self, peer wire.NodeID
+	peerAddr   string
+}
+
+func (f floorCluster) Self() wire.NodeID { return f.self }
+
+func (f floorCluster) Resolve(name string) (string, bool) {
+	return f.peerAddr, f.peerAddr != "" && name == f.peer.Name
+}
+
+func (floorCluster) Fenced(wire.NodeID) bool { return false }
+func (floorCluster) FencedBy(wire.NodeID)    {}
+func (floorCluster) LinkDown(wire.NodeID)    {}
+func (floorCluster) Inline(wire.Msg) bool    { return false }
+
+func (floorCluster) Handle(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error) {
+	return &wire.Ack{}, nil
 }

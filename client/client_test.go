@@ -60,27 +60,39 @@ func (f *fakeNode) serve(_ context.Context, m wire.Msg) (wire.Msg, error) {
 	return nil, wire.Errorf(wire.CodeBadRequest, "unexpected %s", m.Kind())
 }
 
+// loner is a fake node's view of its cluster, in which it is alone, and
+// its answer to any member: an Ack.
+type loner struct{ self wire.NodeID }
+
+func (l loner) Self() wire.NodeID           { return l.self }
+func (loner) Resolve(string) (string, bool) { return "", false }
+func (loner) Fenced(wire.NodeID) bool       { return false }
+func (loner) FencedBy(wire.NodeID)          {}
+func (loner) LinkDown(wire.NodeID)          {}
+func (loner) Inline(wire.Msg) bool          { return false }
+func (loner) Handle(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error) {
+	return &wire.Ack{}, nil
+}
+
 // startFake runs a fake node named name, bound to bind, and its host's
 // name service on namesPort; both stop when the test ends.
 func startFake(t *testing.T, name, bind string, namesPort int) *fakeNode {
 	t.Helper()
 	f := &fakeNode{name: name}
 	self := wire.NodeID{Name: name, Boot: 1}
-	tr, err := transport.Listen(transport.Config{
-		BindAddr:     bind,
-		Cookie:       secret,
-		Self:         func() wire.NodeID { return self },
-		Resolve:      func(string) (string, bool) { return "", false },
-		Handle:       func(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error) { return &wire.Ack{}, nil },
-		HandleClient: f.serve,
-	})
+	cfg := transport.DefaultConfig(secret, loner{self}, loner{self})
+	cfg.BindAddr = bind
+	cfg.Clients = transport.ClientsFunc(f.serve)
+	tr, err := transport.Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	reg, err := names.Register(ctx, names.Config{BindAddr: bind, Port: namesPort, Entry: names.Entry{Name: name, GossipPort: tr.Port(), TransportPort: tr.Port()}})
+	ncfg := names.DefaultConfig(names.Entry{Name: name, GossipPort: tr.Port(), TransportPort: tr.Port()})
+	ncfg.BindAddr, ncfg.Port = bind, namesPort
+	reg, err := names.Register(ctx, ncfg)
 	if err != nil {
 		t.Fatal(err)
 	}

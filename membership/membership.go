@@ -33,8 +33,8 @@ type Config struct {
 	Name string
 
 	// BindAddr is the IP address to listen on and to advertise, such as
-	// "127.0.0.1" (the default). With "0.0.0.0" memberlist advertises the
-	// first private IP address of the host.
+	// "127.0.0.1" (DefaultConfig's). With "0.0.0.0" memberlist advertises
+	// the first private IP address of the host.
 	BindAddr string
 
 	// Port is the gossip port, for both TCP and UDP; 0 picks a free one.
@@ -56,7 +56,10 @@ type Config struct {
 	// Encoded, they must fit in 512 bytes.
 	Tags map[string]string
 
-	// Profile selects the failure detection timers.
+	// Profile selects the failure detection timers: ProfileLocal (the
+	// default) fails over in about 1.5 s but declares dead a member that
+	// stalls for 1.2 s; ProfileLAN tolerates longer stalls and takes 5 to
+	// 25 s. See Profile.
 	Profile Profile
 
 	// OnChange is called after membership changes (join, failure, leave,
@@ -79,6 +82,31 @@ type Config struct {
 	// ownership: the transport is shut down by Shutdown, or by Start if it
 	// fails.
 	Transport memberlist.Transport
+}
+
+// DefaultConfig is the configuration of the member named name, gossiping in
+// the clear on 127.0.0.1 at any free port with ProfileLocal's timers.
+func DefaultConfig(name string) Config {
+	return Config{Name: name, BindAddr: "127.0.0.1", Profile: ProfileLocal}
+}
+
+// Validate says what is missing or wrong in c.
+func (c Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("membership: node name is required")
+	case c.BindAddr == "":
+		return fmt.Errorf("membership: %s: Config.BindAddr is required", c.Name)
+	case c.Port < 0 || c.Port > 65535:
+		return fmt.Errorf("membership: %s: invalid gossip port %d", c.Name, c.Port)
+	case c.Profile != ProfileLocal && c.Profile != ProfileLAN:
+		return fmt.Errorf("membership: %s: unknown profile %v", c.Name, c.Profile)
+	}
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+		return nil
+	}
+	return fmt.Errorf("membership: %s: a gossip key has 16, 24 or 32 bytes, not %d", c.Name, len(c.SecretKey))
 }
 
 // Member is one member of the cluster as seen by this node.
@@ -125,17 +153,11 @@ type Membership struct {
 	shutdownErr  error
 }
 
-// Start creates the local member and starts gossiping. It does not contact
-// anyone: call Join.
+// Start creates the local member and starts gossiping, or says what is
+// wrong with cfg. It does not contact anyone: call Join.
 func Start(cfg Config) (*Membership, error) {
-	if cfg.Name == "" {
-		return nil, errors.New("membership: node name is required")
-	}
-	if cfg.BindAddr == "" {
-		cfg.BindAddr = "127.0.0.1"
-	}
-	if cfg.Port < 0 || cfg.Port > 65535 {
-		return nil, fmt.Errorf("membership: invalid gossip port %d", cfg.Port)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	logger := newLogger(cfg.Logf)
 

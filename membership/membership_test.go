@@ -543,3 +543,22 @@ func TestPartitionSeenFailedAndHealed(t *testing.T) {
 		}
 	}
 }
+
+// DefaultConfig is valid as it is; a gossip key of the wrong size or an
+// empty bind address is refused before anything listens.
+func TestConfigValidate(t *testing.T) {
+	checkGoroutines(t)
+	if err := DefaultConfig("x@test").Validate(); err != nil {
+		t.Fatalf("DefaultConfig: %v", err)
+	}
+	cfg := DefaultConfig("x@test")
+	cfg.SecretKey = make([]byte, 15)
+	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "16, 24 or 32 bytes") {
+		t.Errorf("Start with a 15-byte key: %v", err)
+	}
+	cfg = DefaultConfig("x@test")
+	cfg.BindAddr = ""
+	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "BindAddr") {
+		t.Errorf("Start without a bind address: %v", err)
+	}
+}

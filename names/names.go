@@ -41,12 +41,19 @@ type Entry struct {
 }
 
 // Config says where the host's name service listens and what to register.
+// Start from DefaultConfig.
 type Config struct {
-	// BindAddr is the address the service listens on when this node
-	// serves it: "127.0.0.1" by default.
+	// BindAddr is the IP address the service listens on when this node
+	// serves it, and the one it is dialled at: "127.0.0.1" by default.
+	// Other hosts look names up here, so a node reachable from other
+	// hosts binds an address they can route to; an unspecified address
+	// ("0.0.0.0") serves every interface and is dialled over loopback.
 	BindAddr string
-	Port     int   // DefaultPort if 0
-	Entry    Entry // what to register
+	// Port is the service's TCP port, the same for every node of a host
+	// (DefaultPort). A cluster of its own on the same host, such as a
+	// test's, needs a port of its own.
+	Port  int
+	Entry Entry // what to register
 	// Logf reports takeovers and lost connections; it may be nil.
 	Logf func(format string, args ...any)
 	// Spawn, if set, starts the host's name service as a process of its
@@ -58,6 +65,26 @@ type Config struct {
 	Spawn func() error
 
 	timing *timing // nil: defaultTiming; tests shrink it
+}
+
+// DefaultConfig is the configuration that registers e with the name service
+// of this host at 127.0.0.1:DefaultPort, served by the nodes themselves.
+func DefaultConfig(e Entry) Config {
+	return Config{BindAddr: "127.0.0.1", Port: DefaultPort, Entry: e}
+}
+
+// Validate says what is missing or wrong in c.
+func (c Config) Validate() error {
+	if err := c.Entry.validate(); err != nil {
+		return fmt.Errorf("register with the name service: %w", err)
+	}
+	if c.Port <= 0 || c.Port > 65535 {
+		return fmt.Errorf("register %s: name service port %d is not a TCP port number", c.Entry.Name, c.Port)
+	}
+	if net.ParseIP(c.BindAddr) == nil {
+		return fmt.Errorf("register %s: name service bind address %q is not an IP address", c.Entry.Name, c.BindAddr)
+	}
+	return nil
 }
 
 // timing holds every timeout of the protocol in one place.
@@ -125,22 +152,10 @@ type holder struct {
 // gives up after about ten seconds (or when ctx ends) if the port is taken
 // by something that does not answer as a name service.
 func Register(ctx context.Context, cfg Config) (*Registration, error) {
-	if err := cfg.Entry.validate(); err != nil {
-		return nil, fmt.Errorf("register with the name service: %w", err)
-	}
-	if cfg.BindAddr == "" {
-		cfg.BindAddr = "127.0.0.1"
-	}
-	if cfg.Port == 0 {
-		cfg.Port = DefaultPort
-	}
-	if cfg.Port < 0 || cfg.Port > 65535 {
-		return nil, fmt.Errorf("register %s: name service port %d is not a TCP port number", cfg.Entry.Name, cfg.Port)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	ip := net.ParseIP(cfg.BindAddr)
-	if ip == nil {
-		return nil, fmt.Errorf("register %s: name service bind address %q is not an IP address", cfg.Entry.Name, cfg.BindAddr)
-	}
 	// A service bound to every address is reached over loopback, which
 	// also marks us as local.
 	dialIP := ip

@@ -44,12 +44,11 @@ func newHarness(t *testing.T) *harness {
 }
 
 func (h *harness) config(name string, boot uint64) Config {
-	return Config{
-		Port:   h.port,
-		Entry:  Entry{Name: name, GossipPort: 7000 + int(boot), TransportPort: 8000 + int(boot), Boot: boot},
-		Logf:   h.t.Logf,
-		timing: &h.tm,
-	}
+	cfg := DefaultConfig(Entry{Name: name, GossipPort: 7000 + int(boot), TransportPort: 8000 + int(boot), Boot: boot})
+	cfg.Port = h.port
+	cfg.Logf = h.t.Logf
+	cfg.timing = &h.tm
+	return cfg
 }
 
 func (h *harness) register(name string, boot uint64) (*Registration, error) {
@@ -511,11 +510,15 @@ func TestRemoteRegistrationRefused(t *testing.T) {
 
 func TestRegisterValidatesConfig(t *testing.T) {
 	h := newHarness(t)
+	if err := DefaultConfig(Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}).Validate(); err != nil {
+		t.Fatalf("DefaultConfig: %v", err)
+	}
 	for _, cfg := range []Config{
-		{Port: h.port, Entry: Entry{Name: "", GossipPort: 1, TransportPort: 1}},
-		{Port: h.port, Entry: Entry{Name: "n@h", GossipPort: 70000, TransportPort: 1}},
-		{Port: -1, Entry: Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}},
+		{BindAddr: "127.0.0.1", Port: h.port, Entry: Entry{Name: "", GossipPort: 1, TransportPort: 1}},
+		{BindAddr: "127.0.0.1", Port: h.port, Entry: Entry{Name: "n@h", GossipPort: 70000, TransportPort: 1}},
+		{BindAddr: "127.0.0.1", Port: -1, Entry: Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}},
 		{BindAddr: "localhost", Port: h.port, Entry: Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}},
+		{BindAddr: "127.0.0.1", Entry: Entry{Name: "n@h", GossipPort: 1, TransportPort: 1}}, // no port: start from DefaultConfig
 	} {
 		if r, err := Register(context.Background(), cfg); err == nil {
 			r.Close()
@@ -536,11 +539,10 @@ func TestRegisterPortHeldByStranger(t *testing.T) {
 	tm := fast
 	tm.reply = 100 * time.Millisecond
 	tm.start = 500 * time.Millisecond
-	_, err = Register(context.Background(), Config{
-		Port:   port,
-		Entry:  Entry{Name: "n@h", GossipPort: 1, TransportPort: 1},
-		timing: &tm,
-	})
+	cfg := DefaultConfig(Entry{Name: "n@h", GossipPort: 1, TransportPort: 1})
+	cfg.Port = port
+	cfg.timing = &tm
+	_, err = Register(context.Background(), cfg)
 	if !errors.Is(err, ErrNoService) || !strings.Contains(err.Error(), "does not answer as an appnode name service") {
 		t.Fatalf("err = %v", err)
 	}

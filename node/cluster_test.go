@@ -78,19 +78,15 @@ func (c *cluster) start(short string) *node.Node {
 		c.t.Fatal(err)
 	}
 	full := short + "@testhost"
-	cfg := node.Config{
-		Name:                full,
-		Cookie:              testCookie,
-		NamesPort:           c.namesPort,
-		StateDir:            c.stateDir,
-		Profile:             membership.ProfileLocal,
-		CallTimeout:         time.Second,
-		MemberlistTransport: gt,
-		Block: func(peer string) bool {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return c.cut[[2]string{full, peer}]
-		},
+	cfg := node.DefaultConfig(full, testCookie)
+	cfg.NamesPort = c.namesPort
+	cfg.StateDir = c.stateDir
+	cfg.CallTimeout, cfg.LinkTimeout = time.Second, time.Second
+	cfg.MemberlistTransport = gt
+	cfg.Block = func(peer string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.cut[[2]string{full, peer}]
 	}
 	if c.configure != nil {
 		c.configure(short, &cfg)
@@ -231,7 +227,12 @@ func TestConnectByName(t *testing.T) {
 	}
 }
 
-// The SPEC.md walkthrough over real sockets and Serf.
+// The README's walkthrough over real sockets and Serf: rewards at any node
+// reach player1's one primary; a points value that is not an integer
+// crashes the primary, which restarts from its keeper with nothing lost;
+// after a kill -9 of the owner the next reward at a survivor finds the
+// total the keeper held; the killed node restarts under its name and
+// rejoins.
 func TestWalkthroughOverTheWire(t *testing.T) {
 	c := newCluster(t, "n1", "n2", "n3")
 	c.mustReward("n1", "player1", 5, 5)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,7 +32,7 @@ const (
 	tagTransport = "tp"
 )
 
-// Config describes one node. Only Name and Cookie are required.
+// Config describes one node. Start from DefaultConfig.
 type Config struct {
 	// Name is "app_node1" or "app_node1@host"; HOST defaults to the short
 	// host name, as `erl -sname` does.
@@ -41,14 +42,19 @@ type Config struct {
 	// connection proves knowledge of it both ways: nodes with different
 	// cookies never form a cluster.
 	Cookie cookie.Cookie
-	// BindAddr is the address every listener binds and advertises.
+	// BindAddr is the IP address every listener binds and advertises.
 	// 127.0.0.1 by default: other hosts reach a node only when it binds an
-	// address they can route to.
+	// address they can route to, and then so can anyone on that network
+	// who tries (the cookie is what keeps them out).
 	BindAddr string
 	// GossipPort and TransportPort: 0 reuses the ports this name had last
-	// time (from StateDir), else picks free ones.
+	// time (from StateDir), else picks free ones. Reusing them lets peers
+	// take a restarted node back at once: at a new address they keep the
+	// old entry until it is declared dead.
 	GossipPort, TransportPort int
 	// NamesPort is the per-host name service's port (names.DefaultPort).
+	// Every node of a host must agree on it; a second cluster on the same
+	// host (a test's) needs its own.
 	NamesPort int
 	// SpawnNames, if set, starts the host's name service as a process of
 	// its own when none answers (see names.Config.Spawn); if nil, the
@@ -56,10 +62,20 @@ type Config struct {
 	SpawnNames func() error
 	// StateDir keeps the ports of each name across restarts. "" keeps none.
 	StateDir string
-	// Profile selects failure detection timers.
+	// Profile selects failure detection timers: ProfileLocal (the default)
+	// notices a kill in about 1.5 s but takes a 1.2 s stall for a
+	// failure; see membership.Profile.
 	Profile membership.Profile
-	// CallTimeout bounds each node-to-node request (default 2 s).
+	// CallTimeout bounds each node-to-node request the replica layer
+	// makes (replica.DefaultCallTimeout). Shorter fails over sooner from
+	// a peer that stopped answering, but gives up on a peer that is only
+	// slow and makes the reward's outcome unknown to its caller.
 	CallTimeout time.Duration
+	// LinkTimeout bounds each write on a link to a peer, and a call that
+	// carries no deadline of its own (transport.DefaultRequestTimeout). A
+	// write that times out closes the link and fails what is in flight
+	// on it, so it is longer than CallTimeout by default.
+	LinkTimeout time.Duration
 	// Command runs one console line for `appnode rpc`: out is the answer
 	// as the console prints it, err non-nil when it is an error. Nil
 	// refuses rpc.
@@ -75,6 +91,42 @@ type Config struct {
 	// Test hooks: cut transport links, and replace memberlist's network.
 	Block               func(peer string) bool
 	MemberlistTransport memberlist.Transport
+}
+
+// DefaultConfig is the configuration of the node name (see Config.Name) of
+// the cluster whose cookie is c, on 127.0.0.1 and this host's name service
+// at its default port, with every knob at its default.
+func DefaultConfig(name string, c cookie.Cookie) Config {
+	return Config{
+		Name:        name,
+		Cookie:      c,
+		BindAddr:    "127.0.0.1",
+		NamesPort:   names.DefaultPort,
+		Profile:     membership.ProfileLocal,
+		CallTimeout: replica.DefaultCallTimeout,
+		LinkTimeout: transport.DefaultRequestTimeout,
+	}
+}
+
+// Validate says what is missing or wrong in c.
+func (c Config) Validate() error {
+	full := FullName(c.Name)
+	if err := ValidateName(full); err != nil {
+		return err
+	}
+	switch {
+	case c.Cookie.IsZero():
+		return fmt.Errorf("start %s: no cookie: nodes join only a cluster whose cookie they know", full)
+	case net.ParseIP(c.BindAddr) == nil:
+		return fmt.Errorf("start %s: bind address %q is not an IP address", full, c.BindAddr)
+	case c.GossipPort < 0 || c.GossipPort > 65535 || c.TransportPort < 0 || c.TransportPort > 65535:
+		return fmt.Errorf("start %s: ports %d (gossip) and %d (transport) must be TCP port numbers or 0", full, c.GossipPort, c.TransportPort)
+	case c.NamesPort <= 0 || c.NamesPort > 65535:
+		return fmt.Errorf("start %s: name service port %d is not a TCP port number", full, c.NamesPort)
+	case c.CallTimeout <= 0 || c.LinkTimeout <= 0:
+		return fmt.Errorf("start %s: CallTimeout (%v) and LinkTimeout (%v) must be positive", full, c.CallTimeout, c.LinkTimeout)
+	}
+	return nil
 }
 
 // Node is one running appnode process.
@@ -148,26 +200,43 @@ type savedPorts struct {
 
 // Start brings a node up: store, transport, membership, name registration.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
-	full := FullName(cfg.Name)
-	if err := ValidateName(full); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Cookie.IsZero() {
-		return nil, fmt.Errorf("start %s: no cookie: nodes join only a cluster whose cookie they know", full)
+	n, err := newNode(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.BindAddr == "" {
-		cfg.BindAddr = "127.0.0.1"
+	saved := loadPorts(cfg.StateDir, n.name)
+	if err := n.listen(saved); err != nil {
+		n.store.Close()
+		n.cancel()
+		return nil, fmt.Errorf("start %s: %w", n.name, err)
 	}
-	if cfg.NamesPort == 0 {
-		cfg.NamesPort = names.DefaultPort
+	n.reg, err = names.Register(ctx, n.namesConfig())
+	if err != nil {
+		n.ml.Shutdown()
+		n.tr.Close()
+		n.store.Close()
+		n.cancel()
+		return nil, fmt.Errorf("start %s: %w", n.name, err)
 	}
-	saved := loadPorts(cfg.StateDir, full)
-	if cfg.GossipPort == 0 {
-		cfg.GossipPort = saved.Gossip
+	savePorts(cfg.StateDir, n.name, savedPorts{Gossip: n.ml.Port(), Transport: n.tr.Port()})
+	n.ready.Store(true)
+	n.wg.Add(1)
+	go n.watchSerf()
+	if cfg.OwnsProcess {
+		n.wg.Add(1)
+		go n.compactWhenIdle()
 	}
-	if cfg.TransportPort == 0 {
-		cfg.TransportPort = saved.Transport
-	}
+	n.membershipChanged()
+	return n, nil
+}
+
+// newNode makes the node of a valid cfg under a new boot id, with its
+// store: everything but the listeners.
+func newNode(cfg Config) (*Node, error) {
+	full := FullName(cfg.Name)
 	nctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:     cfg,
@@ -183,9 +252,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.self.Store(wire.NodeID{Name: full, Boot: uint64(time.Now().UnixNano())})
 
 	rcfg := replica.DefaultConfig(n.Self(), n)
-	if cfg.CallTimeout > 0 {
-		rcfg.CallTimeout = cfg.CallTimeout
-	}
+	rcfg.CallTimeout = cfg.CallTimeout
 	rcfg.OnEvent = n.publish
 	rcfg.Logf = cfg.Logf
 	rcfg.OnDeclaredDead = n.declaredDead
@@ -194,82 +261,67 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cancel()
 		return nil, fmt.Errorf("start %s: %w", full, err)
 	}
-	n.tr, err = listenTransport(n, cfg.TransportPort)
-	if err != nil && cfg.TransportPort != 0 && cfg.TransportPort == saved.Transport {
-		n.tr, err = listenTransport(n, 0) // the remembered port is taken
+	return n, nil
+}
+
+// listen starts the transport and then membership, whose tags carry the
+// transport's port. Each listens on the port Config gives, else on the one
+// this name used last time (saved), or on a free one if that is taken.
+func (n *Node) listen(saved savedPorts) error {
+	tport := cmp.Or(n.cfg.TransportPort, saved.Transport)
+	var err error
+	n.tr, err = n.listenTransport(tport)
+	if err != nil && tport != 0 && tport == saved.Transport {
+		n.tr, err = n.listenTransport(0)
 	}
 	if err != nil {
-		n.store.Close()
-		cancel()
-		return nil, fmt.Errorf("start %s: transport: %w", full, err)
+		return fmt.Errorf("transport: %w", err)
 	}
-	n.ml, err = n.startMembership(cfg.GossipPort)
-	if err != nil && cfg.GossipPort != 0 && cfg.GossipPort == saved.Gossip {
+	gport := cmp.Or(n.cfg.GossipPort, saved.Gossip)
+	n.ml, err = n.startMembership(gport)
+	if err != nil && gport != 0 && gport == saved.Gossip {
 		n.ml, err = n.startMembership(0)
 	}
 	if err != nil {
 		n.tr.Close()
-		n.store.Close()
-		cancel()
-		return nil, fmt.Errorf("start %s: membership: %w", full, err)
+		return fmt.Errorf("membership: %w", err)
 	}
-	n.reg, err = names.Register(ctx, names.Config{
-		Spawn:    cfg.SpawnNames,
-		BindAddr: cfg.BindAddr,
-		Port:     cfg.NamesPort,
-		Entry:    names.Entry{Name: full, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot},
-		Logf:     cfg.Logf,
-	})
-	if err != nil {
-		n.ml.Shutdown()
-		n.tr.Close()
-		n.store.Close()
-		cancel()
-		return nil, fmt.Errorf("start %s: %w", full, err)
-	}
-	savePorts(cfg.StateDir, full, savedPorts{Gossip: n.ml.Port(), Transport: n.tr.Port()})
-	n.ready.Store(true)
-	n.wg.Add(1)
-	go n.watchSerf()
-	if cfg.OwnsProcess {
-		n.wg.Add(1)
-		go n.compactWhenIdle()
-	}
-	n.membershipChanged()
-	return n, nil
+	return nil
 }
 
-func listenTransport(n *Node, port int) (*transport.Transport, error) {
-	return transport.Listen(transport.Config{
-		Cookie:         n.cfg.Cookie,
-		BindAddr:       n.cfg.BindAddr,
-		Port:           port,
-		Self:           n.Self,
-		Resolve:        n.resolve,
-		Handle:         n.store.Handle,
-		Inline:         replica.NonBlocking,
-		HandleClient:   n.handleClient,
-		Fenced:         n.store.Fenced,
-		OnFenced:       n.onFenced,
-		OnLinkDown:     n.store.LinkDown,
-		Block:          n.cfg.Block,
-		RequestTimeout: n.cfg.CallTimeout,
-		Logf:           n.cfg.Logf,
-	})
+func (n *Node) listenTransport(port int) (*transport.Transport, error) {
+	cfg := transport.DefaultConfig(n.cfg.Cookie, linkPeers{n}, memberHandler{n.store})
+	cfg.BindAddr = n.cfg.BindAddr
+	cfg.Port = port
+	cfg.Clients = clientHandler{n}
+	cfg.Block = n.cfg.Block
+	cfg.RequestTimeout = n.cfg.LinkTimeout
+	cfg.Logf = n.cfg.Logf
+	return transport.Listen(cfg)
 }
 
 func (n *Node) startMembership(port int) (*membership.Membership, error) {
-	return membership.Start(membership.Config{
-		Name:      n.name,
-		SecretKey: n.cfg.Cookie.GossipKey(),
-		BindAddr:  n.cfg.BindAddr,
-		Port:      port,
-		Tags:      n.tags(),
-		Profile:   n.cfg.Profile,
-		OnChange:  n.membershipChanged,
-		Logf:      n.cfg.Logf,
-		Transport: n.cfg.MemberlistTransport,
-	})
+	cfg := membership.DefaultConfig(n.name)
+	cfg.SecretKey = n.cfg.Cookie.GossipKey()
+	cfg.BindAddr = n.cfg.BindAddr
+	cfg.Port = port
+	cfg.Tags = n.tags()
+	cfg.Profile = n.cfg.Profile
+	cfg.OnChange = n.membershipChanged
+	cfg.Logf = n.cfg.Logf
+	cfg.Transport = n.cfg.MemberlistTransport
+	return membership.Start(cfg)
+}
+
+// namesConfig is the registration of this node, once it listens, with its
+// host's name service.
+func (n *Node) namesConfig() names.Config {
+	cfg := names.DefaultConfig(names.Entry{Name: n.name, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot})
+	cfg.BindAddr = n.cfg.BindAddr
+	cfg.Port = n.cfg.NamesPort
+	cfg.Spawn = n.cfg.SpawnNames
+	cfg.Logf = n.cfg.Logf
+	return cfg
 }
 
 func (n *Node) tags() map[string]string {

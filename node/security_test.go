@@ -14,7 +14,6 @@ import (
 
 	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/testenv"
-	"github.com/appnode/appnode/membership"
 	"github.com/appnode/appnode/node"
 )
 
@@ -24,13 +23,10 @@ func startPlain(t *testing.T, name string, namesPort int, c cookie.Cookie) *node
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := node.Start(ctx, node.Config{
-		Name:        name + "@testhost",
-		Cookie:      c,
-		NamesPort:   namesPort,
-		Profile:     membership.ProfileLocal,
-		CallTimeout: time.Second,
-	})
+	cfg := node.DefaultConfig(name+"@testhost", c)
+	cfg.NamesPort = namesPort
+	cfg.CallTimeout, cfg.LinkTimeout = time.Second, time.Second
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -109,130 +105,33 @@ func TestHostileInputOnEveryPort(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "a and b to see each other", func() bool {
 		return len(a.Nodes()) == 1 && len(b.Nodes()) == 1
 	})
-
-	// Rewards at both nodes, one at a time so the total is known.
-	var total int64
-	reward := func(at *node.Node) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		got, err := at.Reward(ctx, "p", "1")
-		if err != nil {
-			return fmt.Errorf("reward at %s: %w", at.Name(), err)
-		}
-		if total++; got != total {
-			return fmt.Errorf("reward at %s: total %d, want %d", at.Name(), got, total)
-		}
-		return nil
-	}
+	r := &rewarder{}
 	for _, n := range []*node.Node{a, b, a, b} { // warm up every link
-		if err := reward(n); err != nil {
+		if err := r.reward(n); err != nil {
 			t.Fatal(err)
 		}
 	}
 	goroutines, heap := settle()
 
-	stop := make(chan struct{})
-	rewardsDone := make(chan error, 1)
-	var rewards int
-	go func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				rewardsDone <- nil
-				return
-			default:
-			}
-			if err := reward([]*node.Node{a, b}[i%2]); err != nil {
-				rewardsDone <- err
-				return
-			}
-			rewards++
-		}
-	}()
-
-	tcpPorts := map[string]int{
+	stopRewards := r.rewardUntilStopped(a, b)
+	var held heldConns
+	var attackers sync.WaitGroup
+	for what, p := range map[string]int{
 		"transport":    a.TransportPort(),
 		"gossip tcp":   a.GossipPort(),
 		"name service": port,
+	} {
+		attackers.Go(func() { attackTCP(t, what, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), &held) })
 	}
-	var attackers sync.WaitGroup
-	var held []net.Conn // idle and half-open connections, closed at the end
-	var heldMu sync.Mutex
-	hold := func(c net.Conn) {
-		heldMu.Lock()
-		held = append(held, c)
-		heldMu.Unlock()
-	}
-	for what, p := range tcpPorts {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-		attackers.Add(1)
-		go func() {
-			defer attackers.Done()
-			for round := range 20 {
-				for _, payload := range hostilePayloads() {
-					c, err := net.Dial("tcp", addr)
-					if err != nil {
-						t.Errorf("%s: dial: %v", what, err)
-						return
-					}
-					_, _ = c.Write(payload)
-					switch round % 3 {
-					case 0:
-						c.Close()
-					case 1: // half-open: no more writes, but keep reading
-						_ = c.(*net.TCPConn).CloseWrite()
-						hold(c)
-					default: // left open, as a slow peer would
-						hold(c)
-					}
-				}
-				// Idle connections that never send a byte.
-				for range 10 {
-					if c, err := net.Dial("tcp", addr); err == nil {
-						hold(c)
-					}
-				}
-			}
-		}()
-	}
-	attackers.Add(1)
-	go func() { // gossip UDP: random datagrams
-		defer attackers.Done()
-		c, err := net.Dial("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(a.GossipPort())))
-		if err != nil {
-			t.Errorf("gossip udp: %v", err)
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 1400)
-		for i := range 2000 {
-			_, _ = rand.Read(buf)
-			_, _ = c.Write(buf[:1+i%len(buf)])
-		}
-	}()
+	attackers.Go(func() { attackUDP(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(a.GossipPort()))) })
 	attackers.Wait()
 
 	// The node closes what the attack left open by itself: handshakes
 	// time out, idle lookups and gossip streams too. Rewards go on
 	// meanwhile.
-	testenv.WaitFor(t, 20*time.Second, "every held connection to be closed by the node", func() bool {
-		heldMu.Lock()
-		defer heldMu.Unlock()
-		for i := 0; i < len(held); i++ {
-			held[i].SetReadDeadline(time.Now().Add(time.Millisecond))
-			var one [1]byte
-			_, err := held[i].Read(one[:])
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				return false // still open
-			}
-			held[i].Close()
-			held = append(held[:i], held[i+1:]...)
-			i--
-		}
-		return true
-	})
-	close(stop)
-	if err := <-rewardsDone; err != nil {
+	testenv.WaitFor(t, 20*time.Second, "every held connection to be closed by the node", held.allClosed)
+	rewards, err := stopRewards()
+	if err != nil {
 		t.Fatalf("a reward failed under attack: %v", err)
 	}
 	if rewards == 0 {
@@ -243,7 +142,7 @@ func TestHostileInputOnEveryPort(t *testing.T) {
 	if stats.Transport.HandshakeFailed == 0 {
 		t.Error("the transport counted no failed handshake")
 	}
-	if err := reward(a); err != nil {
+	if err := r.reward(a); err != nil {
 		t.Fatal(err)
 	}
 
@@ -256,6 +155,130 @@ func TestHostileInputOnEveryPort(t *testing.T) {
 		return g <= goroutines+5 && h <= heap+8<<20
 	})
 	t.Logf("goroutines %d -> %d, heap %d KB -> %d KB", goroutines, g, heap>>10, h>>10)
+}
+
+// rewarder rewards player p by one at a time, so that it knows the total
+// every reward must answer.
+type rewarder struct{ total int64 }
+
+func (r *rewarder) reward(at *node.Node) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := at.Reward(ctx, "p", "1")
+	if err != nil {
+		return fmt.Errorf("reward at %s: %w", at.Name(), err)
+	}
+	if r.total++; got != r.total {
+		return fmt.Errorf("reward at %s: total %d, want %d", at.Name(), got, r.total)
+	}
+	return nil
+}
+
+// rewardUntilStopped rewards at a and b in turn, on a goroutine of its own,
+// until the first failure or until stop is called. stop returns how many
+// rewards succeeded and the failure, if any; the caller may use r again
+// once stop has returned.
+func (r *rewarder) rewardUntilStopped(a, b *node.Node) (stop func() (int, error)) {
+	quit := make(chan struct{})
+	done := make(chan error, 1)
+	var rewards int
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-quit:
+				done <- nil
+				return
+			default:
+			}
+			if err := r.reward([]*node.Node{a, b}[i%2]); err != nil {
+				done <- err
+				return
+			}
+			rewards++
+		}
+	}()
+	return func() (int, error) {
+		close(quit)
+		err := <-done
+		return rewards, err
+	}
+}
+
+// attackTCP opens connections to addr (the port what names) in rounds:
+// each hostile payload on a connection of its own, closed at once,
+// half-closed or left open, then idle connections that never send a byte.
+// The ones left open go to held.
+func attackTCP(t *testing.T, what, addr string, held *heldConns) {
+	for round := range 20 {
+		for _, payload := range hostilePayloads() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Errorf("%s: dial: %v", what, err)
+				return
+			}
+			_, _ = c.Write(payload)
+			switch round % 3 {
+			case 0:
+				c.Close()
+			case 1: // half-open: no more writes, but keep reading
+				_ = c.(*net.TCPConn).CloseWrite()
+				held.add(c)
+			default: // left open, as a slow peer would
+				held.add(c)
+			}
+		}
+		for range 10 {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				held.add(c)
+			}
+		}
+	}
+}
+
+// attackUDP sends random datagrams of every size to the gossip port addr.
+func attackUDP(t *testing.T, addr string) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Errorf("gossip udp: %v", err)
+		return
+	}
+	defer c.Close()
+	buf := make([]byte, 1400)
+	for i := range 2000 {
+		_, _ = rand.Read(buf)
+		_, _ = c.Write(buf[:1+i%len(buf)])
+	}
+}
+
+// heldConns are the idle and half-open connections an attack left open.
+type heldConns struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (h *heldConns) add(c net.Conn) {
+	h.mu.Lock()
+	h.conns = append(h.conns, c)
+	h.mu.Unlock()
+}
+
+// allClosed says whether the node has closed every held connection;
+// those it has are closed here too and forgotten.
+func (h *heldConns) allClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := 0; i < len(h.conns); i++ {
+		h.conns[i].SetReadDeadline(time.Now().Add(time.Millisecond))
+		var one [1]byte
+		_, err := h.conns[i].Read(one[:])
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return false // still open
+		}
+		h.conns[i].Close()
+		h.conns = append(h.conns[:i], h.conns[i+1:]...)
+		i--
+	}
+	return true
 }
 
 // hostilePayloads are what each attacking connection sends first.

@@ -53,9 +53,11 @@ func (n *testNet) set(name, addr string) {
 	n.mu.Unlock()
 }
 
-// testNode is one transport with knobs and recorders for tests.
+// testNode is one transport with knobs and recorders for tests. It is its
+// transport's Peers.
 type testNode struct {
 	*Transport
+	net      *testNet
 	name     string
 	boot     atomic.Uint64
 	fenceAll atomic.Bool
@@ -66,6 +68,17 @@ type testNode struct {
 }
 
 func (n *testNode) id() wire.NodeID { return wire.NodeID{Name: n.name, Boot: n.boot.Load()} }
+
+func (n *testNode) Self() wire.NodeID                  { return n.id() }
+func (n *testNode) Resolve(name string) (string, bool) { return n.net.resolve(name) }
+func (n *testNode) Fenced(wire.NodeID) bool            { return n.fenceAll.Load() }
+func (n *testNode) FencedBy(by wire.NodeID)            { n.fencedBy <- by }
+func (n *testNode) LinkDown(p wire.NodeID) {
+	select {
+	case n.linkDown <- p:
+	default:
+	}
+}
 
 func (n *testNode) block(peer string)   { n.blocks.Store(peer, struct{}{}) }
 func (n *testNode) unblock(peer string) { n.blocks.Delete(peer) }
@@ -82,7 +95,28 @@ func echo(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
 	return nil, wire.Errorf(wire.CodeBadRequest, "echo: unexpected %s", m.Kind())
 }
 
+// handlerFuncs is a Handler made of functions; a nil inline serves
+// nothing on the read loop.
+type handlerFuncs struct {
+	handle func(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error)
+	inline func(wire.Msg) bool
+}
+
+func (h handlerFuncs) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+	return h.handle(ctx, from, m)
+}
+
+func (h handlerFuncs) Inline(m wire.Msg) bool { return h.inline != nil && h.inline(m) }
+
 type nodeOpt func(*Config)
+
+// withInline has the node's handler serve the messages inline says on the
+// read loop.
+func withInline(inline func(wire.Msg) bool) nodeOpt {
+	return func(c *Config) {
+		c.Handler = handlerFuncs{handle: c.Handler.(handlerFuncs).handle, inline: inline}
+	}
+}
 
 // add starts a transport named name with boot id boot, registered in n.
 func (n *testNet) add(name string, boot uint64, handle func(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error), opts ...nodeOpt) *testNode {
@@ -92,33 +126,20 @@ func (n *testNet) add(name string, boot uint64, handle func(context.Context, wir
 		handle = echo
 	}
 	tn := &testNode{
+		net:      n,
 		name:     name,
 		fencedBy: make(chan wire.NodeID, 16),
 		linkDown: make(chan wire.NodeID, 64),
 	}
 	tn.boot.Store(boot)
-	cfg := Config{
-		BindAddr: "127.0.0.1",
-		Cookie:   testCookie,
-		Self:     tn.id,
-		Resolve:  n.resolve,
-		Handle:   handle,
-		Fenced:   func(wire.NodeID) bool { return tn.fenceAll.Load() },
-		OnFenced: func(by wire.NodeID) { tn.fencedBy <- by },
-		OnLinkDown: func(p wire.NodeID) {
-			select {
-			case tn.linkDown <- p:
-			default:
-			}
-		},
-		Block: func(peer string) bool {
-			_, ok := tn.blocks.Load(peer)
-			return ok
-		},
-		DialTimeout:    2 * time.Second,
-		RequestTimeout: 5 * time.Second,
-		Logf:           t.Logf,
+	cfg := DefaultConfig(testCookie, tn, handlerFuncs{handle: handle})
+	cfg.Block = func(peer string) bool {
+		_, ok := tn.blocks.Load(peer)
+		return ok
 	}
+	cfg.DialTimeout = 2 * time.Second
+	cfg.RequestTimeout = 5 * time.Second
+	cfg.Logf = t.Logf
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -132,7 +153,7 @@ func (n *testNet) add(name string, boot uint64, handle func(context.Context, wir
 	return tn
 }
 
-// waitLinkDown waits for n's OnLinkDown to report peer, failing the test
+// waitLinkDown waits for n's LinkDown to report peer, failing the test
 // if another peer is reported or nothing is within the timeout; why says
 // what should have broken the link.
 func (n *testNode) waitLinkDown(t testing.TB, peer wire.NodeID, within time.Duration, why string) {

@@ -58,9 +58,9 @@ func TestWrongCookieCannotCall(t *testing.T) {
 func TestClientWrongCookie(t *testing.T) {
 	n := newTestNet(t)
 	b := n.add("b", 1, nil, func(c *Config) {
-		c.HandleClient = func(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+		c.Clients = ClientsFunc(func(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 			return &wire.CommandReply{Output: "ran"}, nil
-		}
+		})
 	})
 	_, err := DialClient(context.Background(), b.Addr(), "rpc-1", otherCookie)
 	if !errors.Is(err, ErrAuth) || !strings.Contains(err.Error(), "cookie mismatch") {

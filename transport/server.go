@@ -86,14 +86,14 @@ func (sc *serverConn) handshake() bool {
 		return false
 	}
 	sc.fr.SetLimit(wire.MaxHandshakeFrame)
-	self := t.cfg.Self()
+	self := t.cfg.Peers.Self()
 	a := acceptor{
 		key:  t.key,
 		self: self,
 		screen: func(h *wire.Hello) string {
 			switch {
 			case h.Client:
-				if t.cfg.HandleClient == nil {
+				if t.cfg.Clients == nil {
 					return "this node takes no client connections"
 				}
 				if h.To != "" && h.To != self.Name {
@@ -113,7 +113,7 @@ func (sc *serverConn) handshake() bool {
 			if t.blocked(h.From.Name) {
 				return false, true
 			}
-			if t.cfg.Fenced != nil && t.cfg.Fenced(h.From) {
+			if t.cfg.Peers.Fenced(h.From) {
 				t.logf("transport: %s (boot %d) was declared failed; telling it so", h.From.Name, h.From.Boot)
 				return true, false
 			}
@@ -203,7 +203,7 @@ func (sc *serverConn) readLoop() {
 			t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
 			return
 		}
-		if !sc.client && t.cfg.Inline != nil && t.cfg.Inline(m) {
+		if !sc.client && t.cfg.Handler.Inline(m) {
 			// The replies to what one read brought in go out in one
 			// write, from this loop, before it next waits (above or
 			// below): a keeper acknowledges a batch of updates without
@@ -288,9 +288,9 @@ func (sc *serverConn) dispatch(m wire.Msg) (reply wire.Msg) {
 		default:
 			return &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("a client may send only commands, rewards and wheres, not %s", m.Kind())}
 		}
-		out, err = t.cfg.HandleClient(sc.ctx, m)
+		out, err = t.cfg.Clients.HandleClient(sc.ctx, m)
 	} else {
-		out, err = t.cfg.Handle(sc.ctx, sc.from, m)
+		out, err = t.cfg.Handler.Handle(sc.ctx, sc.from, m)
 	}
 	switch {
 	case err != nil:

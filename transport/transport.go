@@ -56,8 +56,9 @@
 // reach the peer, late.
 //
 // Lock order: Transport.mu is never held while taking clientConn.mu or
-// sender.mu, nor while calling any Config callback except Self, Resolve
-// and Block, which must therefore not call back into the Transport.
+// sender.mu, nor while calling the node back (Peers, Handler, Clients),
+// except for Peers.Self, Peers.Resolve and Config.Block, which must
+// therefore not call back into the Transport.
 package transport
 
 import (
@@ -75,9 +76,22 @@ import (
 )
 
 const (
-	DefaultDialTimeout    = time.Second
+	// DefaultDialTimeout bounds a connect plus its handshake, on either
+	// side. A loopback or LAN handshake takes well under a millisecond;
+	// a second absorbs a loaded machine. Longer only delays the moment a
+	// call to an unreachable peer gives up, and lets a stranger hold a
+	// handshake slot that much longer.
+	DefaultDialTimeout = time.Second
+	// DefaultRequestTimeout bounds a Call whose ctx has no deadline, and
+	// every write. Shorter frees callers of a stalled peer sooner but may
+	// cut a link that is only slow: a write that times out closes its
+	// connection, failing every call in flight on it.
 	DefaultRequestTimeout = 3 * time.Second
-	DefaultMaxInflight    = 512
+	// DefaultMaxInflight bounds the handlers one inbound connection runs
+	// at once; further requests wait in the socket. Higher lets one busy
+	// peer use more goroutines (and their stacks) here; lower queues its
+	// requests behind slow ones.
+	DefaultMaxInflight = 512
 	// DefaultMaxConns bounds inbound connections. A node has one from
 	// each other member plus the `appnode rpc` clients of the moment;
 	// 256 is far above that for the clusters appnode is made for, and
@@ -108,71 +122,24 @@ const (
 // Transport or Client is closed.
 var ErrClosed = errors.New("transport closed")
 
-// Config configures a Transport. Cookie, Self, Resolve and Handle are
-// required.
+// Config configures a Transport. Start from DefaultConfig, which fills in
+// what is required and sets every knob to its default.
 type Config struct {
-	BindAddr string // e.g. "127.0.0.1"
+	BindAddr string // e.g. "127.0.0.1"; "" listens on every address
 	Port     int    // 0 = any free port; see Transport.Port
 
 	// Cookie is the cluster's secret. Only peers that prove they know it
 	// are served or called.
 	Cookie cookie.Cookie
 
-	// Self returns this node's current incarnation. It can change at run
-	// time (a fenced node takes a new boot id), so it is read for every
-	// handshake, and every Call checks that its connection was opened
-	// under the current one. A new boot id must be returned here before
-	// it is announced to the cluster: a peer that dials a name and hears
-	// an older boot than the one addressed takes the addressed boot as
-	// gone.
-	Self func() wire.NodeID
-
-	// Resolve returns the "ip:port" of a member's transport by node name.
-	// The address must be that of the incarnation callers address: a
-	// refused connection there is taken as proof that it is gone.
-	Resolve func(name string) (addr string, ok bool)
-
-	// Handle serves one request from a cluster member. Each request runs
-	// on a handler goroutine of its own, at most MaxInflight at once per
-	// connection (further requests wait), because a handler may itself
-	// make network calls. ctx is cancelled when the connection or the
-	// Transport closes, and Close waits for handlers to return, so they
-	// must honour it.
-	// A returned error is sent as a KindError frame: a *wire.Error in err's
-	// chain keeps its code; any other error becomes CodeInternal. A panic
-	// is recovered, logged and answered with CodeInternal: bad input from
-	// the network never takes the node down.
-	Handle func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error)
-	// Inline, if set, names member messages that Handle serves without
-	// blocking: they run on the connection's read loop, saving a goroutine
-	// (and its stack's growth through msgpack) per request.
-	Inline func(m wire.Msg) bool
-
-	// HandleClient serves a connection whose Hello has Client=true (the
-	// `appnode rpc` and `appnode bench` tools, not cluster members). Only
-	// *wire.Command, *wire.Reward and *wire.Where reach it; anything else
-	// is answered with CodeBadRequest. Nil refuses clients.
-	HandleClient func(ctx context.Context, m wire.Msg) (wire.Msg, error)
-
-	// Fenced is asked by the acceptor for every member Hello. True means
-	// this incarnation was declared failed by the cluster: the HelloReply
-	// carries Fenced=true and the connection is closed after it. Nil means
-	// never fenced.
-	Fenced func(id wire.NodeID) bool
-
-	// OnFenced is called when a peer's HelloReply says this node is
-	// fenced, before the Call that dialed returns. It runs on a transport
-	// goroutine holding no transport lock; it must not block for long and
-	// must not call Close.
-	OnFenced func(by wire.NodeID)
-
-	// OnLinkDown is called when an established connection this node dialed
-	// breaks (EOF, reset, bad frame, write error). It is a hint that the
-	// peer may have died, not proof. It is not called for connections this
-	// node closes itself (Disconnect, Close, Block), nor for inbound
-	// connections, whose end the peer may choose for its own reasons. Same
-	// rules as OnFenced.
-	OnLinkDown func(peer wire.NodeID)
+	// Peers tells the Transport who this node is and where its peers
+	// are, and hears of fences and broken links.
+	Peers Peers
+	// Handler serves the requests of cluster members.
+	Handler Handler
+	// Clients serves `appnode rpc` and `appnode bench` connections; nil
+	// refuses them.
+	Clients Clients
 
 	// Block is a fault-injection hook for tests (nil in production). When
 	// it returns true for a peer name, dials to it fail, calls to it fail
@@ -181,13 +148,56 @@ type Config struct {
 	// accepted from it are dropped after the Hello.
 	Block func(peer string) bool
 
-	DialTimeout    time.Duration // connect plus handshake, on either side; default 1 s
-	RequestTimeout time.Duration // for a Call whose ctx has no deadline, and for each write; default 3 s
-	MaxInflight    int           // concurrent handlers per inbound connection; default 512
-	MaxConns       int           // inbound connections at once; default DefaultMaxConns
-	IdleTimeout    time.Duration // an inbound connection silent this long is closed; default 1 min
+	// The limits; see their defaults for the trade-offs.
+	DialTimeout    time.Duration // connect plus handshake, on either side (DefaultDialTimeout)
+	RequestTimeout time.Duration // for a Call whose ctx has no deadline, and for each write (DefaultRequestTimeout)
+	MaxInflight    int           // concurrent handlers per inbound connection (DefaultMaxInflight)
+	MaxConns       int           // inbound connections at once (DefaultMaxConns)
+	IdleTimeout    time.Duration // an inbound connection silent this long is closed (DefaultIdleTimeout)
 
 	Logf func(format string, args ...any) // may be nil
+}
+
+// DefaultConfig is the configuration of a Transport on 127.0.0.1, at any
+// free port, proving cookie c, asking p about the cluster and serving
+// members with h, with every limit at its default and no clients.
+func DefaultConfig(c cookie.Cookie, p Peers, h Handler) Config {
+	return Config{
+		BindAddr:       "127.0.0.1",
+		Cookie:         c,
+		Peers:          p,
+		Handler:        h,
+		DialTimeout:    DefaultDialTimeout,
+		RequestTimeout: DefaultRequestTimeout,
+		MaxInflight:    DefaultMaxInflight,
+		MaxConns:       DefaultMaxConns,
+		IdleTimeout:    DefaultIdleTimeout,
+	}
+}
+
+// Validate says what is missing or wrong in c.
+func (c Config) Validate() error {
+	switch {
+	case c.Cookie.IsZero():
+		return errors.New("transport: Config.Cookie is required: the cluster's secret")
+	case c.Peers == nil:
+		return errors.New("transport: Config.Peers is required")
+	case c.Handler == nil:
+		return errors.New("transport: Config.Handler is required")
+	case c.Port < 0 || c.Port > 65535:
+		return fmt.Errorf("transport: Config.Port %d is not a TCP port number", c.Port)
+	case c.DialTimeout <= 0:
+		return fmt.Errorf("transport: Config.DialTimeout must be positive, not %v", c.DialTimeout)
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("transport: Config.RequestTimeout must be positive, not %v", c.RequestTimeout)
+	case c.MaxInflight <= 0:
+		return fmt.Errorf("transport: Config.MaxInflight must be positive, not %d", c.MaxInflight)
+	case c.MaxConns <= 0:
+		return fmt.Errorf("transport: Config.MaxConns must be positive, not %d", c.MaxConns)
+	case c.IdleTimeout < keepalivesPerIdle:
+		return fmt.Errorf("transport: Config.IdleTimeout must be positive (dialers send a keepalive every quarter of it), not %v", c.IdleTimeout)
+	}
+	return nil
 }
 
 // Transport is one node's end of the node-to-node links.
@@ -242,28 +252,11 @@ type dialing struct {
 	err  error
 }
 
-// Listen starts a Transport listening on cfg.BindAddr:cfg.Port.
+// Listen starts a Transport listening on cfg.BindAddr:cfg.Port, or says
+// what is wrong with cfg.
 func Listen(cfg Config) (*Transport, error) {
-	if cfg.Self == nil || cfg.Resolve == nil || cfg.Handle == nil {
-		return nil, errors.New("transport: Config needs Self, Resolve and Handle")
-	}
-	if cfg.Cookie.IsZero() {
-		return nil, errors.New("transport: Config needs the cluster's Cookie")
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = DefaultDialTimeout
-	}
-	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.MaxInflight <= 0 {
-		cfg.MaxInflight = DefaultMaxInflight
-	}
-	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	addr := net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port))
 	ln, err := net.Listen("tcp", addr)
@@ -318,7 +311,7 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 // is none or the one there is answers for another incarnation. Concurrent
 // callers share one dial per name.
 func (t *Transport) conn(ctx context.Context, to wire.NodeID) (*clientConn, error) {
-	self := t.cfg.Self()
+	self := t.cfg.Peers.Self()
 	// A connection opened under an older self, or one that breaks while we
 	// wait, sends us round again; three rounds without a usable connection
 	// means the link is flapping and the caller should back off.
@@ -427,8 +420,8 @@ func (t *Transport) dial(p *peer, d *dialing, self wire.NodeID) {
 	if discard != nil {
 		discard.fail(&wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: connection to %s replaced by a newer one", p.name)}, false)
 	}
-	if fencedBy != nil && t.cfg.OnFenced != nil {
-		t.cfg.OnFenced(*fencedBy)
+	if fencedBy != nil {
+		t.cfg.Peers.FencedBy(*fencedBy)
 	}
 	close(d.done)
 }
@@ -439,7 +432,7 @@ func (t *Transport) connect(name string, self wire.NodeID) (*clientConn, *wire.N
 	if t.blocked(name) {
 		return nil, nil, errBlocked(name)
 	}
-	addr, ok := t.cfg.Resolve(name)
+	addr, ok := t.cfg.Peers.Resolve(name)
 	if !ok {
 		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Msg: fmt.Sprintf("transport: no address known for %s", name)}
 	}
@@ -474,9 +467,7 @@ func (t *Transport) clientClosed(c *clientConn, linkDown bool) {
 	t.mu.Unlock()
 	if linkDown {
 		t.logf("%v", c.closeErr()) // "transport: connection to X lost: why"
-		if t.cfg.OnLinkDown != nil {
-			t.cfg.OnLinkDown(c.remote)
-		}
+		t.cfg.Peers.LinkDown(c.remote)
 	}
 }
 

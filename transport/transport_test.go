@@ -360,14 +360,14 @@ func TestFencedHello(t *testing.T) {
 	if errors.Is(err, wire.ErrGone) {
 		t.Fatal("fenced reads as ErrGone")
 	}
-	// OnFenced has run by the time Call returns.
+	// FencedBy has run by the time Call returns.
 	select {
 	case by := <-a.fencedBy:
 		if by != b.id() {
 			t.Fatalf("fenced by %+v, want %+v", by, b.id())
 		}
 	default:
-		t.Fatal("OnFenced was not called")
+		t.Fatal("FencedBy was not called")
 	}
 	if c := a.current("b"); c != nil {
 		t.Fatal("a kept a connection after being fenced")
@@ -656,9 +656,9 @@ func TestOversizeMessages(t *testing.T) {
 func TestClient(t *testing.T) {
 	n := newTestNet(t)
 	b := n.add("b", 1, nil, func(c *Config) {
-		c.HandleClient = func(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+		c.Clients = ClientsFunc(func(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 			return &wire.CommandReply{Output: "ran " + m.(*wire.Command).Line}, nil
-		}
+		})
 	})
 	cl, err := DialClient(context.Background(), b.Addr(), "rpc-1", testCookie)
 	if err != nil {
@@ -691,10 +691,10 @@ func TestClient(t *testing.T) {
 		t.Fatalf("call after Close: %v, want ErrClosed", err)
 	}
 
-	// A node without HandleClient refuses clients.
+	// A node without Clients refuses clients.
 	a := n.add("a", 1, nil)
 	if _, err := DialClient(context.Background(), a.Addr(), "rpc-2", testCookie); err == nil {
-		t.Fatal("a node without HandleClient accepted a client")
+		t.Fatal("a node without Clients accepted a client")
 	}
 }
 
@@ -789,9 +789,7 @@ func TestReadLoopReplyNotHeldByABlockedHandler(t *testing.T) {
 			}
 		}
 		return &wire.Ack{}, nil
-	}, func(c *Config) {
-		c.Inline = func(m wire.Msg) bool { _, ok := m.(*wire.Ping); return ok }
-	})
+	}, withInline(func(m wire.Msg) bool { _, ok := m.(*wire.Ping); return ok }))
 
 	nc := dialRaw(t, b.Addr())
 	fr := wire.NewFrameReader(bufio.NewReader(nc))

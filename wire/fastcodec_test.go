@@ -284,110 +284,132 @@ func rewrite(t *testing.T, rng *rand.Rand, b []byte, depth int) []byte {
 	c := b[0]
 	switch {
 	case c >= 0x80 && c <= 0x8f:
-		n, err := d.DecodeMapLen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var entries [][2][]byte
-		for range n {
-			k, err := d.DecodeRaw()
-			if err != nil {
-				t.Fatal(err)
-			}
-			v, err := d.DecodeRaw()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rng.IntN(8) == 0 { // a repeated key: msgpack keeps the last value
-				entries = append(entries, [2][]byte{k, rewrite(t, rng, v, depth+1)})
-			}
-			if rng.IntN(8) == 0 {
-				v = []byte{0xc0}
-			} else {
-				v = rewrite(t, rng, v, depth+1)
-			}
-			entries = append(entries, [2][]byte{rewrite(t, rng, k, depth+1), v})
-		}
-		for range rng.IntN(3) {
-			k := []byte{0xa3, 'z', 'z', byte('a' + rng.IntN(26))}
-			entries = append(entries, [2][]byte{k, randValue(rng, 3)})
-		}
-		rng.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
-		var out []byte
-		switch rng.IntN(3) {
-		case 0:
-			out = append(out, 0x80|byte(len(entries)))
-		case 1:
-			out = binary.BigEndian.AppendUint16(append(out, 0xde), uint16(len(entries)))
-		default:
-			out = binary.BigEndian.AppendUint32(append(out, 0xdf), uint32(len(entries)))
-		}
-		for _, e := range entries {
-			out = append(append(out, e[0]...), e[1]...)
-		}
-		return out
+		return rewriteMap(t, rng, d, depth)
 	case c >= 0xa0 && c <= 0xbf || c == 0xd9 || c == 0xda || c == 0xdb:
-		s, err := d.DecodeString()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s == "" && rng.IntN(4) == 0 {
-			return []byte{0xc0}
-		}
-		codes := [][2]byte{{0xd9, 0xc4}, {0xda, 0xc5}, {0xdb, 0xc6}} // str or bin, 8, 16 or 32 bits of length
-		switch {
-		case len(s) > math.MaxUint16:
-			codes = codes[2:]
-		case len(s) > math.MaxUint8:
-			codes = codes[1:]
-		}
-		code := codes[rng.IntN(len(codes))][rng.IntN(2)]
-		out := []byte{code}
-		switch code {
-		case 0xd9, 0xc4:
-			out = append(out, byte(len(s)))
-		case 0xda, 0xc5:
-			out = binary.BigEndian.AppendUint16(out, uint16(len(s)))
-		default:
-			out = binary.BigEndian.AppendUint32(out, uint32(len(s)))
-		}
-		return append(out, s...)
+		return rewriteString(t, rng, d)
 	case c == 0xcf: // over MaxInt64: msgpack reads an int64 of the same bits alike
 		if rng.IntN(2) == 0 {
 			return append([]byte{0xd3}, b[1:]...)
 		}
 		return b
 	case c <= 0x7f || c >= 0xe0 || c >= 0xcc && c <= 0xd3:
-		n, err := d.DecodeInt64()
+		return rewriteInt(t, rng, d, b)
+	}
+	return b
+}
+
+// rewriteMap re-encodes the fixmap d reads: each entry rewritten, some
+// repeated (msgpack keeps the last value) or with a nil value, a few
+// unknown entries added, all shuffled, under a header of any width.
+func rewriteMap(t *testing.T, rng *rand.Rand, d *msgpack.Decoder, depth int) []byte {
+	t.Helper()
+	n, err := d.DecodeMapLen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries [][2][]byte
+	for range n {
+		k, err := d.DecodeRaw()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var forms [][]byte
-		if n >= 0 && n <= math.MaxUint8 {
-			forms = append(forms, []byte{0xcc, byte(n)})
+		v, err := d.DecodeRaw()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if n >= math.MinInt8 && n <= math.MaxInt8 {
-			forms = append(forms, []byte{0xd0, byte(n)})
+		if rng.IntN(8) == 0 { // a repeated key: msgpack keeps the last value
+			entries = append(entries, [2][]byte{k, rewrite(t, rng, v, depth+1)})
 		}
-		if n >= 0 && n <= math.MaxUint16 {
-			forms = append(forms, binary.BigEndian.AppendUint16([]byte{0xcd}, uint16(n)))
+		if rng.IntN(8) == 0 {
+			v = []byte{0xc0}
+		} else {
+			v = rewrite(t, rng, v, depth+1)
 		}
-		if n >= math.MinInt16 && n <= math.MaxInt16 {
-			forms = append(forms, binary.BigEndian.AppendUint16([]byte{0xd1}, uint16(n)))
-		}
-		if n >= 0 && n <= math.MaxUint32 {
-			forms = append(forms, binary.BigEndian.AppendUint32([]byte{0xce}, uint32(n)))
-		}
-		if n >= math.MinInt32 && n <= math.MaxInt32 {
-			forms = append(forms, binary.BigEndian.AppendUint32([]byte{0xd2}, uint32(n)))
-		}
-		if n >= 0 {
-			forms = append(forms, binary.BigEndian.AppendUint64([]byte{0xcf}, uint64(n)))
-		}
-		forms = append(forms, binary.BigEndian.AppendUint64([]byte{0xd3}, uint64(n)), b)
-		return forms[rng.IntN(len(forms))]
+		entries = append(entries, [2][]byte{rewrite(t, rng, k, depth+1), v})
 	}
-	return b
+	for range rng.IntN(3) {
+		k := []byte{0xa3, 'z', 'z', byte('a' + rng.IntN(26))}
+		entries = append(entries, [2][]byte{k, randValue(rng, 3)})
+	}
+	rng.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
+	var out []byte
+	switch rng.IntN(3) {
+	case 0:
+		out = append(out, 0x80|byte(len(entries)))
+	case 1:
+		out = binary.BigEndian.AppendUint16(append(out, 0xde), uint16(len(entries)))
+	default:
+		out = binary.BigEndian.AppendUint32(append(out, 0xdf), uint32(len(entries)))
+	}
+	for _, e := range entries {
+		out = append(append(out, e[0]...), e[1]...)
+	}
+	return out
+}
+
+// rewriteString re-encodes the string d reads as a str or a bin with a
+// length of any width that fits it; an empty one may become nil.
+func rewriteString(t *testing.T, rng *rand.Rand, d *msgpack.Decoder) []byte {
+	t.Helper()
+	s, err := d.DecodeString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s == "" && rng.IntN(4) == 0 {
+		return []byte{0xc0}
+	}
+	codes := [][2]byte{{0xd9, 0xc4}, {0xda, 0xc5}, {0xdb, 0xc6}} // str or bin, 8, 16 or 32 bits of length
+	switch {
+	case len(s) > math.MaxUint16:
+		codes = codes[2:]
+	case len(s) > math.MaxUint8:
+		codes = codes[1:]
+	}
+	code := codes[rng.IntN(len(codes))][rng.IntN(2)]
+	out := []byte{code}
+	switch code {
+	case 0xd9, 0xc4:
+		out = append(out, byte(len(s)))
+	case 0xda, 0xc5:
+		out = binary.BigEndian.AppendUint16(out, uint16(len(s)))
+	default:
+		out = binary.BigEndian.AppendUint32(out, uint32(len(s)))
+	}
+	return append(out, s...)
+}
+
+// rewriteInt re-encodes the integer d reads (encoded as b) in any of the
+// signed or unsigned forms that hold it, b's own included.
+func rewriteInt(t *testing.T, rng *rand.Rand, d *msgpack.Decoder, b []byte) []byte {
+	t.Helper()
+	n, err := d.DecodeInt64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var forms [][]byte
+	if n >= 0 && n <= math.MaxUint8 {
+		forms = append(forms, []byte{0xcc, byte(n)})
+	}
+	if n >= math.MinInt8 && n <= math.MaxInt8 {
+		forms = append(forms, []byte{0xd0, byte(n)})
+	}
+	if n >= 0 && n <= math.MaxUint16 {
+		forms = append(forms, binary.BigEndian.AppendUint16([]byte{0xcd}, uint16(n)))
+	}
+	if n >= math.MinInt16 && n <= math.MaxInt16 {
+		forms = append(forms, binary.BigEndian.AppendUint16([]byte{0xd1}, uint16(n)))
+	}
+	if n >= 0 && n <= math.MaxUint32 {
+		forms = append(forms, binary.BigEndian.AppendUint32([]byte{0xce}, uint32(n)))
+	}
+	if n >= math.MinInt32 && n <= math.MaxInt32 {
+		forms = append(forms, binary.BigEndian.AppendUint32([]byte{0xd2}, uint32(n)))
+	}
+	if n >= 0 {
+		forms = append(forms, binary.BigEndian.AppendUint64([]byte{0xcf}, uint64(n)))
+	}
+	forms = append(forms, binary.BigEndian.AppendUint64([]byte{0xd3}, uint64(n)), b)
+	return forms[rng.IntN(len(forms))]
 }
 
 // randValue returns a random msgpack value of any type, nested at most

@@ -136,26 +136,23 @@ func run(args []string) int {
 
 	cluster := &lateCluster{}
 	startCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	n, err := node.Start(startCtx, node.Config{
-		Name:          f.full,
-		Cookie:        secret,
-		BindAddr:      f.bind,
-		GossipPort:    f.gossipPort,
-		TransportPort: f.transport,
-		NamesPort:     f.namesPort,
-		SpawnNames:    spawnNames(f.bind, f.namesPort),
-		StateDir:      f.stateDir,
-		Profile:       f.profile,
-		Logf:          logf,
-		OwnsProcess:   true,
-		Command: func(ctx context.Context, line string) (string, error) {
-			out, quit, err := shell.Eval(ctx, cluster, line)
-			if quit {
-				stop() // the console ends and the node leaves gracefully
-			}
-			return out, err
-		},
-	})
+	cfg := node.DefaultConfig(f.full, secret)
+	cfg.BindAddr = f.bind
+	cfg.GossipPort, cfg.TransportPort = f.gossipPort, f.transport
+	cfg.NamesPort = f.namesPort
+	cfg.SpawnNames = spawnNames(f.bind, f.namesPort)
+	cfg.StateDir = f.stateDir
+	cfg.Profile = f.profile
+	cfg.Logf = logf
+	cfg.OwnsProcess = true
+	cfg.Command = func(ctx context.Context, line string) (string, error) {
+		out, quit, err := shell.Eval(ctx, cluster, line)
+		if quit {
+			stop() // the console ends and the node leaves gracefully
+		}
+		return out, err
+	}
+	n, err := node.Start(startCtx, cfg)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)

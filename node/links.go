@@ -1,0 +1,45 @@
+package node
+
+import (
+	"context"
+
+	"github.com/appnode/appnode/replica"
+	"github.com/appnode/appnode/transport"
+	"github.com/appnode/appnode/wire"
+)
+
+// What the node gives its transport: small adapters, so that the methods
+// the transport calls stay off Node's exported API.
+var (
+	_ transport.Peers   = linkPeers{}
+	_ transport.Handler = memberHandler{}
+	_ transport.Clients = clientHandler{}
+)
+
+// linkPeers answers the transport's questions about the cluster from the
+// node's membership, and hands its fence and link reports to the node and
+// the store.
+type linkPeers struct{ n *Node }
+
+func (p linkPeers) Self() wire.NodeID                  { return p.n.Self() }
+func (p linkPeers) Resolve(name string) (string, bool) { return p.n.resolve(name) }
+func (p linkPeers) Fenced(id wire.NodeID) bool         { return p.n.store.Fenced(id) }
+func (p linkPeers) FencedBy(by wire.NodeID)            { p.n.onFenced(by) }
+func (p linkPeers) LinkDown(peer wire.NodeID)          { p.n.store.LinkDown(peer) }
+
+// memberHandler serves the members' requests with the store.
+type memberHandler struct{ store *replica.Store }
+
+func (h memberHandler) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+	return h.store.Handle(ctx, from, m)
+}
+
+func (h memberHandler) Inline(m wire.Msg) bool { return replica.NonBlocking(m) }
+
+// clientHandler serves `appnode rpc` and `appnode bench` (see
+// Node.handleClient).
+type clientHandler struct{ n *Node }
+
+func (c clientHandler) HandleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+	return c.n.handleClient(ctx, m)
+}
