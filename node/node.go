@@ -19,6 +19,7 @@ import (
 	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/membership"
 	"github.com/appnode/appnode/names"
+	"github.com/appnode/appnode/quorum"
 	"github.com/appnode/appnode/replica"
 	"github.com/appnode/appnode/transport"
 	"github.com/appnode/appnode/wire"
@@ -256,6 +257,9 @@ func newNode(cfg Config) (*Node, error) {
 	rcfg.OnEvent = n.publish
 	rcfg.Logf = cfg.Logf
 	rcfg.OnDeclaredDead = n.declaredDead
+	if cfg.StateDir != "" {
+		rcfg.Disk = newRosterDisk(cfg.StateDir, full)
+	}
 	var err error
 	if n.store, err = replica.New(rcfg); err != nil {
 		cancel()
@@ -563,16 +567,43 @@ func (n *Node) Connect(ctx context.Context, target string) error {
 		// mismatch is reported as such above, but say it is possible.
 		return fmt.Errorf("cannot connect to %s: its gossip port did not answer (node unreachable, or a cookie mismatch): %w", target, err)
 	}
+	return n.waitAdmitted(ctx, target, want)
+}
+
+// waitAdmitted waits until want (a node name, "" for any) is a member of
+// this node's cluster, with this node: the cluster agreed to take one of
+// them in (package quorum). Gossip alone makes them see each other, not
+// share players.
+func (n *Node) waitAdmitted(ctx context.Context, target, want string) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
 	for {
-		if want == "" || n.isMember(want) {
+		if want == "" || n.admitted(want) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cannot connect to %s: joined its gossip address but it never showed up as a member: %w", target, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
+			if !n.isMember(want) {
+				return fmt.Errorf("cannot connect to %s: joined its gossip address but it never showed up as a member: %w", target, ctx.Err())
+			}
+			why := n.store.JoinRefused(want)
+			if why == "" {
+				why = "the cluster has not agreed to admit it yet (is a majority of its members reachable?)"
+			}
+			return fmt.Errorf("cannot connect to %s: it gossips with this node but is not in its cluster: %s", target, why)
+		case <-t.C:
 		}
 	}
+}
+
+// admitted says whether name, at the incarnation gossip reports, and this
+// node are both members of the roster this node knows.
+func (n *Node) admitted(name string) bool {
+	n.mu.Lock()
+	id, ok := n.members[name]
+	n.mu.Unlock()
+	r := n.store.Roster()
+	return ok && quorum.IsMember(r, id) && quorum.IsMember(r, n.Self())
 }
 
 func (n *Node) isMember(name string) bool {

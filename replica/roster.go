@@ -221,6 +221,11 @@ func (s *Store) askToJoin(ctx context.Context, roster wire.Roster, reachable []w
 				s.noteRefusal(h.Name, jr.Why)
 				continue
 			}
+			if quorum.IsMember(jr.Roster, self) {
+				// Admitted already: the announcement did not get here.
+				s.takeAdmission(jr.Roster)
+				return true
+			}
 			return false // admitted once the host's proposal is decided
 		}
 	}
@@ -611,34 +616,41 @@ func (s *Store) announce(v, base wire.Roster) {
 	}
 }
 
-// handleDecided learns a decided roster from a proposer. A node new to
-// any cluster (it asked to join one) takes the roster of the cluster that
-// admitted it.
+// handleDecided learns a decided roster from a proposer.
 func (s *Store) handleDecided(m *wire.Decided) (wire.Msg, error) {
-	r := m.Roster
+	if err := s.takeAdmission(m.Roster); err != nil {
+		return nil, err
+	}
+	return &wire.Ack{}, nil
+}
+
+// takeAdmission learns r, a decided roster: one of this node's cluster, or
+// the first roster of the cluster that admitted this node (new to any
+// cluster, it asked to join one).
+func (s *Store) takeAdmission(r wire.Roster) error {
 	s.mu.Lock()
 	mine := s.acc.Roster
-	if r.Cluster != mine.Cluster {
-		if !quorum.IsMember(r, s.view.Self()) || !quorum.Fresh(mine) {
-			s.mu.Unlock()
-			return nil, wire.Errorf(wire.CodeBadRequest, "%s belongs to another cluster", s.view.Self().Name)
-		}
-		// Joining: the new cluster's vote starts empty here.
-		was := s.acc
-		s.acc = quorum.Acceptor{Roster: r}
-		if err := s.disk.Save(s.acc); err != nil {
-			s.acc = was
-			s.mu.Unlock()
-			return nil, fmt.Errorf("cannot save the roster of the cluster joined: %w", err)
-		}
-		s.takeRosterLocked(r)
+	if r.Cluster == mine.Cluster {
 		s.mu.Unlock()
-		s.afterRosterChange()
-		return &wire.Ack{}, nil
+		s.learnRoster(r)
+		return nil
 	}
+	if !quorum.IsMember(r, s.view.Self()) || !quorum.Fresh(mine) {
+		s.mu.Unlock()
+		return wire.Errorf(wire.CodeBadRequest, "%s belongs to another cluster", s.view.Self().Name)
+	}
+	// Joining: the new cluster's vote starts empty here.
+	was := s.acc
+	s.acc = quorum.Acceptor{Roster: r}
+	if err := s.disk.Save(s.acc); err != nil {
+		s.acc = was
+		s.mu.Unlock()
+		return fmt.Errorf("cannot save the roster of the cluster joined: %w", err)
+	}
+	s.takeRosterLocked(r)
 	s.mu.Unlock()
-	s.learnRoster(r)
-	return &wire.Ack{}, nil
+	s.afterRosterChange()
+	return nil
 }
 
 // handleJoinAsk answers a node that asks to be admitted (or, Probe, for
@@ -657,6 +669,8 @@ func (s *Store) handleJoinAsk(from wire.NodeID, m *wire.JoinAsk) (wire.Msg, erro
 		return &wire.JoinReply{Roster: mine, Why: self.Name + " is joining a cluster itself"}, nil
 	case quorum.Fenced(mine, from):
 		return &wire.JoinReply{Roster: mine, Why: "this incarnation of " + from.Name + " was removed; a new one must ask"}, nil
+	case quorum.IsMember(mine, from):
+		return &wire.JoinReply{OK: true, Roster: mine}, nil // it missed the news
 	}
 	s.admit[from] = true
 	s.kickRosterLocked()
