@@ -18,6 +18,7 @@ type MemNetwork struct {
 	mu     sync.Mutex
 	nodes  map[string]*memNode
 	cut    map[[2]string]bool // directed links that drop everything
+	refuse map[[2]string]bool // directed links whose calls are refused, as by a firewall REJECT
 	paused map[string]bool
 	// resume is closed and replaced whenever a node is resumed, waking
 	// calls that were stuck on it.
@@ -36,6 +37,7 @@ func NewMemNetwork() *MemNetwork {
 	return &MemNetwork{
 		nodes:  map[string]*memNode{},
 		cut:    map[[2]string]bool{},
+		refuse: map[[2]string]bool{},
 		paused: map[string]bool{},
 		resume: make(chan struct{}),
 	}
@@ -99,11 +101,21 @@ func (n *MemNetwork) Partition(a, b []string) {
 	}
 }
 
+// Refuse makes every call from a to b fail with wire.ErrRefused, as a
+// firewall REJECT rule does to a live process: b keeps running and
+// answering everyone else.
+func (n *MemNetwork) Refuse(a, b string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.refuse[[2]string{a, b}] = true
+}
+
 // Heal restores every link.
 func (n *MemNetwork) Heal() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.cut = map[[2]string]bool{}
+	n.refuse = map[[2]string]bool{}
 }
 
 var errUnreachable = errors.New("unreachable (link cut by the test network)")
@@ -143,6 +155,10 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	if n.cut[[2]string{e.name, to.Name}] {
 		n.mu.Unlock()
 		return nil, fmt.Errorf("call %s: %w", to.Name, errUnreachable)
+	}
+	if n.refuse[[2]string{e.name, to.Name}] {
+		n.mu.Unlock()
+		return nil, fmt.Errorf("call %s: %w", to.Name, wire.ErrRefused)
 	}
 	target, ok := n.nodes[to.Name]
 	n.mu.Unlock()

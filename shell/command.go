@@ -355,6 +355,9 @@ func runConnect(ctx context.Context, c Cluster, cmd command) (string, error) {
 	target := cmd.args[0]
 	if err := c.Connect(ctx, target); err != nil {
 		// Erlang answers false and leaves the user guessing; say why.
+		if strings.HasPrefix(err.Error(), "cannot connect to "+target) {
+			return "", err // it says so itself
+		}
 		return "", fmt.Errorf("cannot connect to %s: %w (is that node running, and are its name and host right?)", target, err)
 	}
 	return "true", nil

@@ -484,14 +484,16 @@ func TestRPC(t *testing.T) {
 // `connect NAME@HOST` still resolve the others.
 func TestNamesSurvivePausedAndKilledStarter(t *testing.T) {
 	h := newHarness(t)
-	ps := h.startCluster("app_node1", "app_node2")
+	ps := h.startCluster("app_node1", "app_node2", "app_node3")
 	n1, n2 := ps[0], ps[1]
 	n1.signal(syscall.SIGSTOP)
 	h.mustRPC("app_node2", "node", "'"+n2.name+"'")
 	n1.signal(syscall.SIGCONT)
 	n1.kill9()
 	h.mustRPC("app_node2", "node", "'"+n2.name+"'")
-	n3 := h.start("app_node3")
-	n3.waitUp()
-	n3.expect("connect "+n2.name, "true")
+	// The two left are a majority of three: they agree n1 is gone and
+	// take a newcomer in.
+	n4 := h.start("app_node4")
+	n4.waitUp()
+	n4.expect("connect "+n2.name, "true")
 }
