@@ -119,7 +119,6 @@ func newSeededCluster(t *testing.T, seed uint64, names ...string) *cluster {
 	return c
 }
 
-
 func (c *cluster) start(name string) *tnode {
 	n := &tnode{name: name, events: make(chan replica.Event, 1024)}
 	n.id.Store(wire.NodeID{Name: name, Boot: c.boots.Add(1)})
