@@ -124,10 +124,12 @@ func (s *Store) rosterLoop() {
 		}
 		// Something is left to do: try again later, and less often
 		// while it keeps failing.
+		// Jitter, so that two nodes proposing at once stop colliding.
+		d := wait + s.rand.duration(wait)
 		if retry == nil {
-			retry = s.cfg.Clock.NewTimer(wait)
+			retry = s.cfg.Clock.NewTimer(d)
 		} else {
-			retry.Reset(wait)
+			retry.Reset(d)
 		}
 		wait = min(2*wait, maxRosterRetry)
 	}
