@@ -124,7 +124,7 @@ func (s *Store) repair() (found bool) {
 			ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.CallTimeout)
 			defer cancel()
 			_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
-				return s.restore(ctx, player, true)
+				return s.restore(ctx, player, restoreRepair)
 			})
 			if err != nil {
 				s.logf("replica: could not take over orphaned %s yet: %v", player, err)
