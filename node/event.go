@@ -18,6 +18,9 @@ const (
 // Event is something a person at the console should see as it happens:
 // a node up or down, a keeper created or moved, a primary restarted.
 type Event struct {
+	// Seq numbers the node's events from 1, in the order they happened;
+	// a subscriber that missed some (Subscribe) sees the gap.
+	Seq   uint64
 	Time  time.Time
 	Level EventLevel
 	Text  string

@@ -72,6 +72,15 @@ type Config struct {
 	// Leave it off when several nodes share a process, as in tests.
 	OwnsProcess bool
 
+	// HTTPPort and HTTPURL are this node's front door, if it has one: the
+	// port is registered with the host's name service, the URL is what
+	// /cluster shows other nodes. Zero and "" when it serves no HTTP.
+	HTTPPort int
+	HTTPURL  string
+	// Observer receives the reward path's timings (replica.Config). May
+	// be nil.
+	Observer replica.Observer
+
 	// Test hooks: cut transport links, and replace memberlist's network.
 	Block               func(peer string) bool
 	MemberlistTransport memberlist.Transport
@@ -87,6 +96,7 @@ type Node struct {
 	ml     *membership.Membership
 	reg    *names.Registration
 	events chan Event
+	bcast  broadcaster // every event, numbered, for subscribers other than the console
 
 	eventsMu     sync.RWMutex // orders emits before the channel's close
 	eventsClosed bool
@@ -99,8 +109,10 @@ type Node struct {
 	members   map[string]wire.NodeID // last membership given to the store
 	addrs     map[string]string      // name -> transport address
 	resetting atomic.Bool
-	leaving   atomic.Bool // a graceful exit is under way: a fence now is its own departure
-	ready     atomic.Bool // n.ml is set; Serf may report changes before Start returns
+	leaving   atomic.Bool           // a graceful exit is under way: a fence now is its own departure
+	ready     atomic.Bool           // n.ml is set; Serf may report changes before Start returns
+	fencings  atomic.Uint64         // times this node was declared failed and rejoined
+	gone      map[string]goneMember // members lost from the view, for /cluster; guarded by mu
 	closeOnce sync.Once
 }
 
@@ -177,6 +189,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cancel:  cancel,
 		members: map[string]wire.NodeID{},
 		addrs:   map[string]string{},
+		gone:    map[string]goneMember{},
 	}
 	// Boot ids grow with every start (the replica layer relies on that to
 	// tell a late report of an old process from a new one).
@@ -188,6 +201,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		CallTimeout:    cfg.CallTimeout,
 		OnEvent:        func(e replica.Event) { n.emit(EventLevel(e.Level), "%s", e.Text) },
 		Logf:           cfg.Logf,
+		Observer:       cfg.Observer,
 		OnDeclaredDead: n.declaredDead,
 	})
 	var err error
@@ -214,7 +228,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Spawn:    cfg.SpawnNames,
 		BindAddr: cfg.BindAddr,
 		Port:     cfg.NamesPort,
-		Entry:    names.Entry{Name: full, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot},
+		Entry:    names.Entry{Name: full, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot, HTTPPort: cfg.HTTPPort},
 		Logf:     cfg.Logf,
 	})
 	if err != nil {
@@ -243,7 +257,7 @@ func listenTransport(n *Node, port int) (*transport.Transport, error) {
 		Port:           port,
 		Self:           n.Self,
 		Resolve:        n.resolve,
-		Handle:         n.store.Handle,
+		Handle:         n.handlePeer,
 		Inline:         replica.NonBlocking,
 		HandleClient:   n.handleClient,
 		Fenced:         n.store.Fenced,
@@ -306,7 +320,7 @@ func (n *Node) GossipPort() int    { return n.ml.Port() }
 func (n *Node) TransportPort() int { return n.tr.Port() }
 
 func (n *Node) emit(level EventLevel, format string, args ...any) {
-	e := Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)}
+	e := n.bcast.publish(Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)})
 	n.eventsMu.RLock()
 	if !n.eventsClosed {
 		select {
@@ -361,6 +375,7 @@ func (n *Node) membershipChanged() {
 		next[id.Name] = id
 	}
 	n.members = next
+	n.noteGoneLocked(old, next)
 	for name, a := range addrs {
 		n.addrs[name] = a
 	}
@@ -425,6 +440,7 @@ func (n *Node) declaredDead(dead wire.NodeID) {
 		id := wire.NodeID{Name: old.Name, Boot: boot}
 		// The new boot must be ours before anyone hears of it.
 		n.self.Store(id)
+		n.fencings.Add(1)
 		n.store.Reset(id)
 		if err := n.ml.SetTags(n.tags()); err != nil {
 			n.emit(LevelError, "could not announce the new incarnation: %v", err)
@@ -660,6 +676,7 @@ func (n *Node) Close() {
 		n.eventsClosed = true
 		close(n.events)
 		n.eventsMu.Unlock()
+		n.bcast.close()
 	})
 }
 
