@@ -85,6 +85,7 @@ func run(args []string) int {
 	gossipPort := fs.Int("gossip-port", 0, "gossip port (0: the one this name used last time, else any free one)")
 	transportPort := fs.Int("transport-port", 0, "node-to-node transport port (0: as for --gossip-port)")
 	cookieFlag := fs.String("cookie", "", cookieUsage)
+	httpFl := addHTTPFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -122,6 +123,12 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
 	defer stop()
 
+	door, err := listenHTTP(httpFl, full, *stateDir, logf)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
+		return 1
+	}
+	defer door.close()
 	cluster := &lateCluster{}
 	startCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	n, err := node.Start(startCtx, node.Config{
@@ -136,6 +143,7 @@ func run(args []string) int {
 		Profile:       prof,
 		Logf:          logf,
 		OwnsProcess:   true,
+		HTTPPort:      door.port, HTTPURL: door.url, Observer: door.metrics,
 		Command: func(ctx context.Context, line string) (string, error) {
 			out, quit, err := shell.Eval(ctx, cluster, line)
 			if quit {
@@ -150,11 +158,14 @@ func run(args []string) int {
 		return 1
 	}
 	cluster.Cluster = n
+	if err := door.serve(n, stop); err != nil {
+		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
+	}
 
 	interactive := readline.IsTerminal(int(os.Stdin.Fd()))
 	if interactive {
-		fmt.Printf("appnode %s (gossip %s:%d, transport %s:%d) - type help for commands, q to leave\n\n",
-			n.Name(), *bind, n.GossipPort(), *bind, n.TransportPort())
+		fmt.Printf("appnode %s (gossip %s:%d, transport %s:%d, %s) - type help for commands, q to leave\n\n",
+			n.Name(), *bind, n.GossipPort(), *bind, n.TransportPort(), door.banner())
 	}
 
 	history := ""
