@@ -103,6 +103,15 @@ func (n *Node) Cluster(ctx context.Context, timeout time.Duration) []MemberInfo 
 	for i, id := range members {
 		out[i] = MemberInfo{Name: id.Name, Boot: id.Boot, Addr: n.addrs[id.Name], State: "alive"}
 	}
+	n.mu.Unlock()
+	// A member still gossiped as alive that the store holds proof of
+	// death for (a refused connection) is down already.
+	for i, id := range members {
+		if id.Name != self.Name && n.store.Fenced(id) {
+			out[i].State = "down"
+		}
+	}
+	n.mu.Lock()
 	for name, g := range n.gone {
 		out = append(out, MemberInfo{Name: name, Boot: g.id.Boot, Addr: g.addr, State: "down", Since: g.since})
 	}
@@ -113,6 +122,9 @@ func (n *Node) Cluster(ctx context.Context, timeout time.Duration) []MemberInfo 
 	}
 	var wg sync.WaitGroup
 	for i, id := range members {
+		if out[i].State == "down" {
+			continue
+		}
 		if id.Name == self.Name {
 			info := n.info()
 			out[i].Self, out[i].Boot = true, info.Node.Boot
