@@ -49,7 +49,7 @@ func (f *Front) routes() http.Handler {
 		if _, pattern := mux.Handler(r); pattern == "" {
 			// The mux's own 404 and 405, in the API's JSON.
 			w = &jsonMuxErrors{ResponseWriter: w}
-			f.metrics.observe("other", "not_found", 0)
+			f.metrics.observe("other", "no_route", 0)
 		}
 		mux.ServeHTTP(w, r)
 	})
