@@ -298,3 +298,16 @@ func do(t *testing.T, method, url, body string, header ...string) reply {
 }
 
 func get(t *testing.T, url string) reply { return do(t, "GET", url, "") }
+
+// exitCode waits for node name to exit by itself and returns its code.
+func (c *cluster) exitCode(name string, within time.Duration) (int, bool) {
+	c.mu.Lock()
+	p := c.procs[name]
+	c.mu.Unlock()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode(), true
+	case <-time.After(within):
+		return 0, false
+	}
+}
