@@ -171,6 +171,9 @@ func (e Entry) validate() error {
 	if e.TransportPort < 1 || e.TransportPort > 65535 {
 		return fmt.Errorf("node %s: transport port %d is not a TCP port number", e.Name, e.TransportPort)
 	}
+	if e.HTTPPort < 0 || e.HTTPPort > 65535 {
+		return fmt.Errorf("node %s: HTTP port %d is not a TCP port number", e.Name, e.HTTPPort)
+	}
 	return nil
 }
 

@@ -89,6 +89,15 @@ type Config struct {
 	// Leave it off when several nodes share a process, as in tests.
 	OwnsProcess bool
 
+	// HTTPPort and HTTPURL are this node's front door, if it has one: the
+	// port is registered with the host's name service, the URL is what
+	// /cluster shows other nodes. Zero and "" when it serves no HTTP.
+	HTTPPort int
+	HTTPURL  string
+	// Observer receives the reward path's timings (replica.Config). May
+	// be nil.
+	Observer replica.Observer
+
 	// Test hooks: cut transport links, and replace memberlist's network.
 	Block               func(peer string) bool
 	MemberlistTransport memberlist.Transport
@@ -140,6 +149,7 @@ type Node struct {
 	ml     *membership.Membership
 	reg    *names.Registration
 	events chan replica.Event
+	bcast  broadcaster // every event, numbered, for subscribers other than the console
 
 	eventsMu     sync.RWMutex // orders emits before the channel's close
 	eventsClosed bool
@@ -152,8 +162,10 @@ type Node struct {
 	members   map[string]wire.NodeID // last membership given to the store
 	addrs     map[string]string      // name -> transport address
 	resetting atomic.Bool
-	leaving   atomic.Bool // a graceful exit is under way: a fence now is its own departure
-	ready     atomic.Bool // n.ml is set; Serf may report changes before Start returns
+	leaving   atomic.Bool           // a graceful exit is under way: a fence now is its own departure
+	ready     atomic.Bool           // n.ml is set; Serf may report changes before Start returns
+	fencings  atomic.Uint64         // times this node was declared failed and rejoined
+	gone      map[string]goneMember // members lost from the view, for /cluster; guarded by mu
 	closeOnce sync.Once
 }
 
@@ -247,6 +259,7 @@ func newNode(cfg Config) (*Node, error) {
 		cancel:  cancel,
 		members: map[string]wire.NodeID{},
 		addrs:   map[string]string{},
+		gone:    map[string]goneMember{},
 	}
 	// Boot ids grow with every start (the replica layer relies on that to
 	// tell a late report of an old process from a new one).
@@ -257,6 +270,7 @@ func newNode(cfg Config) (*Node, error) {
 	rcfg.OnEvent = n.publish
 	rcfg.Logf = cfg.Logf
 	rcfg.OnDeclaredDead = n.declaredDead
+	rcfg.Observer = cfg.Observer
 	if cfg.StateDir != "" {
 		rcfg.Disk = newRosterDisk(cfg.StateDir, full)
 	}
@@ -294,7 +308,7 @@ func (n *Node) listen(saved savedPorts) error {
 }
 
 func (n *Node) listenTransport(port int) (*transport.Transport, error) {
-	cfg := transport.DefaultConfig(n.cfg.Cookie, linkPeers{n}, memberHandler{n.store})
+	cfg := transport.DefaultConfig(n.cfg.Cookie, linkPeers{n}, memberHandler{n})
 	cfg.BindAddr = n.cfg.BindAddr
 	cfg.Port = port
 	cfg.Clients = clientHandler{n}
@@ -320,7 +334,7 @@ func (n *Node) startMembership(port int) (*membership.Membership, error) {
 // namesConfig is the registration of this node, once it listens, with its
 // host's name service.
 func (n *Node) namesConfig() names.Config {
-	cfg := names.DefaultConfig(names.Entry{Name: n.name, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot})
+	cfg := names.DefaultConfig(names.Entry{Name: n.name, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot, HTTPPort: n.cfg.HTTPPort})
 	cfg.BindAddr = n.cfg.BindAddr
 	cfg.Port = n.cfg.NamesPort
 	cfg.Spawn = n.cfg.SpawnNames
@@ -368,8 +382,10 @@ func (n *Node) emit(level replica.Level, format string, args ...any) {
 	n.publish(replica.Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)})
 }
 
-// publish hands e to the console, and to the log.
+// publish numbers e and hands it to the console, the subscribers
+// (Subscribe), and the log.
 func (n *Node) publish(e replica.Event) {
+	e = n.bcast.publish(e)
 	n.eventsMu.RLock()
 	if !n.eventsClosed {
 		select {
@@ -424,6 +440,8 @@ func (n *Node) membershipChanged() {
 		next[id.Name] = id
 	}
 	n.members = next
+	n.noteGoneLocked(old, next)
+	n.noteGoneLocked(old, next)
 	for name, a := range addrs {
 		n.addrs[name] = a
 	}
@@ -488,6 +506,7 @@ func (n *Node) declaredDead(dead wire.NodeID) {
 		id := wire.NodeID{Name: old.Name, Boot: boot}
 		// The new boot must be ours before anyone hears of it.
 		n.self.Store(id)
+		n.fencings.Add(1)
 		n.store.Reset(id)
 		if err := n.ml.SetTags(n.tags()); err != nil {
 			n.emit(replica.Error, "could not announce the new incarnation: %v", err)
@@ -750,6 +769,7 @@ func (n *Node) Close() {
 		n.eventsClosed = true
 		close(n.events)
 		n.eventsMu.Unlock()
+		n.bcast.close()
 	})
 }
 

@@ -123,7 +123,7 @@ func (s *Store) handleReward(ctx context.Context, m *wire.Reward) (wire.Msg, err
 	if err != nil {
 		return nil, err
 	}
-	return &wire.RewardReply{Total: total}, nil
+	return &wire.RewardReply{Total: total, Owner: s.Self(), Keeper: p.snapshot().keeper}, nil
 }
 
 func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
