@@ -554,6 +554,9 @@ func (n *Node) Connect(ctx context.Context, target string) error {
 		if err != nil {
 			return fmt.Errorf("cannot connect to %s: %w", target, err)
 		}
+		if err := n.canReachFrom(target, ip); err != nil {
+			return err
+		}
 		nsAddr := net.JoinHostPort(ip, strconv.Itoa(n.cfg.NamesPort))
 		var e names.Entry
 		for attempt := 0; ; attempt++ {
@@ -630,6 +633,18 @@ func (n *Node) isMember(name string) bool {
 	defer n.mu.Unlock()
 	_, ok := n.members[name]
 	return ok
+}
+
+// canReachFrom says, before anything is tried, when this node cannot be
+// reached from the target's host at all: it listens on loopback (the safe
+// default) and the target is on another host.
+func (n *Node) canReachFrom(target, ip string) error {
+	bind := net.ParseIP(n.cfg.BindAddr)
+	far := net.ParseIP(ip)
+	if bind == nil || far == nil || !bind.IsLoopback() || far.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("cannot connect to %s: this node listens on %s only, which %s cannot reach; restart this node with --bind set to an address of this host that %s can route to (and %s the same way on its host), then connect again", target, n.cfg.BindAddr, ip, ip, target)
 }
 
 // hostIP finds where HOST's name service listens: this host's own name
