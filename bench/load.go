@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,8 +58,9 @@ var classNames = [2]string{"owner", "forwarded"}
 // it, shared by every client: Client.Call is safe for concurrent use and
 // multiplexes calls by request id.
 type target struct {
-	name string
-	cl   *client.Client
+	name    string
+	cl      *client.Client
+	httpURL string // its front door, with --http
 
 	down    atomic.Bool
 	mu      sync.Mutex
@@ -116,8 +118,9 @@ type load struct {
 	clients     int
 	duration    time.Duration
 	callTimeout time.Duration
-	progress    io.Writer // nil: no live progress line
-	kill        *killPlan // nil: nothing is killed
+	progress    io.Writer    // nil: no live progress line
+	kill        *killPlan    // nil: nothing is killed
+	http        *http.Client // non-nil: rewards go through the targets' HTTP front doors
 
 	start        time.Time
 	initialOwner []int32      // owners as believed when the phase started
@@ -327,7 +330,11 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 			err = errNoLiveNode
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
-			_, err = l.targets[t].cl.Reward(cctx, l.players.names[p], 1)
+			if l.http != nil {
+				err = l.targets[t].rewardHTTP(cctx, l.http, l.players.names[p])
+			} else {
+				_, err = l.targets[t].cl.Reward(cctx, l.players.names[p], 1)
+			}
 			cancel()
 		}
 		if err == nil {
