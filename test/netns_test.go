@@ -183,22 +183,34 @@ func (a nsAnswer) String() string {
 // answer (it got none) is a failure of unknown outcome.
 func nsReward(t *testing.T, h *harness, n *nsNet, host int, name, player string, d int64) nsAnswer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), rpcLimit)
+	a, err := nsRPCReward(context.Background(), h, n, host, name, player, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// nsRPCReward is nsReward for any goroutine: instead of failing the test
+// it returns an error when the rpc did not exit within rpcLimit, or ctx
+// ended first (the answer is then of unknown outcome too).
+func nsRPCReward(ctx context.Context, h *harness, n *nsNet, host int, name, player string, d int64) (nsAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, rpcLimit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, n.ip, "netns", "exec", n.hosts[host-1], appnodeBin, "rpc", "--json", name, fmt.Sprintf("reward %s %d", player, d))
 	cmd.Env = h.env()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	unknown := wire.CodeUnknown.String()
 	if ctx.Err() != nil {
-		t.Fatalf("appnode rpc at h%d did not exit within %v", host, rpcLimit)
+		return nsAnswer{Output: fmt.Sprintf("no answer: %v", ctx.Err()), Failed: true, Code: &unknown, Outcome: wire.OutcomeUnknown.String()},
+			fmt.Errorf("appnode rpc at h%d did not exit within %v (or the test stopped it): %v", host, rpcLimit, ctx.Err())
 	}
 	var a nsAnswer
 	if jerr := json.Unmarshal(stdout.Bytes(), &a); jerr != nil {
-		unknown := wire.CodeUnknown.String()
-		return nsAnswer{Output: fmt.Sprintf("no answer (%v): %s", err, strings.TrimSpace(stderr.String())), Failed: true, Code: &unknown, Outcome: wire.OutcomeUnknown.String()}
+		return nsAnswer{Output: fmt.Sprintf("no answer (%v): %s", err, strings.TrimSpace(stderr.String())), Failed: true, Code: &unknown, Outcome: wire.OutcomeUnknown.String()}, nil
 	}
-	return a
+	return a, nil
 }
 
 // nsRange is what the test knows of a player's total: it is in [lo, hi]
@@ -286,7 +298,7 @@ func TestNetnsPartition(t *testing.T) {
 	c.agree()
 }
 
-// nsCluster is the test's three nodes, one on each host, and what the test
+// nsCluster is the test's nodes, one on each host, and what the test
 // knows of its players' totals.
 type nsCluster struct {
 	t       *testing.T
@@ -297,25 +309,12 @@ type nsCluster struct {
 	totals  map[string]*nsRange
 }
 
-// nsStartCluster makes the network, starts a node on each host, connects
-// them by NAME@HOST, and creates two players on each (so owned there).
+// nsStartCluster makes the network, starts a node on each of three hosts,
+// connects them by NAME@HOST, and creates two players on each (so owned
+// there).
 func nsStartCluster(t *testing.T) *nsCluster {
-	c := &nsCluster{t: t, lan: nsSetup(t, 3), h: newHarness(t), totals: map[string]*nsRange{}}
-	for i := 1; i <= 3; i++ {
-		p := nsStart(t, c.h, c.lan, i, fmt.Sprintf("app_node%d", i))
-		p.expect("node", "'"+p.name+"'")
-		// ip must have exec'd the node in place: the cleanup kills this pid.
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID())); err != nil || exe != appnodeBin {
-			t.Fatalf("pid %d started by ip netns exec runs %q (%v), not %s", p.PID(), exe, err, appnodeBin)
-		}
-		c.ps = append(c.ps, p)
-	}
+	c := nsStartNodes(t, 3)
 	n1 := c.ps[0]
-	n1.expect("connect "+c.ps[1].name, "true")
-	n1.expect("connect "+c.ps[2].name, "true")
-	c.h.waitMembers(c.ps...)
-	t.Logf("three nodes on three hosts (%s.1-3), connected by NAME@HOST", c.lan.subnet)
-
 	for i, p := range c.ps {
 		for _, suffix := range []string{"a", "b"} {
 			pl := fmt.Sprintf("np%d%s", i+1, suffix)
@@ -330,6 +329,27 @@ func nsStartCluster(t *testing.T) *nsCluster {
 		before = append(before, pl+" "+n1.ask("where "+pl))
 	}
 	t.Logf("before the cut: %q", before)
+	return c
+}
+
+// nsStartNodes makes a network of hosts, starts a node on each, and
+// connects them by NAME@HOST from the first.
+func nsStartNodes(t *testing.T, hosts int) *nsCluster {
+	c := &nsCluster{t: t, lan: nsSetup(t, hosts), h: newHarness(t), totals: map[string]*nsRange{}}
+	for i := 1; i <= hosts; i++ {
+		p := nsStart(t, c.h, c.lan, i, fmt.Sprintf("app_node%d", i))
+		p.expect("node", "'"+p.name+"'")
+		// ip must have exec'd the node in place: the cleanup kills this pid.
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID())); err != nil || exe != appnodeBin {
+			t.Fatalf("pid %d started by ip netns exec runs %q (%v), not %s", p.PID(), exe, err, appnodeBin)
+		}
+		c.ps = append(c.ps, p)
+	}
+	for _, p := range c.ps[1:] {
+		c.ps[0].expect("connect "+p.name, "true")
+	}
+	c.h.waitMembers(c.ps...)
+	t.Logf("%d nodes on %d hosts (%s.1-%d), connected by NAME@HOST", hosts, hosts, c.lan.subnet, hosts)
 	return c
 }
 
