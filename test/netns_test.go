@@ -23,7 +23,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,6 +132,16 @@ func (n *nsNet) heal(host int) { n.run("-n", n.bridge, "link", "set", n.veth(hos
 
 func (n *nsNet) teardown() {
 	for _, ns := range slices.Backward(n.made) {
+		// What still runs in the namespace (the host's name service,
+		// which the first node started and which would exit on its own
+		// 10 s after its last node) would keep it alive unnamed.
+		if out, err := exec.Command(n.ip, "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
 		if out, err := exec.Command(n.ip, "netns", "del", ns).CombinedOutput(); err != nil {
 			n.t.Errorf("cleanup: ip netns del %s: %v: %s", ns, err, out)
 		}
