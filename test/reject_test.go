@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -246,22 +247,29 @@ const nsClientPace = 30 * time.Millisecond
 func (r *nsRecorder) waitServed(hosts []int, players []string, from time.Duration, what string) time.Duration {
 	r.c.t.Helper()
 	return testenv.Eventually(r.c.t, settleLimit, what, func() (bool, string) {
-		served := map[[2]string]bool{}
-		for _, op := range r.history() {
-			if op.outcome == chaosAcked && op.call >= from {
-				served[[2]string{op.node, op.player}] = true
-			}
-		}
-		var missing []string
-		for _, h := range hosts {
-			for _, pl := range players {
-				if !served[[2]string{r.c.ps[h-1].name, pl}] {
-					missing = append(missing, fmt.Sprintf("%s at h%d", pl, h))
-				}
-			}
-		}
+		missing := r.unserved(hosts, players, from)
 		return len(missing) == 0, fmt.Sprintf("not yet acknowledged: %v", missing)
 	})
+}
+
+// unserved lists the players, at the nodes of hosts, that the node has
+// not acknowledged a reward of in a call made after from.
+func (r *nsRecorder) unserved(hosts []int, players []string, from time.Duration) []string {
+	served := map[[2]string]bool{}
+	for _, op := range r.history() {
+		if op.outcome == chaosAcked && op.call >= from {
+			served[[2]string{op.node, op.player}] = true
+		}
+	}
+	var missing []string
+	for _, h := range hosts {
+		for _, pl := range players {
+			if !served[[2]string{r.c.ps[h-1].name, pl}] {
+				missing = append(missing, fmt.Sprintf("%s at h%d", pl, h))
+			}
+		}
+	}
+	return missing
 }
 
 // readAll reads every player's total at every node, with rewards of 0
@@ -523,4 +531,166 @@ func (c *nsCluster) logMembershipEvents(hosts []int) {
 		}
 		c.t.Logf("%s's events about membership:\n%s", p.name, strings.Join(lines, "\n"))
 	}
+}
+
+// nsRosterRE matches the event a node prints when it learns a roster.
+var nsRosterRE = regexp.MustCompile(`cluster roster (\d+): (.*)$`)
+
+// rosterEvents returns the rosters p learnt, in order: "EPOCH: MEMBERS".
+func rosterEvents(p *proc) []string {
+	var out []string
+	for _, e := range p.Lines() {
+		if m := nsRosterRE.FindStringSubmatch(e); m != nil {
+			out = append(out, m[1]+": "+m[2])
+		}
+	}
+	return out
+}
+
+func TestNetnsAsymmetric(t *testing.T) {
+	hold := 4 * time.Second
+	if v := os.Getenv("APPNODE_NETNS_HOLD"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("APPNODE_NETNS_HOLD=%q: want a duration", v)
+		}
+		hold = d
+	}
+	const a, b, cc = 1, 2, 3 // hosts: A refuses B; C reaches both
+	all := []int{a, b, cc}
+	c := nsStartNodes(t, 3)
+	fw := nsFirewallSetup(t, c.lan)
+	r := newRecorder(c)
+	ms := time.Millisecond
+
+	// Two players owned by each node. Those whose owner and keeper are A
+	// and B cannot be updated while A refuses B: neither node is removed
+	// (most of the roster reaches both), so the owner keeps a keeper it
+	// cannot reach. The others must be served through C all along.
+	var players, across, served []string
+	owners := map[string]string{}
+	for _, h := range all {
+		for _, suffix := range []string{"a", "b"} {
+			pl := fmt.Sprintf("as%d%s", h, suffix)
+			r.rewardOK(-1, h, pl, 5)
+			owner, keeper := nsWhere(t, c.ps[cc-1], pl)
+			if owner != c.ps[h-1].name {
+				t.Fatalf("%s, created at h%d, is owned by %s", pl, h, owner)
+			}
+			players = append(players, pl)
+			owners[pl] = owner
+			pair := []string{owner, keeper}
+			if slices.Contains(pair, c.ps[a-1].name) && slices.Contains(pair, c.ps[b-1].name) {
+				across = append(across, pl)
+			} else {
+				served = append(served, pl)
+			}
+			t.Logf("%s: owner %s, keeper %s", pl, owner, keeper)
+		}
+	}
+	if os.Getenv("APPNODE_NETNS_ASYM_ALL") != "" {
+		served, across = players, nil
+	}
+	pa := c.ps[a-1]
+	aPlayers := fmt.Sprintf(`["as%da","as%db"]`, a, a)
+	pa.expect("local_players", aPlayers)
+	rostersBefore := map[string]int{}
+	for _, p := range c.ps {
+		rostersBefore[p.name] = len(rosterEvents(p))
+	}
+
+	stopClients := r.startClients(all, players)
+	r.waitServed(all, players, 0, "every node serves every player before the rule")
+
+	fw.reject(a, b)
+	at := r.since()
+	t.Logf("h%d refuses everything from h%d from %v on", a, b, at.Round(ms))
+	// The fault lasts hold, and until C has served every player it must
+	// serve in a call made after the rule. Meanwhile, every 250 ms: A
+	// still runs its players' primaries; what `nodes` answers is logged.
+	nodesSeen := map[string]map[string]bool{}
+	tick := time.NewTicker(250 * ms)
+	for {
+		<-tick.C // polling interval, not synchronisation: the fault's length is hold
+		if got := pa.ask("local_players"); got != aPlayers {
+			t.Errorf("%v into the rule, %s runs %s, want %s: its players must stay on it", (r.since() - at).Round(ms), pa.name, got, aPlayers)
+		}
+		for _, p := range c.ps {
+			if nodesSeen[p.name] == nil {
+				nodesSeen[p.name] = map[string]bool{}
+			}
+			nodesSeen[p.name][p.ask("nodes")] = true
+		}
+		missing := r.unserved([]int{cc}, served, at)
+		if r.since() >= at+hold && len(missing) == 0 {
+			break
+		}
+		if r.since() > at+hold+settleLimit {
+			tick.Stop()
+			t.Fatalf("%v into the rule, h%d has not served %v in a call made since the rule: rewards through C must keep working", (r.since() - at).Round(ms), cc, missing)
+		}
+	}
+	tick.Stop()
+	healFrom := r.since()
+	fw.clear(a)
+	healAt := r.since()
+	t.Logf("rule removed at %v, after %v", healAt.Round(ms), (healAt - at).Round(ms))
+	for _, p := range c.ps {
+		var seen []string
+		for s := range nodesSeen[p.name] {
+			seen = append(seen, s)
+		}
+		slices.Sort(seen)
+		t.Logf("during the rule, `nodes` at %s answered %v", p.name, seen)
+	}
+	rule := window{at, healFrom}
+	for _, h := range all {
+		t.Logf("during the rule, answers at h%d: %s", h, r.answersIn(h, rule))
+	}
+	servedAtC, servedAnywhere := map[string]int{}, map[string]int{}
+	for _, op := range r.acksIn(all, rule) {
+		servedAnywhere[op.player]++
+		if op.host == cc {
+			servedAtC[op.player]++
+		}
+	}
+	for _, pl := range served {
+		t.Logf("%s acknowledged at h%d %d times during the rule", pl, cc, servedAtC[pl])
+	}
+	for _, pl := range across {
+		t.Logf("%s, whose owner and keeper are h%d and h%d, acknowledged %d times anywhere during the rule (%d at h%d); set APPNODE_NETNS_ASYM_ALL=1 to require it served through h%d", pl, a, b, servedAnywhere[pl], servedAtC[pl], cc, cc)
+	}
+
+	c.h.waitMembers(c.ps...)
+	r.waitServed(all, players, healAt, "every node serves every player after the rule went")
+	stopClients()
+	final := r.readAll(players)
+	c.players = players
+	var after []string
+	testenv.Eventually(t, settleLimit, "one primary per player, one placement seen from every node", func() (bool, string) {
+		var ok bool
+		var detail string
+		after, ok, detail = c.placement()
+		return ok, detail
+	})
+	t.Logf("after the rule: %q", after)
+	for _, pl := range players {
+		if owner, _ := nsWhere(t, c.ps[cc-1], pl); owner != owners[pl] {
+			t.Errorf("%s moved from %s to %s, although no node was removed", pl, owners[pl], owner)
+		}
+	}
+	// Nobody was removed from the roster, nor declared failed.
+	for _, p := range c.ps {
+		rs := rosterEvents(p)
+		for _, ro := range rs[rostersBefore[p.name]:] {
+			t.Errorf("%s learnt a new roster during or after the rule: %s", p.name, ro)
+		}
+		for _, e := range p.Lines() {
+			if strings.Contains(e, "declared failed") {
+				t.Errorf("%s: %s", p.name, e)
+			}
+		}
+	}
+	r.check(players, final)
+	c.logMembershipEvents(all)
 }
