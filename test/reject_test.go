@@ -50,11 +50,9 @@ type nsFirewall struct {
 	made []int  // hosts whose chain was created, for the cleanup
 }
 
-// nsFirewallSetup makes the chain in every host's namespace, or skips the
-// test (fails it under CI=true) if iptables is missing or does not work
-// here. Every rule is removed when the test ends, before the namespaces
-// are (which would remove them too).
-func nsFirewallSetup(t *testing.T, n *nsNet) *nsFirewall {
+// nsNeedIptables returns the iptables binary, or skips the test (fails it
+// under CI=true) if there is none.
+func nsNeedIptables(t *testing.T) string {
 	t.Helper()
 	ipt, err := exec.LookPath("iptables")
 	if err != nil {
@@ -63,6 +61,15 @@ func nsFirewallSetup(t *testing.T, n *nsNet) *nsFirewall {
 		}
 		ipt = "/usr/sbin/iptables"
 	}
+	return ipt
+}
+
+// nsFirewallSetup makes the chain in every host's namespace with ipt, or
+// skips the test (fails it under CI=true) if iptables does not work
+// there. Every rule is removed when the test ends, before the namespaces
+// are (which would remove them too).
+func nsFirewallSetup(t *testing.T, n *nsNet, ipt string) *nsFirewall {
+	t.Helper()
 	f := &nsFirewall{t: t, n: n, ipt: ipt}
 	t.Cleanup(f.teardown)
 	for host := 1; host <= len(n.hosts); host++ {
@@ -379,8 +386,9 @@ func TestNetnsReject(t *testing.T) {
 	majority, minority := []int{1, 2, 3}, []int{4, 5}
 	all := append(slices.Clone(majority), minority...)
 	rounds := nsEnvInt(t, "APPNODE_NETNS_ROUNDS", 1)
+	ipt := nsNeedIptables(t)
 	c := nsStartNodes(t, len(all))
-	fw := nsFirewallSetup(t, c.lan)
+	fw := nsFirewallSetup(t, c.lan, ipt)
 	r := newRecorder(c)
 	host := func(name string) int {
 		return slices.IndexFunc(c.ps, func(p *proc) bool { return p.name == name }) + 1
@@ -558,8 +566,9 @@ func TestNetnsAsymmetric(t *testing.T) {
 	}
 	const a, b, cc = 1, 2, 3 // hosts: A refuses B; C reaches both
 	all := []int{a, b, cc}
+	ipt := nsNeedIptables(t)
 	c := nsStartNodes(t, 3)
-	fw := nsFirewallSetup(t, c.lan)
+	fw := nsFirewallSetup(t, c.lan, ipt)
 	r := newRecorder(c)
 	ms := time.Millisecond
 
