@@ -9,17 +9,22 @@ package test
 // between h1-h3 and h4-h5 in every host's namespace, callers rewarding
 // through every node all along (`appnode rpc --json` in its namespace),
 // and porcupine over the whole history, the reads after the heal
-// included. TestNetnsAsymmetric: h1 refuses everything from h2, h2's
-// packets reach h1 and are refused there, h3 reaches both; nobody may be
-// removed from the roster.
+// included. TestNetnsAsymmetric: three hosts; h1 refuses every packet
+// from h2 (h2's packets reach h1 and are refused there), then, without a
+// gap, only new connections and flows from h2 (h1's own connections to h2
+// get through); h3 reaches both all along. Nobody may be removed from the
+// roster, h1 keeps its players, and h3 serves every player whose owner
+// reaches its keeper.
 //
 // Like TestNetnsPartition they need root, ip and iptables; where one of
 // them is missing they skip, saying why, and under CI=true they fail.
 //
 // APPNODE_NETNS_ROUNDS=N cuts and heals TestNetnsReject's cluster N times
-// (default 1); APPNODE_NETNS_HOLD=D keeps TestNetnsAsymmetric's rule for
-// D (default 4s). APPNODE_CHAOS_KEEP=DIR keeps porcupine's visualization
-// of a history that fails the check.
+// (default 1); APPNODE_NETNS_HOLD=D keeps each of TestNetnsAsymmetric's
+// rules for D (default 3s); APPNODE_NETNS_ASYM_ALL=1 requires h3 to serve
+// every player under them, also those whose owner cannot reach its keeper
+// (today's product does not). APPNODE_CHAOS_KEEP=DIR keeps porcupine's
+// visualization of a history that fails the check.
 
 import (
 	"context"
@@ -114,6 +119,33 @@ func (f *nsFirewall) reject(host int, from ...int) {
 	f.must(host, "-A", nsChain, "-s", src, "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "RETURN")
 	f.must(host, "-A", nsChain, "-s", src, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
 	f.must(host, "-A", nsChain, "-s", src, "-p", "udp", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+}
+
+// unreject removes the rules reject(host, from...) made.
+func (f *nsFirewall) unreject(host int, from ...int) {
+	f.t.Helper()
+	var srcs []string
+	for _, h := range from {
+		srcs = append(srcs, f.n.addr(h))
+	}
+	src := strings.Join(srcs, ",")
+	f.must(host, "-D", nsChain, "-s", src, "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "RETURN")
+	f.must(host, "-D", nsChain, "-s", src, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+	f.must(host, "-D", nsChain, "-s", src, "-p", "udp", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+}
+
+// rejectNew makes host refuse new connections, and datagrams of new
+// flows, from the hosts from, as a stateful firewall does: the packets of
+// flows host opened itself get through. Its rules go first in the chain.
+func (f *nsFirewall) rejectNew(host int, from ...int) {
+	f.t.Helper()
+	var srcs []string
+	for _, h := range from {
+		srcs = append(srcs, f.n.addr(h))
+	}
+	src := strings.Join(srcs, ",")
+	f.must(host, "-I", nsChain, "1", "-s", src, "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW", "-j", "REJECT", "--reject-with", "tcp-reset")
+	f.must(host, "-I", nsChain, "1", "-s", src, "-p", "udp", "-m", "conntrack", "--ctstate", "NEW", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
 }
 
 // clear removes host's rules.
@@ -555,8 +587,17 @@ func rosterEvents(p *proc) []string {
 	return out
 }
 
+// asymPhase is one rule of TestNetnsAsymmetric.
+type asymPhase struct {
+	what    string
+	install func()
+	// blocked says whether an owner cannot reach its keeper under the
+	// rule: that player cannot be updated while the rule holds.
+	blocked func(owner, keeper string) bool
+}
+
 func TestNetnsAsymmetric(t *testing.T) {
-	hold := 4 * time.Second
+	hold := 3 * time.Second
 	if v := os.Getenv("APPNODE_NETNS_HOLD"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -571,13 +612,10 @@ func TestNetnsAsymmetric(t *testing.T) {
 	fw := nsFirewallSetup(t, c.lan, ipt)
 	r := newRecorder(c)
 	ms := time.Millisecond
+	nameA, nameB := c.ps[a-1].name, c.ps[b-1].name
 
-	// Two players owned by each node. Those whose owner and keeper are A
-	// and B cannot be updated while A refuses B: neither node is removed
-	// (most of the roster reaches both), so the owner keeps a keeper it
-	// cannot reach. The others must be served through C all along.
-	var players, across, served []string
-	owners := map[string]string{}
+	var players []string
+	owners, keepers := map[string]string{}, map[string]string{}
 	for _, h := range all {
 		for _, suffix := range []string{"a", "b"} {
 			pl := fmt.Sprintf("as%d%s", h, suffix)
@@ -587,18 +625,9 @@ func TestNetnsAsymmetric(t *testing.T) {
 				t.Fatalf("%s, created at h%d, is owned by %s", pl, h, owner)
 			}
 			players = append(players, pl)
-			owners[pl] = owner
-			pair := []string{owner, keeper}
-			if slices.Contains(pair, c.ps[a-1].name) && slices.Contains(pair, c.ps[b-1].name) {
-				across = append(across, pl)
-			} else {
-				served = append(served, pl)
-			}
+			owners[pl], keepers[pl] = owner, keeper
 			t.Logf("%s: owner %s, keeper %s", pl, owner, keeper)
 		}
-	}
-	if os.Getenv("APPNODE_NETNS_ASYM_ALL") != "" {
-		served, across = players, nil
 	}
 	pa := c.ps[a-1]
 	aPlayers := fmt.Sprintf(`["as%da","as%db"]`, a, a)
@@ -611,67 +640,102 @@ func TestNetnsAsymmetric(t *testing.T) {
 	stopClients := r.startClients(all, players)
 	r.waitServed(all, players, 0, "every node serves every player before the rule")
 
-	fw.reject(a, b)
-	at := r.since()
-	t.Logf("h%d refuses everything from h%d from %v on", a, b, at.Round(ms))
-	// The fault lasts hold, and until C has served every player it must
-	// serve in a call made after the rule. Meanwhile, every 250 ms: A
-	// still runs its players' primaries; what `nodes` answers is logged.
-	nodesSeen := map[string]map[string]bool{}
-	tick := time.NewTicker(250 * ms)
-	for {
-		<-tick.C // polling interval, not synchronisation: the fault's length is hold
-		if got := pa.ask("local_players"); got != aPlayers {
-			t.Errorf("%v into the rule, %s runs %s, want %s: its players must stay on it", (r.since() - at).Round(ms), pa.name, got, aPlayers)
-		}
-		for _, p := range c.ps {
-			if nodesSeen[p.name] == nil {
-				nodesSeen[p.name] = map[string]bool{}
+	// The rules. The second replaces the first without a gap, so that
+	// the connections from B that the first broke stay refused, while
+	// A's own new connections to B get through (their replies, and the
+	// datagrams of flows A opened, are established).
+	phases := []asymPhase{
+		{
+			what:    fmt.Sprintf("h%d refuses every packet from h%d", a, b),
+			install: func() { fw.reject(a, b) },
+			blocked: func(o, k string) bool {
+				return (o == nameA && k == nameB) || (o == nameB && k == nameA)
+			},
+		},
+		{
+			what:    fmt.Sprintf("h%d refuses new connections and flows from h%d, its own to h%d get through", a, b, b),
+			install: func() { fw.rejectNew(a, b); fw.unreject(a, b) },
+			blocked: func(o, k string) bool { return o == nameB && k == nameA },
+		},
+	}
+	var rules []window
+	for i, ph := range phases {
+		// A player whose owner cannot reach its keeper cannot be updated
+		// while the rule holds: neither is removed (most of the roster
+		// reaches both), so the owner keeps a keeper it cannot reach. The
+		// others must be served through C all along.
+		var served, blocked []string
+		for _, pl := range players {
+			if ph.blocked(owners[pl], keepers[pl]) && os.Getenv("APPNODE_NETNS_ASYM_ALL") == "" {
+				blocked = append(blocked, pl)
+			} else {
+				served = append(served, pl)
 			}
-			nodesSeen[p.name][p.ask("nodes")] = true
 		}
-		missing := r.unserved([]int{cc}, served, at)
-		if r.since() >= at+hold && len(missing) == 0 {
-			break
+		ph.install()
+		at := r.since()
+		t.Logf("rule %d from %v on: %s", i+1, at.Round(ms), ph.what)
+		// The rule lasts hold, and until C has served every player it must
+		// serve in a call made under the rule. Meanwhile, every 250 ms: A
+		// still runs its players' primaries; what `nodes` answers is
+		// logged.
+		nodesSeen := map[string]map[string]bool{}
+		tick := time.NewTicker(250 * ms)
+		for {
+			<-tick.C // polling interval, not synchronisation: the rule's length is hold
+			if got := pa.ask("local_players"); got != aPlayers {
+				t.Errorf("rule %d: %v into it, %s runs %s, want %s: its players must stay on it", i+1, (r.since() - at).Round(ms), pa.name, got, aPlayers)
+			}
+			for _, p := range c.ps {
+				if nodesSeen[p.name] == nil {
+					nodesSeen[p.name] = map[string]bool{}
+				}
+				nodesSeen[p.name][p.ask("nodes")] = true
+			}
+			missing := r.unserved([]int{cc}, served, at)
+			if r.since() >= at+hold && len(missing) == 0 {
+				break
+			}
+			if r.since() > at+hold+settleLimit {
+				tick.Stop()
+				t.Fatalf("rule %d: %v into it, h%d has not served %v in a call made since: rewards through C must keep working", i+1, (r.since() - at).Round(ms), cc, missing)
+			}
 		}
-		if r.since() > at+hold+settleLimit {
-			tick.Stop()
-			t.Fatalf("%v into the rule, h%d has not served %v in a call made since the rule: rewards through C must keep working", (r.since() - at).Round(ms), cc, missing)
+		tick.Stop()
+		w := window{at, r.since()}
+		rules = append(rules, w)
+		for _, p := range c.ps {
+			var seen []string
+			for s := range nodesSeen[p.name] {
+				seen = append(seen, s)
+			}
+			slices.Sort(seen)
+			t.Logf("rule %d: `nodes` at %s answered %v", i+1, p.name, seen)
+		}
+		for _, h := range all {
+			t.Logf("rule %d: answers at h%d: %s", i+1, h, r.answersIn(h, w))
+		}
+		servedAtC, servedAnywhere := map[string]int{}, map[string]int{}
+		for _, op := range r.acksIn(all, w) {
+			servedAnywhere[op.player]++
+			if op.host == cc {
+				servedAtC[op.player]++
+			}
+		}
+		for _, pl := range served {
+			t.Logf("rule %d: %s acknowledged %d times at h%d", i+1, pl, servedAtC[pl], cc)
+		}
+		for _, pl := range blocked {
+			t.Logf("rule %d: %s, owner %s and keeper %s, which it cannot reach, acknowledged %d times anywhere (%d at h%d); APPNODE_NETNS_ASYM_ALL=1 requires it served through h%d",
+				i+1, pl, owners[pl], keepers[pl], servedAnywhere[pl], servedAtC[pl], cc, cc)
 		}
 	}
-	tick.Stop()
-	healFrom := r.since()
 	fw.clear(a)
 	healAt := r.since()
-	t.Logf("rule removed at %v, after %v", healAt.Round(ms), (healAt - at).Round(ms))
-	for _, p := range c.ps {
-		var seen []string
-		for s := range nodesSeen[p.name] {
-			seen = append(seen, s)
-		}
-		slices.Sort(seen)
-		t.Logf("during the rule, `nodes` at %s answered %v", p.name, seen)
-	}
-	rule := window{at, healFrom}
-	for _, h := range all {
-		t.Logf("during the rule, answers at h%d: %s", h, r.answersIn(h, rule))
-	}
-	servedAtC, servedAnywhere := map[string]int{}, map[string]int{}
-	for _, op := range r.acksIn(all, rule) {
-		servedAnywhere[op.player]++
-		if op.host == cc {
-			servedAtC[op.player]++
-		}
-	}
-	for _, pl := range served {
-		t.Logf("%s acknowledged at h%d %d times during the rule", pl, cc, servedAtC[pl])
-	}
-	for _, pl := range across {
-		t.Logf("%s, whose owner and keeper are h%d and h%d, acknowledged %d times anywhere during the rule (%d at h%d); set APPNODE_NETNS_ASYM_ALL=1 to require it served through h%d", pl, a, b, servedAnywhere[pl], servedAtC[pl], cc, cc)
-	}
+	t.Logf("rules removed at %v, after %v", healAt.Round(ms), (healAt - rules[0].from).Round(ms))
 
 	c.h.waitMembers(c.ps...)
-	r.waitServed(all, players, healAt, "every node serves every player after the rule went")
+	r.waitServed(all, players, healAt, "every node serves every player after the rules went")
 	stopClients()
 	final := r.readAll(players)
 	c.players = players
@@ -682,7 +746,7 @@ func TestNetnsAsymmetric(t *testing.T) {
 		after, ok, detail = c.placement()
 		return ok, detail
 	})
-	t.Logf("after the rule: %q", after)
+	t.Logf("after the rules: %q", after)
 	for _, pl := range players {
 		if owner, _ := nsWhere(t, c.ps[cc-1], pl); owner != owners[pl] {
 			t.Errorf("%s moved from %s to %s, although no node was removed", pl, owners[pl], owner)
@@ -692,7 +756,7 @@ func TestNetnsAsymmetric(t *testing.T) {
 	for _, p := range c.ps {
 		rs := rosterEvents(p)
 		for _, ro := range rs[rostersBefore[p.name]:] {
-			t.Errorf("%s learnt a new roster during or after the rule: %s", p.name, ro)
+			t.Errorf("%s learnt a new roster during or after the rules: %s", p.name, ro)
 		}
 		for _, e := range p.Lines() {
 			if strings.Contains(e, "declared failed") {
