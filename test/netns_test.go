@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -361,8 +362,44 @@ func nsStartNodes(t *testing.T, hosts int) *nsCluster {
 		c.ps[0].expect("connect "+p.name, "true")
 	}
 	c.h.waitMembers(c.ps...)
+	c.waitRoster()
 	t.Logf("%d nodes on %d hosts (%s.1-%d), connected by NAME@HOST", hosts, hosts, c.lan.subnet, hosts)
 	return c
+}
+
+// waitRoster waits until every node has learnt the roster that has them
+// all: the last roster each printed among its events lists every node.
+func (c *nsCluster) waitRoster() {
+	c.t.Helper()
+	var names []string
+	for _, p := range c.ps {
+		names = append(names, p.name)
+	}
+	want := strings.Join(names, ", ")
+	testenv.Eventually(c.t, settleLimit, "every node learns the roster of all "+fmt.Sprint(len(c.ps)), func() (bool, string) {
+		var stale []string
+		for _, p := range c.ps {
+			rs := rosterEvents(p)
+			if len(rs) == 0 || !strings.HasSuffix(rs[len(rs)-1], ": "+want) {
+				stale = append(stale, fmt.Sprintf("%s learnt %q", p.name, rs))
+			}
+		}
+		return len(stale) == 0, strings.Join(stale, "; ")
+	})
+}
+
+// nsRosterRE matches the event a node prints when it learns a roster.
+var nsRosterRE = regexp.MustCompile(`cluster roster (\d+): (.*)$`)
+
+// rosterEvents returns the rosters p learnt, in order: "EPOCH: MEMBERS".
+func rosterEvents(p *proc) []string {
+	var out []string
+	for _, e := range p.Lines() {
+		if m := nsRosterRE.FindStringSubmatch(e); m != nil {
+			out = append(out, m[1]+": "+m[2])
+		}
+	}
+	return out
 }
 
 // reward rewards pl by d at p, through `appnode rpc --json` in p's

@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -571,20 +570,6 @@ func (c *nsCluster) logMembershipEvents(hosts []int) {
 		}
 		c.t.Logf("%s's events about membership:\n%s", p.name, strings.Join(lines, "\n"))
 	}
-}
-
-// nsRosterRE matches the event a node prints when it learns a roster.
-var nsRosterRE = regexp.MustCompile(`cluster roster (\d+): (.*)$`)
-
-// rosterEvents returns the rosters p learnt, in order: "EPOCH: MEMBERS".
-func rosterEvents(p *proc) []string {
-	var out []string
-	for _, e := range p.Lines() {
-		if m := nsRosterRE.FindStringSubmatch(e); m != nil {
-			out = append(out, m[1]+": "+m[2])
-		}
-	}
-	return out
 }
 
 // asymPhase is one rule of TestNetnsAsymmetric.
