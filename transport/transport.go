@@ -305,7 +305,9 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 	}
 	c, err := t.conn(ctx, to)
 	if err != nil {
-		return nil, err
+		// No connection, so nothing was written: the request certainly
+		// was not applied, whatever the reason.
+		return nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err)
 	}
 	return c.call(ctx, m)
 }
