@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/appnode/appnode/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -28,7 +29,7 @@ const (
 	// stops a forged length from costing more than that.
 	maxFrame = 4 << 10
 	// maxNameLen is epmd's limit on a node name.
-	maxNameLen = 255
+	maxNameLen = wire.MaxNodeName
 	// maxNames bounds a Names listing on the client side, so a broken or
 	// hostile service cannot stream entries forever.
 	maxNames = 4096

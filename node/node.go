@@ -120,8 +120,8 @@ func DefaultConfig(name string, c cookie.Cookie) Config {
 
 // Validate says what is missing or wrong in c.
 func (c Config) Validate() error {
-	full := FullName(c.Name)
-	if err := ValidateName(full); err != nil {
+	full := names.FullName(c.Name)
+	if err := names.ValidateName(full); err != nil {
 		return err
 	}
 	switch {
@@ -169,43 +169,6 @@ type Node struct {
 	closeOnce sync.Once
 }
 
-// FullName turns "app_node1" into "app_node1@<short host name>".
-func FullName(name string) string {
-	if strings.Contains(name, "@") {
-		return name
-	}
-	return name + "@" + ShortHostname()
-}
-
-// ShortHostname is the host name up to its first dot, as Erlang uses.
-func ShortHostname() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		h = h[:i]
-	}
-	return h
-}
-
-// ValidateName checks a node name before anything listens.
-func ValidateName(full string) error {
-	name, host, ok := strings.Cut(full, "@")
-	if !ok || name == "" || host == "" || strings.Contains(host, "@") {
-		return fmt.Errorf("node name %q must look like NAME@HOST", full)
-	}
-	for _, r := range name {
-		if !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return fmt.Errorf("node name %q: use letters, digits, '_', '-' and '.' only", full)
-		}
-	}
-	if len(full) > 200 {
-		return fmt.Errorf("node name %q is too long", full)
-	}
-	return nil
-}
-
 type savedPorts struct {
 	Gossip    int `json:"gossip"`
 	Transport int `json:"transport"`
@@ -249,7 +212,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 // newNode makes the node of a valid cfg under a new boot id, with its
 // store: everything but the listeners.
 func newNode(cfg Config) (*Node, error) {
-	full := FullName(cfg.Name)
+	full := names.FullName(cfg.Name)
 	nctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:     cfg,
@@ -539,14 +502,14 @@ func (n *Node) logf(format string, args ...any) {
 func (n *Node) Connect(ctx context.Context, target string) error {
 	target = strings.TrimSpace(target)
 	if target == "" {
-		return errors.New("connect: which node? e.g. connect app_node2@" + ShortHostname())
+		return errors.New("connect: which node? e.g. connect app_node2@" + names.ShortHostname())
 	}
 	if target == n.name {
 		return nil
 	}
 	var gossip, want string
 	if strings.Contains(target, "@") {
-		if err := ValidateName(target); err != nil {
+		if err := names.ValidateName(target); err != nil {
 			return err
 		}
 		_, host, _ := strings.Cut(target, "@")

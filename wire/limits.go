@@ -13,8 +13,9 @@ import (
 // They are far above what appnode sends, so only a broken or hostile peer
 // meets them.
 const (
-	// MaxNodeName bounds a node name: node.ValidateName allows 200 bytes
-	// and the name service, like epmd, 255.
+	// MaxNodeName bounds a node name, the one limit everywhere
+	// (names.ValidateName, the name service, the wire): 255 bytes, as
+	// epmd allows.
 	MaxNodeName = 255
 	// MaxPlayer bounds a player name on the wire. The replica layer
 	// applies its own, tighter limit (replica.MaxPlayerLen) with an error

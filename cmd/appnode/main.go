@@ -26,6 +26,7 @@ import (
 	"github.com/appnode/appnode/bench"
 	"github.com/appnode/appnode/client"
 	"github.com/appnode/appnode/membership"
+	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/shell"
 	"github.com/chzyer/readline"
@@ -107,7 +108,7 @@ func parseNodeFlags(args []string) (f nodeFlags, ok bool) {
 		return f, false
 	}
 	f.full = client.FullName(fs.Arg(0))
-	if err := node.ValidateName(f.full); err != nil {
+	if err := names.ValidateName(f.full); err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
 		return f, false
 	}

@@ -28,7 +28,7 @@ import (
 
 	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/testenv"
-	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/names"
 	"go.uber.org/goleak"
 )
 
@@ -107,7 +107,7 @@ type proc struct {
 }
 
 func newCluster(t *testing.T) *cluster {
-	c := &cluster{t: t, dir: t.TempDir(), namesPort: testenv.FreePort(t), host: node.ShortHostname(), procs: map[string]*proc{}}
+	c := &cluster{t: t, dir: t.TempDir(), namesPort: testenv.FreePort(t), host: names.ShortHostname(), procs: map[string]*proc{}}
 	// The test runs the host's name service itself, so that it ends with
 	// the test (a node would start one that outlives it by 10 s).
 	c.spawn("names", exec.Command(appnodeBin, "names-serve", "--bind", "127.0.0.1", "--port", strconv.Itoa(c.namesPort)))
