@@ -50,7 +50,7 @@ func handshake(ctx context.Context, addr string, key []byte, hello *wire.Hello) 
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
 			// Nothing listens on the incarnation's port: it has exited.
-			return nil, fmt.Errorf("transport: dial %s: %w: %w", where, wire.ErrGone, err)
+			return nil, fmt.Errorf("transport: %w", wire.Refused(where, err))
 		}
 		return nil, fmt.Errorf("transport: dial %s: %w", where, err)
 	}
