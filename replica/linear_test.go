@@ -15,7 +15,8 @@ import (
 )
 
 // The linearizability check: concurrent clients on every node reward a few
-// players while a nemesis kills, restarts, pauses and partitions nodes; the
+// players while a nemesis kills, restarts, pauses and partitions nodes, and
+// makes links lose replies, drop one way and delay; the
 // recorded history must be linearizable for a counter per player whose
 // reward returns the new total. A call that failed with an error proving
 // it was not applied is left out; any other failure counts as maybe
@@ -57,6 +58,7 @@ func runSchedule(t *testing.T, seed uint64) int {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	names := []string{"n1", "n2", "n3", "n4", "n5"}[:3+rng.IntN(3)]
 	c := newSeededCluster(t, seed, names...)
+	c.net.Seed(seed)
 	players := []string{"p1", "p2", "p3"}
 	h := replicatest.NewHistory()
 	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
@@ -144,10 +146,11 @@ func (c *cluster) tryNode(name string) *tnode {
 }
 
 // nemesis injects faults until ctx ends, within the failure model SPEC.md
-// guarantees: one node at a time is killed, paused or cut off, and the next
-// fault comes only after the cluster has restored two copies of every
-// player (sequential failures). It returns how many of each kind it
-// injected.
+// guarantees: one node at a time is killed, paused or cut off, or some
+// links lose replies of delivered calls, drop one way, or delay (none of
+// which a live node's membership notices), and the next fault comes only
+// after the cluster has restored two copies of every player (sequential
+// failures). It returns how many of each kind it injected.
 func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, players []string) map[string]int {
 	faults := map[string]int{}
 	var dead []string
@@ -161,7 +164,13 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, play
 	}
 	for pause(time.Duration(50+rng.IntN(100)) * time.Millisecond) {
 		live := c.names()
-		switch k := rng.IntN(4); {
+		// link picks a directed link between two live nodes.
+		link := func() (string, string) {
+			i := rng.IntN(len(live))
+			j := (i + 1 + rng.IntN(len(live)-1)) % len(live)
+			return live[i], live[j]
+		}
+		switch k := rng.IntN(7); {
 		case k == 0 && len(live) > 2:
 			victim := live[rng.IntN(len(live))]
 			c.kill(victim)
@@ -209,6 +218,36 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, play
 			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
 			c.net.Heal()
 			c.sync()
+		case k == 4 && len(live) > 1:
+			// Delivered calls lose their replies on a few links.
+			for range 1 + rng.IntN(3) {
+				a, b := link()
+				c.net.LoseReplies(a, b, 0.2+0.4*rng.Float64())
+			}
+			faults["lost-replies"]++
+			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+			c.net.Heal()
+		case k == 5 && len(live) > 1:
+			// One direction fails, the other works.
+			a, b := link()
+			c.net.Cut(a, b)
+			faults["one-way"]++
+			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+			c.net.Heal()
+		case k == 6 && len(live) > 1:
+			// Calls to and from one node are held, and reordered.
+			victim := live[rng.IntN(len(live))]
+			d := time.Duration(5+rng.IntN(60)) * time.Millisecond
+			jitter := time.Duration(1+rng.IntN(40)) * time.Millisecond
+			for _, o := range live {
+				if o != victim {
+					c.net.Delay(victim, o, d, jitter)
+					c.net.Delay(o, victim, d, jitter)
+				}
+			}
+			faults["delay"]++
+			pause(time.Duration(100+rng.IntN(100)) * time.Millisecond)
+			c.net.Heal()
 		}
 		if !c.waitRedundant(players, 5*time.Second) {
 			for _, n := range c.names() {
