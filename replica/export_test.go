@@ -39,3 +39,7 @@ func (s *Store) CheckCopyOwners() error {
 	}
 	return nil
 }
+
+// SetSpawnHook makes fn run as each goroutine of the Store is about to be
+// started, so that a test can interleave Close there.
+func (s *Store) SetSpawnHook(fn func()) { s.spawnHook = fn }

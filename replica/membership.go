@@ -26,20 +26,18 @@ func (s *Store) viewChangedLocked(tombstoned []wire.NodeID) {
 			delete(s.routes, p)
 		}
 	}
-	if len(tombstoned) == 0 || s.ctx.Err() != nil {
+	if len(tombstoned) == 0 {
 		return
 	}
 	// The replications are looked for a table shard at a time by a
 	// goroutine, not here under the lock held over every primary (60 ms
 	// at a third of a million): one that starts meanwhile finds the
 	// tombstone itself (see replicate).
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		for _, id := range tombstoned {
 			s.abandonReplications(id)
 		}
-	}()
+	})
 }
 
 // orphansLikely is orphansLikelyLocked for the repair loop.

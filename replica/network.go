@@ -50,17 +50,12 @@ func (s *Store) fencedByCluster(dead wire.NodeID) {
 // must rejoin clean. Without it such a node could sit on stale copies until
 // it happens to call someone.
 func (s *Store) noticeZombies(zombies []wire.NodeID) {
-	if s.ctx.Err() != nil {
-		return
-	}
 	for _, z := range zombies {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.spawn(func() {
 			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
 			defer cancel()
 			_, _ = s.cfg.Net.Call(ctx, z, &wire.DeclaredDead{Target: z})
-		}()
+		})
 	}
 }
 
@@ -68,18 +63,13 @@ func (s *Store) noticeZombies(zombies []wire.NodeID) {
 // whether it is really gone (a refused connection is proof), instead of
 // waiting seconds for the failure detector.
 func (s *Store) LinkDown(peer wire.NodeID) {
-	if s.ctx.Err() != nil {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
 		defer cancel()
 		if _, err := s.cfg.Net.Call(ctx, peer, &wire.Ping{}); errors.Is(err, wire.ErrGone) {
 			s.markPeerDead(peer, "its connection closed and it refuses new ones")
 		}
-	}()
+	})
 }
 
 // markPeerDead records proof that incarnation id no longer exists.

@@ -148,12 +148,14 @@ func (p *primary) enqueue(o op, runHere bool) (serveHere bool, err error) {
 	if p.act != nil {
 		return false, nil
 	}
-	p.act = a
-	if runHere {
-		return true, nil
+	if !runHere && !p.s.schedule(p) {
+		// The Store is closing: no worker will serve o.
+		a.mailbox = nil
+		close(a.running)
+		return false, notOwner(p.player)
 	}
-	p.s.schedule(p)
-	return false, nil
+	p.act = a
+	return runHere, nil
 }
 
 // workerIdle is how long a worker goroutine waits for another primary to
@@ -166,18 +168,18 @@ const workerIdle = 5 * time.Second
 // As in an actor system's dispatcher, a worker serves one primary at a
 // time, so a primary's messages stay in order; since a primary blocks on
 // its keeper's ack, workers are not capped: there are as many as there
-// are players being served at once.
-func (s *Store) schedule(p *primary) {
+// are players being served at once. It reports false when the Store is
+// closing and no worker will serve p.
+func (s *Store) schedule(p *primary) bool {
 	select {
 	case s.runq <- p:
+		return true
 	default:
-		s.wg.Add(1)
-		go s.worker(p)
+		return s.spawn(func() { s.worker(p) })
 	}
 }
 
 func (s *Store) worker(p *primary) {
-	defer s.wg.Done()
 	idle := s.cfg.Clock.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
@@ -265,12 +267,11 @@ func (p *primary) serveFirst() {
 		return
 	}
 	p.mu.Lock()
-	if len(p.act.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
+	if len(p.act.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil || !p.s.schedule(p) {
 		p.endActivityLocked()
 		return
 	}
 	p.mu.Unlock()
-	p.s.schedule(p)
 }
 
 // serveOne handles one message, or ends the activity if there is none or

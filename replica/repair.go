@@ -35,7 +35,6 @@ const (
 // keeper died get a new one, and keeper copies whose owner died are promoted
 // here, so no player stays with a single copy until someone asks for it.
 func (s *Store) repairLoop() {
-	defer s.wg.Done()
 	t := s.cfg.Clock.NewTicker(repairInterval)
 	defer t.Stop()
 	pending := true // the last pass found work, or none ran yet

@@ -74,12 +74,20 @@ type Store struct {
 	cfg    Config
 	ctx    context.Context // ends at Close; bounds background work
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	kick   chan struct{} // wakes the repair loop
-	reqSeq atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
-	runq   chan *primary // primaries with mail, for idle workers
-	count  counters
-	rand   *lockedRand // backoff jitter, from Config.Rand
+	// wg counts the Store's goroutines; only spawn adds to it, under
+	// spawnMu, so that none starts once Close waits (a leaf lock: nothing
+	// is acquired under it).
+	wg      sync.WaitGroup
+	spawnMu sync.Mutex
+	closing bool
+	// spawnHook, set only by tests, runs as spawn begins: where a Close
+	// racing the hint that starts a goroutine can interleave.
+	spawnHook func()
+	kick      chan struct{} // wakes the repair loop
+	reqSeq    atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
+	runq      chan *primary // primaries with mail, for idle workers
+	count     counters
+	rand      *lockedRand // backoff jitter, from Config.Rand
 
 	mu        sync.Mutex
 	view      View // membership and quorum
@@ -113,14 +121,37 @@ func New(cfg Config) (*Store, error) {
 		flights:    map[string]*flight{},
 		rand:       newLockedRand(cfg.Rand),
 	}
-	s.wg.Add(1)
-	go s.repairLoop()
+	s.spawn(s.repairLoop)
 	return s, nil
+}
+
+// spawn runs fn on a goroutine of the Store, which Close waits for, and
+// reports whether it did: once Close began, it starts nothing. It is the
+// only way the Store starts a goroutine that outlives the call that
+// starts it; fn must return soon after s.ctx ends.
+func (s *Store) spawn(fn func()) bool {
+	if s.spawnHook != nil {
+		s.spawnHook()
+	}
+	s.spawnMu.Lock()
+	defer s.spawnMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // Close stops every primary and background task. It does not hand anything
 // off: use Leave first for a graceful exit.
 func (s *Store) Close() {
+	s.spawnMu.Lock()
+	s.closing = true
+	s.spawnMu.Unlock()
 	s.cancel()
 	s.mu.Lock()
 	prims := s.primaryList()
