@@ -12,6 +12,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/appnode/appnode/replica/replicatest"
+	"github.com/appnode/appnode/wire"
 )
 
 // The linearizability check: concurrent clients on every node reward a few
@@ -22,8 +23,14 @@ import (
 // it was not applied is left out; any other failure counts as maybe
 // applied (it never returns, for porcupine).
 //
+// A third of the rewards are named by their client (RewardOnce), which
+// sends one again, to any node, while its outcome is unknown: the history
+// then holds one operation from the first call to the last answer.
+//
 // APPNODE_SOAK=N runs N schedules instead of the few the normal suite runs;
-// APPNODE_SEED=S replays one schedule.
+// APPNODE_SEED=S replays one schedule (as far as the goroutines'
+// interleaving allows: the nemesis, the clients, the network's losses and
+// the nodes' jitter draw from sources seeded with it).
 
 func TestLinearizableUnderFaults(t *testing.T) {
 	schedules := 4
@@ -81,10 +88,35 @@ func runSchedule(t *testing.T, seed uint64) int {
 				if n == nil {
 					continue
 				}
-				callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
 				call := h.Now()
-				total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
-				cancelCall()
+				if crng.IntN(3) > 0 {
+					callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
+					total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
+					cancelCall()
+					h.Record(i, in, call, total, err)
+					continue
+				}
+				// A client that names its request and, while the outcome
+				// is unknown, sends it again (to any node): one operation,
+				// from its first call to its last answer.
+				id := wire.ClientReqID(fmt.Sprintf("%d/%d/%d", seed, i, ops))
+				var total int64
+				var err error
+				for try := 0; try < 4; try++ {
+					if n = c.tryNode(at); n != nil {
+						callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
+						total, err = n.store.RewardOnce(callCtx, in.Player, strconv.FormatInt(in.Delta, 10), id)
+						cancelCall()
+						if wire.OutcomeOf(err) != wire.OutcomeUnknown {
+							break
+						}
+					}
+					live := c.names()
+					if len(live) == 0 {
+						break
+					}
+					at = live[crng.IntN(len(live))]
+				}
 				h.Record(i, in, call, total, err)
 			}
 		}()
@@ -173,11 +205,27 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, play
 		switch k := rng.IntN(7); {
 		case k == 0 && len(live) > 2:
 			victim := live[rng.IntN(len(live))]
+			lossy := rng.IntN(2) == 0
+			if lossy {
+				// The failover itself meets lost replies.
+				for _, a := range live {
+					for _, b := range live {
+						if a != b && a != victim && b != victim {
+							c.net.LoseReplies(a, b, 0.3)
+						}
+					}
+				}
+				faults["kill-lossy"]++
+			}
 			c.kill(victim)
 			dead = append(dead, victim)
 			faults["kill"]++
 			if rng.IntN(2) == 0 {
 				c.sync() // detected now; otherwise only the link hints tell
+			}
+			if lossy {
+				pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+				c.net.Heal()
 			}
 		case k == 1 && len(dead) > 0:
 			name := dead[0]
