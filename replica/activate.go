@@ -147,8 +147,12 @@ func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (fin
 }
 
 // fresher orders keeper copies: a higher epoch is a later owner; within an
-// epoch, a higher sequence number is a later update. Ties go to the lower
-// node name, so that every node picks the same copy.
+// epoch, a higher sequence number is a later update. Of two equal copies,
+// the one held by the node it names as owner wins: that node was promoting
+// its copy and gave the other away (an Adopt whose reply may have been
+// lost), and it finishes the promotion; dropping its copy instead would
+// leave one copy naming an owner that runs no primary. Other ties go to
+// the lower node name, so that every node picks the same copy.
 func fresher(a, b *whereResult) bool {
 	if b == nil {
 		return true
@@ -159,7 +163,57 @@ func fresher(a, b *whereResult) bool {
 	if a.reply.Seq != b.reply.Seq {
 		return a.reply.Seq > b.reply.Seq
 	}
+	aOwns, bOwns := a.from == a.reply.Owner, b.from == b.reply.Owner
+	if aOwns != bOwns {
+		return aOwns
+	}
 	return a.from.Name < b.from.Name
+}
+
+// checkOwnerRuns is repair's check of a copy whose owner is unconfirmed
+// (see Store.unconfirmed): it asks the owner. A primary there at the
+// copy's epoch confirms it. An owner that runs none, is not activating
+// the player (it would answer busy) and is not finishing a promotion of
+// its own copy never will: the copy is an orphan with a live owner, and is
+// taken over like one. It returns an error while the answer is not in.
+func (s *Store) checkOwnerRuns(ctx context.Context, player string) error {
+	s.mu.Lock()
+	c := s.copies.get(player)
+	_, unconfirmed := s.unconfirmed[player]
+	if c == nil || !unconfirmed || c.owner == s.view.Self() {
+		s.mu.Unlock()
+		return nil
+	}
+	owner, epoch := c.owner, c.epoch
+	s.mu.Unlock()
+	rep, err := s.callPeer(ctx, owner, &wire.Where{Player: player})
+	if err != nil {
+		if errors.Is(err, wire.ErrGone) {
+			s.markPeerDead(owner, "it refused the connection")
+		}
+		return err
+	}
+	wr, ok := rep.(*wire.WhereReply)
+	if !ok {
+		return fmt.Errorf("%s answered where with %s", owner.Name, rep.Kind())
+	}
+	switch {
+	case wr.Role == wire.RolePrimary && wr.Epoch >= epoch:
+		s.mu.Lock()
+		if cur := s.copies.get(player); cur == c && c.owner == owner && c.epoch == epoch {
+			s.confirmOwnerLocked(player)
+		}
+		s.mu.Unlock()
+		return nil
+	case wr.Role == wire.RolePrimary:
+		return fmt.Errorf("%s: %s runs its primary at epoch %d, before this copy's %d (a restart under way)", player, owner.Name, wr.Epoch, epoch)
+	case wr.Role == wire.RoleKeeper && wr.Owner == owner:
+		return fmt.Errorf("%s: %s is finishing its promotion", player, owner.Name)
+	}
+	_, err = s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
+		return s.takeOverOrphan(ctx, player)
+	})
+	return err
 }
 
 // claim asks keeper to make this node the owner.
@@ -265,7 +319,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	}
 	old := c.owner
 	if old != s.view.Self() {
-		s.setCopyOwnerLocked(c, s.view.Self())
+		s.setCopyOwnerLocked(player, c, s.view.Self())
 		c.epoch++
 	}
 	st := state{epoch: c.epoch, seq: c.seq, total: c.total}

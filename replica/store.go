@@ -99,8 +99,15 @@ type Store struct {
 	// node) without walking a million of them. Changed only through
 	// putCopyLocked, dropCopyLocked and setCopyOwnerLocked.
 	copyOwners map[wire.NodeID]int
-	routes     map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
-	flights    map[string]*flight     // activations in progress on this node
+	// unconfirmed holds the players whose copy here names an owner that
+	// has not yet shown it runs the primary (by a Replicate, or by
+	// answering repair's question): the message that made it the owner (a
+	// claim's grant, an Adopt) may have lost its reply, leaving a copy
+	// that names a live owner which runs no primary. Repair checks them.
+	// Empty at rest.
+	unconfirmed map[string]struct{}
+	routes      map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
+	flights     map[string]*flight     // activations in progress on this node
 }
 
 // New starts a Store. Until SetMembers is called it sees only itself.
@@ -110,16 +117,17 @@ func New(cfg Config) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cfg:        cfg,
-		ctx:        ctx,
-		cancel:     cancel,
-		kick:       make(chan struct{}, 1),
-		runq:       make(chan *primary),
-		view:       NewView(cfg.Self),
-		copyOwners: map[wire.NodeID]int{},
-		routes:     map[string]wire.NodeID{},
-		flights:    map[string]*flight{},
-		rand:       newLockedRand(cfg.Rand),
+		cfg:         cfg,
+		ctx:         ctx,
+		cancel:      cancel,
+		kick:        make(chan struct{}, 1),
+		runq:        make(chan *primary),
+		view:        NewView(cfg.Self),
+		copyOwners:  map[wire.NodeID]int{},
+		unconfirmed: map[string]struct{}{},
+		routes:      map[string]wire.NodeID{},
+		flights:     map[string]*flight{},
+		rand:        newLockedRand(cfg.Rand),
 	}
 	s.spawn(s.repairLoop)
 	return s, nil
@@ -196,6 +204,7 @@ func (s *Store) Reset(newSelf wire.NodeID) {
 	s.primaries = playerTable[*primary]{}
 	s.copies = playerTable[*keeperCopy]{}
 	s.copyOwners = map[wire.NodeID]int{}
+	s.unconfirmed = map[string]struct{}{}
 	s.routes = map[string]wire.NodeID{}
 	s.mu.Unlock()
 	for _, p := range prims {

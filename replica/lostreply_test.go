@@ -1,0 +1,56 @@
+package replica_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/appnode/appnode/wire"
+)
+
+func isMsg[M wire.Msg](m wire.Msg) bool { _, ok := m.(M); return ok }
+
+// requireRedundant fails unless player gets one primary and a keeper
+// copy on another live node naming it within a few seconds, with no
+// request to prompt it (repair alone), and still holds total.
+func requireRedundant(t *testing.T, c *cluster, player string, total int64) {
+	t.Helper()
+	if !c.waitRedundant([]string{player}, 5*time.Second) {
+		for _, n := range c.names() {
+			t.Logf("%s: %s; copies %s", n, c.node(n).store.Describe(), c.node(n).store.DebugCopies())
+		}
+		owners, keepers := c.holders(player)
+		t.Fatalf("%s: primaries %v, keepers %v: two copies were not restored within 5 s", player, owners, keepers)
+	}
+	owners, _ := c.holders(player)
+	c.mustReward(owners[0], player, 0, total)
+}
+
+// Issue 11, item 3: the promoting keeper's Adopt reaches the new keeper
+// but its reply is lost. The two copies are then identical; the one held
+// by the node it names as owner is a promotion half done, which that node
+// must finish, not drop.
+func TestPromotionWithLostAdoptReply(t *testing.T) {
+	c := newCluster(t, "n2", "n3")
+	c.mustReward("n2", "p", 5, 5) // primary on n2, keeper on n3
+	c.start("n1")
+	c.sync()
+	c.net.LoseNextReply("n3", "n1", isMsg[*wire.Adopt])
+	c.kill("n2")
+	c.sync()
+	requireRedundant(t, c, "p", 5)
+}
+
+// Issue 11, item 3, the class: a keeper copy whose named owner is alive
+// but runs no primary must be repaired. Here the supervisor's claim (to
+// restart a crashed primary from its keeper) is granted, but the grant is
+// lost: the keeper names the owner, which stopped its primary.
+func TestRestartWithLostClaimReply(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	_, keeper := c.where("n1", "p")
+	c.net.LoseNextReply("n1", keeper, isMsg[*wire.Claim])
+	if _, err := c.reward("n1", "p", "a"); err == nil {
+		t.Fatal("reward with points a succeeded")
+	}
+	requireRedundant(t, c, "p", 5)
+}
