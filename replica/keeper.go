@@ -188,6 +188,13 @@ func (s *Store) handleReplicate(from wire.NodeID, m *wire.Replicate) (wire.Msg, 
 	if !s.view.Quorate() {
 		return nil, s.checkServingLocked()
 	}
+	if m.Prev != c.seq {
+		// The update was computed from another state than the copy's:
+		// most often an earlier update reached this copy but its ack was
+		// lost. Applying this one would overwrite that update while the
+		// copy still remembers its request as applied.
+		return &wire.KeeperState{Seq: c.seq, Total: c.total, Last: c.recent.last}, nil
+	}
 	if m.Seq <= c.seq {
 		return nil, wire.Errorf(wire.CodeBadRequest, "%s: stale update %d, copy is at %d", m.Player, m.Seq, c.seq)
 	}

@@ -54,3 +54,57 @@ func TestRestartWithLostClaimReply(t *testing.T) {
 	}
 	requireRedundant(t, c, "p", 5)
 }
+
+// Issue 11, item 4: a Replicate applied by the keeper whose ack is lost
+// leaves the outcome unknown. The next reward must build on what the
+// keeper holds, not overwrite it: the keeper remembers the first request's
+// id, and that memory travels with its copy (a supervisor's restart, a
+// promotion), where a re-send of that request is answered as applied. Its
+// points must then be in the total.
+func TestLostReplicateAckThenResend(t *testing.T) {
+	for _, travel := range []string{"restart", "promotion"} {
+		t.Run(travel, func(t *testing.T) {
+			c := newCluster(t, "n1", "n2", "n3")
+			c.mustReward("n1", "p", 1, 1)
+			_, keeper := c.where("n1", "p")
+			id := wire.ClientReqID("item4")
+			c.net.LoseNextReply("n1", keeper, func(m wire.Msg) bool {
+				r, ok := m.(*wire.Replicate)
+				return ok && r.ID == id
+			})
+			if _, err := c.node("n1").store.RewardOnce(ctxT(t), "p", "5", id); wire.OutcomeOf(err) != wire.OutcomeUnknown {
+				t.Fatalf("reward whose replication ack was lost: %v, want an unknown outcome", err)
+			}
+			got, err := c.reward("n1", "p", 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != 8 && got != 13 {
+				t.Fatalf("reward 7 after an unknown 5 on 1 = %d, want 8 or 13", got)
+			}
+			at := "n1"
+			switch travel {
+			case "restart":
+				if _, err := c.reward("n1", "p", "a"); err == nil {
+					t.Fatal("reward with points a succeeded")
+				}
+			case "promotion":
+				c.kill("n1")
+				c.sync()
+				at = keeper
+			}
+			resent, err := c.node(at).store.RewardOnce(ctxT(t), "p", "5", id)
+			if err != nil {
+				t.Fatalf("re-send of the unknown reward: %v", err)
+			}
+			total, err := c.reward(at, "p", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Applied once: its points are in the total, once.
+			if total != 13 {
+				t.Fatalf("after 1, 5 (unknown, re-sent: answered %d), 7: total %d, want 13", resent, total)
+			}
+		})
+	}
+}

@@ -50,7 +50,7 @@ func (a *activity) keeperFailed() {
 
 type state struct {
 	epoch  uint64
-	seq    uint64 // counts replication attempts, not rewards: see replicate
+	seq    uint64 // numbers the states the keeper acknowledged: see replicate
 	total  int64
 	keeper wire.NodeID
 }
@@ -324,39 +324,67 @@ func (p *primary) apply(c *rewardCall) (stepDown bool) {
 		return false
 	}
 	st := p.snapshot()
-	if total, ok := p.applied.find(c.req.ID); ok {
-		// A re-send of a reward already applied: answer it again.
-		c.reply(total, nil)
-		return false
-	}
-	next, ok := addPoints(st.total, c.req.Points)
-	if !ok {
-		c.reply(0, wire.Errorf(wire.CodeOverflow, "%s: adding %d to %d would overflow a 64-bit total; nothing changed", p.player, c.req.Points, st.total))
-		return false
-	}
-	if err := p.replicate(c.ctx, next, c.req.ID); err != nil {
-		var we *wire.Error
-		if errors.As(err, &we) && we.Code == wire.CodeFenced {
-			p.s.count.stepDowns.Add(1)
-			p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
-			c.reply(0, notOwner(p.player))
-			return true
+	var err error
+	for try := 0; ; try++ {
+		if total, ok := p.applied.find(c.req.ID); ok {
+			// A re-send of a reward already applied: answer it again.
+			c.reply(total, nil)
+			return false
 		}
-		c.reply(0, err)
-		return false
+		next, ok := addPoints(st.total, c.req.Points)
+		if !ok {
+			c.reply(0, wire.Errorf(wire.CodeOverflow, "%s: adding %d to %d would overflow a 64-bit total; nothing changed", p.player, c.req.Points, st.total))
+			return false
+		}
+		if err = p.replicate(c.ctx, next, c.req.ID); err == nil {
+			c.reply(next, nil)
+			return false
+		}
+		if err != errKeeperAhead {
+			break
+		}
+		// The keeper held an update whose ack was lost, and this node
+		// now does too: apply the reward again, on top of it (it may
+		// be that update's re-send, answered above).
+		if try+1 == maxKeeperAhead {
+			err = wire.Errorf(wire.CodeBusy, "%s: the keeper kept holding updates this primary had not heard acknowledged (not applied)", p.player)
+			break
+		}
+		st = p.snapshot()
 	}
-	c.reply(next, nil)
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code == wire.CodeFenced {
+		p.s.count.stepDowns.Add(1)
+		p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
+		c.reply(0, notOwner(p.player))
+		return true
+	}
+	c.reply(0, err)
 	return false
 }
 
+// errKeeperAhead says that the keeper refused an update because it holds a
+// later state than the primary knew (see replicate); the primary has taken
+// that state and applies the reward again on top of it.
+var errKeeperAhead = errors.New("the keeper holds a later state")
+
+// maxKeeperAhead bounds how often one reward is applied again because its
+// keeper was ahead; each time needs another update whose ack was lost.
+const maxKeeperAhead = 3
+
 // replicate makes the keeper hold total before the reward is acknowledged.
-// Every attempt takes a fresh sequence number, even one that failed: a
-// keeper accepts only increasing numbers, so an attempt whose outcome is
-// unknown can never be confused with a later one.
+// The update names the state it builds on (Prev, the last one the keeper
+// acknowledged), and the keeper applies it only on top of that state. An
+// attempt whose ack was lost may still have been applied there: the next
+// update then does not build on the keeper's copy, and the keeper answers
+// with its state (wire.KeeperState) instead of letting it overwrite that
+// attempt, whose request id the copy remembers and carries wherever it
+// goes. The primary then takes that state (the attempt was applied) and
+// returns errKeeperAhead.
 func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) error {
 	st := p.snapshot()
+	prev := st.seq
 	st.seq++
-	p.set(st)
 	// The call is cut short if the cluster declares the keeper failed
 	// meanwhile (a paused keeper): waiting out the timeout would stall
 	// the player for nothing, since a tombstoned keeper's copy can no
@@ -384,7 +412,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	if p.s.cfg.Observer != nil {
 		began = time.Now()
 	}
-	_, err := p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
+	rep, err := p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id, Prev: prev})
 	if p.s.cfg.Observer != nil {
 		p.s.cfg.Observer.Replicated(time.Since(began), err)
 	}
@@ -394,6 +422,16 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	p.mu.Unlock()
 	cancel()
 	if err == nil {
+		if ks, ok := rep.(*wire.KeeperState); ok {
+			if ks.Seq != prev+1 {
+				// Only the update after Prev can be held unacknowledged.
+				return wire.Errorf(wire.CodeUnknown, "%s: keeper %s holds state %d, this primary %d: they diverged", p.player, st.keeper.Name, ks.Seq, prev)
+			}
+			st.total = ks.Total
+			p.set(st)
+			p.applied.add(ks.Last)
+			return errKeeperAhead
+		}
 		st.total = total
 		p.set(st)
 		p.applied.add(wire.Applied{ID: id, Total: total})

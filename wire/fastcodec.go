@@ -84,6 +84,9 @@ func appendReplicate(b []byte, m *Replicate) []byte {
 	if !m.ID.IsZero() {
 		n++
 	}
+	if m.Prev != 0 {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendStr(appendKey(b, "p"), m.Player)
 	b = appendUint(appendKey(b, "e"), m.Epoch)
@@ -91,6 +94,9 @@ func appendReplicate(b []byte, m *Replicate) []byte {
 	b = appendInt(appendKey(b, "t"), m.Total)
 	if !m.ID.IsZero() {
 		b = appendReqID(appendKey(b, "id"), m.ID)
+	}
+	if m.Prev != 0 {
+		b = appendUint(appendKey(b, "pv"), m.Prev)
 	}
 	return b
 }
@@ -282,6 +288,8 @@ func (r *reader) replicate(m *Replicate) {
 			m.Total = r.int()
 		case "id":
 			r.reqID(&m.ID)
+		case "pv":
+			m.Prev = r.uint()
 		default:
 			r.skip()
 		}

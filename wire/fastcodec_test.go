@@ -54,6 +54,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 		&Error{Owner: NodeID{Boot: 5}},
 		&Reward{ID: ReqID{Seq: 1}},
 		&Replicate{ID: ReqID{Origin: math.MaxUint64}},
+		&Replicate{Prev: math.MaxUint64},
 		&Error{Code: math.MaxUint8, Msg: strings.Repeat("m", MaxText), Owner: NodeID{Name: strings.Repeat("n", MaxNodeName), Boot: math.MaxUint64}},
 		&WhereReply{Role: math.MaxUint8, Epoch: math.MaxUint64, Seq: math.MaxUint64, OwnerAlive: true},
 	}
@@ -61,7 +62,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 		out = append(out,
 			&Reward{Player: randStr(rng), Points: randInt(rng), NotInt: randStr(rng), ID: randReqID(rng)},
 			&RewardReply{Total: randInt(rng)},
-			&Replicate{Player: randStr(rng), Epoch: randUint(rng), Seq: randUint(rng), Total: randInt(rng), ID: randReqID(rng)},
+			&Replicate{Player: randStr(rng), Epoch: randUint(rng), Seq: randUint(rng), Total: randInt(rng), ID: randReqID(rng), Prev: randUint(rng)},
 			&Error{Code: Code(randUint(rng)), Msg: randStr(rng), Owner: randNodeID(rng)},
 			&Where{Player: randStr(rng)},
 			&WhereReply{Role: Role(randUint(rng)), Owner: randNodeID(rng), Keeper: randNodeID(rng),

@@ -15,8 +15,10 @@ import (
 
 // Version is the protocol version a node speaks. A peer that announces a
 // different version is refused in the handshake. Version 2 added the
-// cookie proofs to the handshake and the keepalive frame.
-const Version = 2
+// cookie proofs to the handshake and the keepalive frame; version 3 made a
+// keeper refuse a Replicate that does not build on its copy (Prev,
+// KeeperState).
+const Version = 3
 
 // Kind names the message carried by a frame. The numbers are part of the
 // protocol: never reuse one.
@@ -45,6 +47,7 @@ const (
 	// 22 is reserved: a Release message was planned and never sent.
 	KindPing         Kind = 23 // any -> any: are you the incarnation I think? (Ack)
 	KindDeclaredDead Kind = 24 // majority node -> an incarnation it declared failed: rejoin clean (Ack)
+	KindKeeperState  Kind = 25 // keeper -> owner: reply to a Replicate that does not build on the copy
 
 	KindCommand      Kind = 30 // `appnode rpc` -> node: run one console line (CommandReply)
 	KindCommandReply Kind = 31
@@ -65,7 +68,7 @@ var kindNames = map[Kind]string{
 	KindCreate: "create", KindClaim: "claim", KindClaimReply: "claim-reply",
 	KindReplicate: "replicate", KindAdopt: "adopt", KindAck: "ack",
 	KindHandoff: "handoff", KindKeeperGone: "keeper-gone",
-	KindPing: "ping", KindDeclaredDead: "declared-dead",
+	KindPing: "ping", KindDeclaredDead: "declared-dead", KindKeeperState: "keeper-state",
 	KindCommand: "command", KindCommandReply: "command-reply",
 }
 
@@ -247,13 +250,29 @@ type ClaimReply struct {
 }
 
 // Replicate carries a primary's new state to its keeper. The keeper applies
-// it only from its recorded owner at its recorded epoch, and only forward.
+// it only from its recorded owner at its recorded epoch, and only on top of
+// the state it was computed from: Prev is the Seq of that state, the
+// primary's last acknowledged one. A keeper whose copy is at another Seq
+// (an earlier update reached it but its ack was lost) refuses it with a
+// KeeperState, so that no update overwrites one the keeper holds and
+// remembers the request of.
 type Replicate struct {
 	Player string `msgpack:"p"`
 	Epoch  uint64 `msgpack:"e"`
 	Seq    uint64 `msgpack:"s"`
 	Total  int64  `msgpack:"t"`
 	ID     ReqID  `msgpack:"id,omitempty"` // the reward this update applies
+	Prev   uint64 `msgpack:"pv,omitempty"`
+}
+
+// KeeperState answers a Replicate whose Prev is not the keeper copy's Seq:
+// the copy's state, and the request that produced it. The primary takes
+// it as its own (that request was applied: its ack was lost) and applies
+// its reward again on top.
+type KeeperState struct {
+	Seq   uint64  `msgpack:"s"`
+	Total int64   `msgpack:"t"`
+	Last  Applied `msgpack:"l"`
 }
 
 // Adopt makes the receiver the keeper of Player for Owner at Epoch. Used
@@ -332,6 +351,7 @@ func (Handoff) Kind() Kind      { return KindHandoff }
 func (KeeperGone) Kind() Kind   { return KindKeeperGone }
 func (Ping) Kind() Kind         { return KindPing }
 func (DeclaredDead) Kind() Kind { return KindDeclaredDead }
+func (KeeperState) Kind() Kind  { return KindKeeperState }
 func (Command) Kind() Kind      { return KindCommand }
 func (CommandReply) Kind() Kind { return KindCommandReply }
 
@@ -379,6 +399,8 @@ func New(k Kind) Msg {
 		return &Ping{}
 	case KindDeclaredDead:
 		return &DeclaredDead{}
+	case KindKeeperState:
+		return &KeeperState{}
 	case KindCommand:
 		return &Command{}
 	case KindCommandReply:
