@@ -238,7 +238,7 @@ func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (w
 		return cr.Owner, nil
 	}
 	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, cr.Recent)
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, record{cr.Recent, cr.Since})
 	s.mu.Unlock()
 	s.count.failovers.Add(1)
 	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
@@ -259,13 +259,13 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 	arbiter := placementOrder(player, members)[0]
 	if arbiter.Name == self.Name {
 		st := state{epoch: 1}
-		keeper, err := s.adoptSomewhere(ctx, player, st, nil)
+		keeper, err := s.adoptSomewhere(ctx, player, st, record{})
 		if err != nil {
 			return wire.NodeID{}, err
 		}
 		st.keeper = keeper
 		s.mu.Lock()
-		s.startPrimaryLocked(player, st, nil)
+		s.startPrimaryLocked(player, st, record{})
 		s.mu.Unlock()
 		s.count.creates.Add(1)
 		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
@@ -290,7 +290,7 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 		return cr.Owner, nil
 	}
 	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, nil)
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, record{})
 	s.mu.Unlock()
 	s.count.creates.Add(1)
 	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
@@ -323,7 +323,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 		c.epoch++
 	}
 	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
-	recent := c.recent.list()
+	recent := c.recent.record(s.now())
 	self := s.view.Self()
 	s.mu.Unlock()
 
@@ -352,7 +352,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 
 // adoptSomewhere makes a live node other than this one (and exclude) the
 // keeper of player with state st, trying candidates in placement order.
-func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent []wire.Applied, exclude ...string) (wire.NodeID, error) {
+func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent record, exclude ...string) (wire.NodeID, error) {
 	s.mu.Lock()
 	members := s.membersLocked()
 	self := s.view.Self()
@@ -374,7 +374,7 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 			if contains(skip, cand.Name) {
 				continue
 			}
-			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent})
+			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent.recent, Since: recent.age})
 			if err == nil {
 				return cand, nil
 			}

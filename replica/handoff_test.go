@@ -25,7 +25,7 @@ func TestHandoffAfterThePlayerMovedOn(t *testing.T) {
 	s.SetMembers([]wire.NodeID{self, owner, other})
 
 	s.mu.Lock()
-	s.startPrimaryLocked("taken", state{epoch: 2, keeper: other}, nil)
+	s.startPrimaryLocked("taken", state{epoch: 2, keeper: other}, record{})
 	s.putCopyLocked("claimed", &keeperCopy{owner: other, epoch: 2})
 	s.putCopyLocked("older", &keeperCopy{owner: other, epoch: 1})
 	s.mu.Unlock()

@@ -151,7 +151,7 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 	}
 	s.setCopyOwnerLocked(m.Player, c, from)
 	c.epoch++
-	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total, Recent: c.recent.list()}, nil
+	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total, Recent: c.recent.list(), Since: c.recent.record(s.now()).age}, nil
 }
 
 // claimableLocked returns the copy to claim, nil with no error when this
@@ -199,7 +199,7 @@ func (s *Store) handleReplicate(from wire.NodeID, m *wire.Replicate) (wire.Msg, 
 		return nil, wire.Errorf(wire.CodeBadRequest, "%s: stale update %d, copy is at %d", m.Player, m.Seq, c.seq)
 	}
 	c.seq, c.total = m.Seq, m.Total
-	c.recent.add(wire.Applied{ID: m.ID, Total: m.Total})
+	c.recent.add(wire.Applied{ID: m.ID, Total: m.Total}, s.now())
 	s.confirmOwnerLocked(m.Player) // only a primary replicates
 	return &wire.Ack{}, nil
 }
@@ -235,7 +235,7 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 			return nil, wire.Errorf(wire.CodeBadRequest, "%s: adopt at %d is older than the copy at %d", m.Player, m.Seq, c.seq)
 		}
 	}
-	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(m.Recent)})
+	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(record{m.Recent, m.Since}, s.now())})
 	return &wire.Ack{}, nil
 }
 

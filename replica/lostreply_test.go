@@ -1,9 +1,11 @@
 package replica_test
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -107,4 +109,51 @@ func TestLostReplicateAckThenResend(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Issue 11, item 5: a re-send may arrive after the player applied more
+// rewards than it remembers (dedupLen): the entry node's re-sends go on for
+// seconds, a busy player takes hundreds a second. Such a re-send must not
+// be applied a second time; it is answered "outcome unknown" when the
+// player's record no longer reaches back to when it was first sent.
+func TestResendOlderThanDedupRecord(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 1, 1) // primary on n1
+	id := wire.ClientReqID("item5")
+	isR1 := func(m wire.Msg) bool { r, ok := m.(*wire.Reward); return ok && r.ID == id }
+	c.net.LoseNextReply("n2", "n1", isR1)
+	var sent atomic.Int32
+	resend := c.net.Hold("n2", "n1", func(m wire.Msg) bool { return isR1(m) && sent.Add(1) > 1 })
+	type result struct {
+		total int64
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		total, err := c.node("n2").store.RewardOnce(ctxT(t), "p", "5", id)
+		done <- result{total, err}
+	}()
+	testenv.WaitFor(t, 5*time.Second, "the re-send to be on its way", func() bool { return resend.Waiting() > 0 })
+	const others = 300 // more than any player remembers
+	for i := range others {
+		c.mustReward("n1", "p", 1, 1+5+int64(i)+1)
+	}
+	resend.Release()
+	r := <-done
+	t.Logf("re-send after %d other rewards: %d, %v", others, r.total, r.err)
+	if r.err != nil && wire.OutcomeOf(r.err) != wire.OutcomeUnknown {
+		t.Fatalf("re-send: %v, want the total it gave or an unknown outcome", r.err)
+	}
+	if want := int64(1 + 5 + others); c.mustTotal("n1", "p") != want {
+		t.Fatalf("re-send answered (%d, %v): total %d, want %d (applied once)", r.total, r.err, c.mustTotal("n1", "p"), want)
+	}
+}
+
+func (c *cluster) mustTotal(at, player string) int64 {
+	c.t.Helper()
+	got, err := c.reward(at, player, 0)
+	if err != nil {
+		c.t.Fatalf("read %s at %s: %v", player, at, err)
+	}
+	return got
 }

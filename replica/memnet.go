@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/appnode/appnode/wire"
@@ -30,6 +31,7 @@ type MemNetwork struct {
 	nodes  map[string]*memNode
 	cut    map[[2]string]bool // directed links that drop everything
 	faults map[[2]string]*LinkFault
+	holds  []*Hold
 	rng    *rand.Rand
 	paused map[string]bool
 	// resume is closed and replaced whenever a node is resumed, waking
@@ -203,6 +205,32 @@ func (n *MemNetwork) updateFault(from, to string, fn func(*LinkFault)) {
 	fn(f)
 }
 
+// Hold is a gate on a directed link: the calls it matches wait before
+// delivery until Release (or their deadline).
+type Hold struct {
+	from, to string
+	match    func(wire.Msg) bool
+	released chan struct{}
+	waiting  atomic.Int64
+}
+
+// Hold makes the calls from -> to whose message match accepts wait before
+// delivery until the returned Hold is released, so that a test can act
+// while a call (a re-send, say) is on its way.
+func (n *MemNetwork) Hold(from, to string, match func(wire.Msg) bool) *Hold {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := &Hold{from: from, to: to, match: match, released: make(chan struct{})}
+	n.holds = append(n.holds, h)
+	return h
+}
+
+// Waiting reports how many calls wait at h now.
+func (h *Hold) Waiting() int { return int(h.waiting.Load()) }
+
+// Release lets the calls waiting at h, and any later ones, through.
+func (h *Hold) Release() { close(h.released) }
+
 // linkFateLocked decides, under n.mu, what the link from -> to does to one call
 // of m: whether it is refused, how long it waits, whether its reply is
 // lost.
@@ -225,6 +253,21 @@ func (n *MemNetwork) linkFateLocked(from, to string, m wire.Msg) (refuse bool, d
 	return f.Refuse, delay, loseReply
 }
 
+// holdLocked returns the Hold that a call of m from -> to waits at, if any.
+func (n *MemNetwork) holdLocked(from, to string, m wire.Msg) *Hold {
+	for _, h := range n.holds {
+		select {
+		case <-h.released:
+			continue
+		default:
+		}
+		if h.from == from && h.to == to && h.match(m) {
+			return h
+		}
+	}
+	return nil
+}
+
 var errUnreachable = errors.New("unreachable (link cut by the test network)")
 
 type memEndpoint struct {
@@ -236,7 +279,18 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	n := e.net
 	n.mu.Lock()
 	refuse, delay, loseReply := n.linkFateLocked(e.name, to.Name, m)
+	hold := n.holdLocked(e.name, to.Name, m)
 	n.mu.Unlock()
+	if hold != nil {
+		hold.waiting.Add(1)
+		select {
+		case <-hold.released:
+			hold.waiting.Add(-1)
+		case <-ctx.Done():
+			hold.waiting.Add(-1)
+			return nil, fmt.Errorf("call %s: held by the test network: %w", to.Name, ctx.Err())
+		}
+	}
 	if refuse {
 		return nil, wire.Refused(to.Name, errors.New("connection refused (by a rule of the test network; the node is alive)"))
 	}

@@ -62,6 +62,7 @@ type op interface{ fail(err error) }
 type rewardCall struct {
 	ctx     context.Context
 	req     *wire.Reward
+	arrived int64 // when it reached this node (Store.now)
 	total   int64
 	err     error
 	replied chan struct{}
@@ -98,8 +99,8 @@ const maxMailbox = 1024
 
 // startPrimaryLocked registers the primary of player with st and the
 // rewards recently applied to it.
-func (s *Store) startPrimaryLocked(player string, st state, recent []wire.Applied) *primary {
-	p := &primary{s: s, player: player, st: st, applied: newDedup(recent)}
+func (s *Store) startPrimaryLocked(player string, st state, recent record) *primary {
+	p := &primary{s: s, player: player, st: st, applied: newDedup(recent, s.now())}
 	s.primaries.put(player, p)
 	delete(s.routes, player)
 	return p
@@ -202,7 +203,7 @@ func (s *Store) worker(p *primary) {
 // switches per reward, more than the rest of the local work. The mailbox
 // still admits one server at a time, so the actor's order is kept.
 func (p *primary) ask(ctx context.Context, req *wire.Reward) (int64, error) {
-	c := &rewardCall{ctx: ctx, req: req, replied: make(chan struct{})}
+	c := &rewardCall{ctx: ctx, req: req, arrived: p.s.now(), replied: make(chan struct{})}
 	serveHere, err := p.enqueue(c, true)
 	if err != nil {
 		return 0, err
@@ -331,6 +332,10 @@ func (p *primary) apply(c *rewardCall) (stepDown bool) {
 			c.reply(total, nil)
 			return false
 		}
+		if !p.remembersSince(c) {
+			c.reply(0, wire.Errorf(wire.CodeUnknown, "%s: this reward was re-sent %v after it was first sent, and the player has applied too many rewards since to remember whether it was one of them; it may or may not have been applied", p.player, time.Duration(c.req.Age)))
+			return false
+		}
 		next, ok := addPoints(st.total, c.req.Points)
 		if !ok {
 			c.reply(0, wire.Errorf(wire.CodeOverflow, "%s: adding %d to %d would overflow a 64-bit total; nothing changed", p.player, c.req.Points, st.total))
@@ -361,6 +366,21 @@ func (p *primary) apply(c *rewardCall) (stepDown bool) {
 	}
 	c.reply(0, err)
 	return false
+}
+
+// remembersSince says whether the record of applied requests reaches back
+// to when the reward c was first sent, so that its absence proves c was
+// never applied. A first attempt (Age zero) cannot have been applied
+// before. A re-send was first sent Age before it left its entry node,
+// which is at least Age before it arrived here, less its transit: that is
+// taken to be under a call timeout (a call outlives its timeout only as
+// bytes in a socket buffer), so the record must reach back that much
+// further.
+func (p *primary) remembersSince(c *rewardCall) bool {
+	if c.req.Age <= 0 {
+		return true
+	}
+	return p.applied.covers(c.arrived - c.req.Age - int64(p.s.cfg.CallTimeout))
 }
 
 // errKeeperAhead says that the keeper refused an update because it holds a
@@ -429,12 +449,12 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 			}
 			st.total = ks.Total
 			p.set(st)
-			p.applied.add(ks.Last)
+			p.applied.add(ks.Last, p.s.now())
 			return errKeeperAhead
 		}
 		st.total = total
 		p.set(st)
-		p.applied.add(wire.Applied{ID: id, Total: total})
+		p.applied.add(wire.Applied{ID: id, Total: total}, p.s.now())
 		return nil
 	}
 	code, isWire := wire.CodeOf(err)
@@ -484,19 +504,14 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 // holds it (a re-send is answered from that record).
 func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applied, exclude ...string) error {
 	old := st.keeper
-	recent := p.applied.list()
-	if !pending.ID.IsZero() {
-		// The newest dedupLen travel, as a copy's own ring keeps them.
-		recent = append(recent, pending)
-		recent = recent[max(0, len(recent)-dedupLen):]
-	}
+	recent := p.applied.recordWith(pending, p.s.now())
 	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, recent, exclude...)
 	if err != nil {
 		return err
 	}
 	st.keeper = keeper
 	p.set(st)
-	p.applied.add(pending)
+	p.applied.add(pending, p.s.now())
 	if old.IsZero() || old.Name == keeper.Name {
 		return nil
 	}

@@ -28,7 +28,7 @@ func BenchmarkRepairPass(b *testing.B) {
 	s.mu.Lock()
 	for i := range players {
 		p := fmt.Sprintf("p%07d", i)
-		s.startPrimaryLocked(p, state{epoch: 1, keeper: peer}, nil)
+		s.startPrimaryLocked(p, state{epoch: 1, keeper: peer}, record{})
 		s.putCopyLocked(fmt.Sprintf("c%07d", i), &keeperCopy{owner: peer, epoch: 1})
 	}
 	s.mu.Unlock()

@@ -68,6 +68,7 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 		return 0, err
 	}
 	var last error
+	first := s.now()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := s.backoff(ctx, attempt); err != nil {
@@ -76,8 +77,15 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 		}
 		p, owner, err := s.route(ctx, req.Player)
 		if err == nil {
+			// Each attempt is a message of its own: an earlier one may
+			// still wait in a mailbox. A re-send says how long ago the
+			// request was first sent (see wire.Reward.Age).
+			try := *req
+			if attempt > 0 {
+				try.Age = max(s.now()-first, 1)
+			}
 			var total int64
-			total, err = s.send(ctx, p, owner, req)
+			total, err = s.send(ctx, p, owner, &try)
 			if err == nil {
 				return total, nil
 			}

@@ -88,6 +88,7 @@ type Store struct {
 	runq      chan *primary // primaries with mail, for idle workers
 	count     counters
 	rand      *lockedRand // backoff jitter, from Config.Rand
+	born      time.Time   // Store.now counts from it
 
 	mu        sync.Mutex
 	view      View // membership and quorum
@@ -128,6 +129,7 @@ func New(cfg Config) (*Store, error) {
 		routes:      map[string]wire.NodeID{},
 		flights:     map[string]*flight{},
 		rand:        newLockedRand(cfg.Rand),
+		born:        cfg.Clock.Now(),
 	}
 	s.spawn(s.repairLoop)
 	return s, nil
@@ -169,6 +171,10 @@ func (s *Store) Close() {
 	}
 	s.wg.Wait()
 }
+
+// now reads the Store's clock as nanoseconds since the Store started: the
+// times its records of applied requests keep (dedupRing.since).
+func (s *Store) now() int64 { return int64(s.cfg.Clock.Now().Sub(s.born)) }
 
 // Self returns this node's current incarnation.
 func (s *Store) Self() wire.NodeID {

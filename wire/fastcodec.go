@@ -67,6 +67,9 @@ func appendReward(b []byte, m *Reward) []byte {
 	if !m.ID.IsZero() {
 		n++
 	}
+	if m.Age != 0 {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendStr(appendKey(b, "p"), m.Player)
 	b = appendInt(appendKey(b, "pts"), m.Points)
@@ -75,6 +78,9 @@ func appendReward(b []byte, m *Reward) []byte {
 	}
 	if !m.ID.IsZero() {
 		b = appendReqID(appendKey(b, "id"), m.ID)
+	}
+	if m.Age != 0 {
+		b = appendInt(appendKey(b, "age"), m.Age)
 	}
 	return b
 }
@@ -250,6 +256,8 @@ func (r *reader) reward(m *Reward) {
 			m.NotInt = r.str()
 		case "id":
 			r.reqID(&m.ID)
+		case "age":
+			m.Age = r.int()
 		default:
 			r.skip()
 		}

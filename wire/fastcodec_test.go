@@ -53,6 +53,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 		// is left out, a ReqID with either half set is not.
 		&Error{Owner: NodeID{Boot: 5}},
 		&Reward{ID: ReqID{Seq: 1}},
+		&Reward{Age: math.MinInt64},
 		&Replicate{ID: ReqID{Origin: math.MaxUint64}},
 		&Replicate{Prev: math.MaxUint64},
 		&Error{Code: math.MaxUint8, Msg: strings.Repeat("m", MaxText), Owner: NodeID{Name: strings.Repeat("n", MaxNodeName), Boot: math.MaxUint64}},
@@ -60,7 +61,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 	}
 	for range n {
 		out = append(out,
-			&Reward{Player: randStr(rng), Points: randInt(rng), NotInt: randStr(rng), ID: randReqID(rng)},
+			&Reward{Player: randStr(rng), Points: randInt(rng), NotInt: randStr(rng), ID: randReqID(rng), Age: randInt(rng)},
 			&RewardReply{Total: randInt(rng)},
 			&Replicate{Player: randStr(rng), Epoch: randUint(rng), Seq: randUint(rng), Total: randInt(rng), ID: randReqID(rng), Prev: randUint(rng)},
 			&Error{Code: Code(randUint(rng)), Msg: randStr(rng), Owner: randNodeID(rng)},

@@ -185,11 +185,19 @@ type Applied struct {
 // Reward asks the owner of Player to add Points. NotInt carries the term a
 // person typed when it was not an integer: the primary crashes on it, as the
 // Erlang original does, and its supervisor restarts it.
+//
+// Age is zero on a request's first attempt; a re-send carries how long
+// before it the entry node first sent it (nanoseconds, on the entry
+// node's clock). The primary answers a re-send from its record of applied
+// requests, and refuses it ("outcome unknown") when that record does not
+// reach back to when it was first sent: the request may have been applied
+// and forgotten since (see Applied and Adopt.Since).
 type Reward struct {
 	Player string `msgpack:"p"`
 	Points int64  `msgpack:"pts"`
 	NotInt string `msgpack:"bad,omitempty"`
 	ID     ReqID  `msgpack:"id,omitempty"`
+	Age    int64  `msgpack:"age,omitempty"`
 }
 
 type RewardReply struct {
@@ -247,6 +255,7 @@ type ClaimReply struct {
 	Seq     uint64    `msgpack:"s"`
 	Total   int64     `msgpack:"t"`
 	Recent  []Applied `msgpack:"rc,omitempty"`
+	Since   int64     `msgpack:"since,omitempty"` // as Adopt.Since
 }
 
 // Replicate carries a primary's new state to its keeper. The keeper applies
@@ -278,6 +287,12 @@ type KeeperState struct {
 // Adopt makes the receiver the keeper of Player for Owner at Epoch. Used
 // when a player is created, when a keeper is lost with its node, and when a
 // keeper moves.
+//
+// Recent is the player's record of the requests applied to it, oldest
+// first. Since says how far back it is complete: every request applied
+// less than Since nanoseconds before the message was sent is in it (zero:
+// every request ever applied is). The receiver counts that from when it
+// received the message, which only shortens it.
 type Adopt struct {
 	Player string    `msgpack:"p"`
 	Owner  NodeID    `msgpack:"o"`
@@ -285,6 +300,7 @@ type Adopt struct {
 	Seq    uint64    `msgpack:"s"`
 	Total  int64     `msgpack:"t"`
 	Recent []Applied `msgpack:"rc,omitempty"`
+	Since  int64     `msgpack:"since,omitempty"`
 }
 
 // Handoff is sent by an owner that is leaving gracefully to its keeper:
