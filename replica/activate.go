@@ -427,7 +427,12 @@ func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64
 		case wire.RolePrimary:
 			return wire.Errorf(wire.CodeFenced, "%s: %s runs its primary at epoch %d", player, r.from.Name, r.reply.Epoch)
 		case wire.RoleKeeper:
-			if r.reply.Epoch > epoch || r.reply.Owner != self {
+			// Every change of owner raises the epoch, so only a copy from
+			// a later epoch (or, which cannot happen, from this one for
+			// another owner) says that another node took over. One from
+			// an earlier epoch for another owner is a leftover (an Adopt
+			// whose reply was lost, a copy the player moved away from).
+			if r.reply.Epoch > epoch || (r.reply.Epoch == epoch && r.reply.Owner != self) {
 				return wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", player, r.from.Name, r.reply.Owner.Name, r.reply.Epoch)
 			}
 		}

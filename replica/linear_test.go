@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -180,6 +181,7 @@ func runSchedule(t *testing.T, seed uint64) (int, bool) {
 		conclusive = false
 	}
 	if t.Failed() {
+		c.logEvents()
 		t.Fatalf("seed %d: faults %v; replay with APPNODE_SEED=%d", seed, faults, seed)
 	}
 	t.Logf("seed %d: %d nodes, ok %d, not applied %d, unknown %d; faults %v",
@@ -366,5 +368,31 @@ func (c *cluster) waitRedundant(players []string, timeout time.Duration) bool {
 			return false
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// logEvents logs the events every node reported (the first 1024 of each),
+// killed ones included, in time order, for a failing schedule.
+func (c *cluster) logEvents() {
+	c.mu.Lock()
+	nodes := append([]*tnode(nil), c.gone...)
+	for _, n := range c.nodes {
+		nodes = append(nodes, n)
+	}
+	c.mu.Unlock()
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var lines []line
+	for _, n := range nodes {
+		for len(n.events) > 0 {
+			e := <-n.events
+			lines = append(lines, line{e.Time, fmt.Sprintf("%s %s: %s", e.Time.Format("15:04:05.000000"), n.name, e.Text)})
+		}
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
+	for _, l := range lines {
+		c.t.Log(l.text)
 	}
 }

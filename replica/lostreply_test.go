@@ -157,3 +157,28 @@ func (c *cluster) mustTotal(at, player string) int64 {
 	}
 	return got
 }
+
+// A copy left behind from an earlier epoch, for an owner that has since
+// lost the player (a promotion whose Adopt reply was lost, and which
+// another node then claimed), proves nothing about the current owner:
+// when the owner's keeper fails, the owner must not step down for it, or
+// that leftover, with its old total, becomes the player. Found by the
+// nemesis (a kill with lost replies, then a keeper killed).
+func TestLeftoverCopyFromEarlierEpoch(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3", "n4")
+	c.mustReward("n1", "p", 5, 5) // epoch 1
+	_, keeper := c.where("n1", "p")
+	var other string
+	for _, n := range []string{"n2", "n3", "n4"} {
+		if n != keeper {
+			other = n
+			break
+		}
+	}
+	gone := wire.NodeID{Name: "n9", Boot: 999}
+	c.node(other).store.PutCopy("p", gone, 0, 0, 0)
+	c.kill(keeper)
+	c.sync()
+	c.mustReward("n1", "p", 1, 6)
+	requireRedundant(t, c, "p", 6)
+}
