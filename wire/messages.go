@@ -47,7 +47,7 @@ const (
 	// 22 is reserved: a Release message was planned and never sent.
 	KindPing         Kind = 23 // any -> any: are you the incarnation I think? (Ack)
 	KindDeclaredDead Kind = 24 // majority node -> an incarnation it declared failed: rejoin clean (Ack)
-	KindKeeperState  Kind = 25 // keeper -> owner: reply to a Replicate that does not build on the copy
+	KindKeeperState  Kind = 29 // keeper -> owner: reply to a Replicate that does not build on the copy
 
 	KindCommand      Kind = 30 // `appnode rpc` -> node: run one console line (CommandReply)
 	KindCommandReply Kind = 31
