@@ -210,10 +210,27 @@ func (s *Store) checkOwnerRuns(ctx context.Context, player string) error {
 	case wr.Role == wire.RoleKeeper && wr.Owner == owner:
 		return fmt.Errorf("%s: %s is finishing its promotion", player, owner.Name)
 	}
-	_, err = s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
+	now, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
 		return s.takeOverOrphan(ctx, player)
 	})
-	return err
+	if err != nil || now.IsZero() || now == owner || now == s.Self() {
+		return err
+	}
+	// A primary elsewhere: if it is from a later epoch, this copy is a
+	// leftover (an Adopt whose reply was lost, before another node took
+	// the player) that nothing needs, and repair stops asking about it.
+	// One from an earlier epoch is a superseded primary that has not
+	// heard yet: this copy stays in question.
+	if rep, err := s.callPeer(ctx, now, &wire.Where{Player: player}); err == nil {
+		if wr, ok := rep.(*wire.WhereReply); ok && wr.Role == wire.RolePrimary && wr.Epoch > epoch {
+			s.mu.Lock()
+			if cur := s.copies.get(player); cur == c && c.owner == owner && c.epoch == epoch {
+				s.confirmOwnerLocked(player)
+			}
+			s.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 // claim asks keeper to make this node the owner.
