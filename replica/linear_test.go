@@ -85,6 +85,7 @@ func runSchedule(t *testing.T, seed uint64) (int, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
 	defer cancel()
 
+	var refused refusals
 	var clients sync.WaitGroup
 	for i := 0; i < 2*len(names); i++ {
 		crng := rand.New(rand.NewPCG(seed+uint64(i)+1, 7))
@@ -112,6 +113,7 @@ func runSchedule(t *testing.T, seed uint64) (int, bool) {
 					total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
 					cancelCall()
 					h.Record(i, in, call, total, err)
+					refused.note(h, i, in, call, err)
 					continue
 				}
 				// A client that names its request and, while the outcome
@@ -136,6 +138,7 @@ func runSchedule(t *testing.T, seed uint64) (int, bool) {
 					at = live[crng.IntN(len(live))]
 				}
 				h.Record(i, in, call, total, err)
+				refused.note(h, i, in, call, err)
 			}
 		}()
 	}
@@ -181,6 +184,7 @@ func runSchedule(t *testing.T, seed uint64) (int, bool) {
 		conclusive = false
 	}
 	if t.Failed() {
+		refused.log(t)
 		c.logEvents()
 		t.Fatalf("seed %d: faults %v; replay with APPNODE_SEED=%d", seed, faults, seed)
 	}
@@ -394,5 +398,30 @@ func (c *cluster) logEvents() {
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
 	for _, l := range lines {
 		c.t.Log(l.text)
+	}
+}
+
+// refusals keeps the rewards that failed as "not applied", which the
+// history leaves out, so that a failing schedule can show them: one that
+// was applied after all is a way to break linearizability.
+type refusals struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *refusals) note(h *replicatest.History, client int, in replicatest.Input, call int64, err error) {
+	if err == nil || !replicatest.NotApplied(err) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, fmt.Sprintf("[%d..%d] c%d reward(%s, %d) not applied: %v", call, h.Now(), client, in.Player, in.Delta, err))
+}
+
+func (r *refusals) log(t *testing.T) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.lines {
+		t.Log(l)
 	}
 }
