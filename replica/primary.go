@@ -504,11 +504,6 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 // holds it (a re-send is answered from that record).
 func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applied, exclude ...string) error {
 	old := st.keeper
-	// The new copy is numbered past anything the old keeper may hold:
-	// an update sent to it builds on the last acknowledged state, so it
-	// can be at most one past that, with another total. Were the two
-	// numbered alike, a survey that met both could take the old one.
-	st.seq = p.snapshot().seq + 2
 	recent := p.applied.recordWith(pending, p.s.now())
 	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, recent, exclude...)
 	if err != nil {
