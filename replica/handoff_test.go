@@ -28,6 +28,10 @@ func TestHandoffAfterThePlayerMovedOn(t *testing.T) {
 	s.startPrimaryLocked("taken", state{epoch: 2, keeper: other}, record{})
 	s.putCopyLocked("claimed", &keeperCopy{owner: other, epoch: 2})
 	s.putCopyLocked("older", &keeperCopy{owner: other, epoch: 1})
+	// Settled copies: repair has nothing to ask their owners (which this
+	// test's network cannot reach, and would take for dead).
+	s.confirmOwnerLocked("claimed")
+	s.confirmOwnerLocked("older")
 	s.mu.Unlock()
 
 	for _, player := range []string{"taken", "claimed"} {
