@@ -161,8 +161,12 @@ func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (fin
 }
 
 // fresher orders keeper copies: a higher epoch is a later owner; within an
-// epoch, a higher sequence number is a later update. Ties go to the lower
-// node name, so that every node picks the same copy.
+// epoch, a higher sequence number is a later update. Of two equal copies,
+// the one held by the node it names as owner wins: that node was promoting
+// its copy and gave the other away (an Adopt whose reply may have been
+// lost), and it finishes the promotion; dropping its copy instead would
+// leave one copy naming an owner that runs no primary. Other ties go to
+// the lower node name, so that every node picks the same copy.
 func fresher(a, b *whereResult) bool {
 	if b == nil {
 		return true
@@ -173,7 +177,74 @@ func fresher(a, b *whereResult) bool {
 	if a.reply.Seq != b.reply.Seq {
 		return a.reply.Seq > b.reply.Seq
 	}
+	aOwns, bOwns := a.from == a.reply.Owner, b.from == b.reply.Owner
+	if aOwns != bOwns {
+		return aOwns
+	}
 	return a.from.Name < b.from.Name
+}
+
+// checkOwnerRuns is repair's check of a copy whose owner is unconfirmed
+// (see Store.unconfirmed): it asks the owner. A primary there at the
+// copy's epoch confirms it. An owner that runs none, is not activating
+// the player (it would answer busy) and is not finishing a promotion of
+// its own copy never will: the copy is an orphan with a live owner, and is
+// taken over like one. It returns an error while the answer is not in.
+func (s *Store) checkOwnerRuns(ctx context.Context, player string) error {
+	s.mu.Lock()
+	c := s.copies.get(player)
+	_, unconfirmed := s.unconfirmed[player]
+	if c == nil || !unconfirmed || c.owner == s.view.Self() {
+		s.mu.Unlock()
+		return nil
+	}
+	owner, epoch := c.owner, c.epoch
+	s.mu.Unlock()
+	rep, err := s.callPeer(ctx, owner, &wire.Where{Player: player})
+	if err != nil {
+		if unreachable(err) {
+			s.suspectPeer(owner, "it refused the connection")
+		}
+		return err
+	}
+	wr, ok := rep.(*wire.WhereReply)
+	if !ok {
+		return fmt.Errorf("%s answered where with %s", owner.Name, rep.Kind())
+	}
+	switch {
+	case wr.Role == wire.RolePrimary && wr.Epoch >= epoch:
+		s.mu.Lock()
+		if cur := s.copies.get(player); cur == c && c.owner == owner && c.epoch == epoch {
+			s.confirmOwnerLocked(player)
+		}
+		s.mu.Unlock()
+		return nil
+	case wr.Role == wire.RolePrimary:
+		return fmt.Errorf("%s: %s runs its primary at epoch %d, before this copy's %d (a restart under way)", player, owner.Name, wr.Epoch, epoch)
+	case wr.Role == wire.RoleKeeper && wr.Owner == owner:
+		return fmt.Errorf("%s: %s is finishing its promotion", player, owner.Name)
+	}
+	now, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
+		return s.takeOverOrphan(ctx, player)
+	})
+	if err != nil || now.IsZero() || now == owner || now == s.Self() {
+		return err
+	}
+	// A primary elsewhere: if it is from a later epoch, this copy is a
+	// leftover (an Adopt whose reply was lost, before another node took
+	// the player) that nothing needs, and repair stops asking about it.
+	// One from an earlier epoch is a superseded primary that has not
+	// heard yet: this copy stays in question.
+	if rep, err := s.callPeer(ctx, now, &wire.Where{Player: player}); err == nil {
+		if wr, ok := rep.(*wire.WhereReply); ok && wr.Role == wire.RolePrimary && wr.Epoch > epoch {
+			s.mu.Lock()
+			if cur := s.copies.get(player); cur == c && c.owner == owner && c.epoch == epoch {
+				s.confirmOwnerLocked(player)
+			}
+			s.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 // claim asks keeper to make this node the owner.
@@ -198,7 +269,7 @@ func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (w
 		return cr.Owner, nil
 	}
 	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, cr.Recent)
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, record{cr.Recent, cr.Since})
 	s.mu.Unlock()
 	s.count.failovers.Add(1)
 	s.emit(Info, "%s restored from its keeper on %s (total %d); its primary now runs here", player, keeper.Name, cr.Total)
@@ -219,13 +290,13 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 	arbiter := placementOrder(player, members)[0]
 	if arbiter.Name == self.Name {
 		st := state{epoch: 1}
-		keeper, err := s.adoptSomewhere(ctx, player, st, nil)
+		keeper, err := s.adoptSomewhere(ctx, player, st, record{})
 		if err != nil {
 			return wire.NodeID{}, err
 		}
 		st.keeper = keeper
 		s.mu.Lock()
-		s.startPrimaryLocked(player, st, nil)
+		s.startPrimaryLocked(player, st, record{})
 		s.mu.Unlock()
 		s.count.creates.Add(1)
 		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
@@ -250,7 +321,7 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 		return cr.Owner, nil
 	}
 	s.mu.Lock()
-	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, nil)
+	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, record{})
 	s.mu.Unlock()
 	s.count.creates.Add(1)
 	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
@@ -279,11 +350,11 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	}
 	old := c.owner
 	if old != s.view.Self() {
-		s.setCopyOwnerLocked(c, s.view.Self())
+		s.setCopyOwnerLocked(player, c, s.view.Self())
 		c.epoch++
 	}
 	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
-	recent := c.recent.list()
+	recent := c.recent.record(s.now())
 	self := s.view.Self()
 	s.mu.Unlock()
 
@@ -312,7 +383,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 
 // adoptSomewhere makes a live node other than this one (and exclude) the
 // keeper of player with state st, trying candidates in placement order.
-func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent []wire.Applied, exclude ...string) (wire.NodeID, error) {
+func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent record, exclude ...string) (wire.NodeID, error) {
 	s.mu.Lock()
 	members := s.membersLocked()
 	self := s.view.Self()
@@ -334,7 +405,7 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 			if contains(skip, cand.Name) {
 				continue
 			}
-			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent})
+			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent.recent, Since: recent.age})
 			if err == nil {
 				return cand, nil
 			}
@@ -388,7 +459,12 @@ func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64
 		case wire.RolePrimary:
 			return wire.Errorf(wire.CodeFenced, "%s: %s runs its primary at epoch %d", player, r.from.Name, r.reply.Epoch)
 		case wire.RoleKeeper:
-			if r.reply.Epoch > epoch || r.reply.Owner != self {
+			// Every change of owner raises the epoch, so only a copy from
+			// a later epoch (or, which cannot happen, from this one for
+			// another owner) says that another node took over. One from
+			// an earlier epoch for another owner is a leftover (an Adopt
+			// whose reply was lost, a copy the player moved away from).
+			if r.reply.Epoch > epoch || (r.reply.Epoch == epoch && r.reply.Owner != self) {
 				return wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", player, r.from.Name, r.reply.Owner.Name, r.reply.Epoch)
 			}
 		}

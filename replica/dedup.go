@@ -8,6 +8,11 @@ import "github.com/appnode/appnode/wire"
 // a second); it is recognised as long as fewer than dedupLen other rewards
 // of the same player were applied in between, which covers a player
 // rewarded hundreds of times a second.
+//
+// A busier player forgets sooner, so the record also knows since when it
+// is complete (dedupRing.since): a re-send first sent before then may have
+// been applied and forgotten, and the primary refuses it as "outcome
+// unknown" rather than apply it again (primary.apply).
 const dedupLen = wire.MaxRecent
 
 // dedup remembers recently applied requests. The primary's is owned by its
@@ -22,19 +27,52 @@ type dedup struct {
 }
 
 type dedupRing struct {
-	entries []wire.Applied
+	entries []ringEntry
 	next    uint32 // where the next entry goes once the ring is full
+	// since is a time on the Store's clock (Store.now) after which every
+	// request applied is in the record; zero while it holds every request
+	// ever applied.
+	since int64
 }
 
-func newDedup(recent []wire.Applied) dedup {
+// ringEntry is an applied request and when the next one was applied: it
+// was itself applied no later, which is all that since needs.
+type ringEntry struct {
+	wire.Applied
+	at int64
+}
+
+// record is a dedup as it travels (wire.Adopt.Recent and Since): its
+// entries oldest first, and for how long before the moment it was taken it
+// is complete (zero: since ever).
+type record struct {
+	recent []wire.Applied
+	age    int64
+}
+
+func newDedup(r record, now int64) dedup {
 	var d dedup
-	for _, a := range recent {
-		d.add(a)
+	if r.age != 0 {
+		// Counted from now, not from when it was sent: later, so the
+		// record claims less than it holds, never more.
+		d.ring = &dedupRing{since: nonZero(now - r.age)}
+	}
+	for _, a := range r.recent {
+		d.add(a, now)
 	}
 	return d
 }
 
-func (d *dedup) add(a wire.Applied) {
+// nonZero keeps a time from reading as "since ever", moving it later.
+func nonZero(t int64) int64 {
+	if t == 0 {
+		return 1
+	}
+	return t
+}
+
+// add records a, applied at now.
+func (d *dedup) add(a wire.Applied, now int64) {
 	if a.ID.IsZero() {
 		return
 	}
@@ -46,13 +84,22 @@ func (d *dedup) add(a wire.Applied) {
 		d.ring = &dedupRing{}
 	}
 	r := d.ring
+	e := ringEntry{Applied: d.last, at: now}
 	if len(r.entries) < dedupLen-1 {
-		r.entries = append(r.entries, d.last)
+		r.entries = append(r.entries, e)
 	} else {
-		r.entries[r.next] = d.last
+		// The oldest entry is forgotten: the record is complete only
+		// for what was applied after the entry that followed it.
+		r.since = nonZero(max(r.since, r.entries[r.next].at))
+		r.entries[r.next] = e
 		r.next = (r.next + 1) % (dedupLen - 1)
 	}
 	d.last = a
+}
+
+// covers says whether every request applied after t is in the record.
+func (d *dedup) covers(t int64) bool {
+	return d.ring == nil || d.ring.since == 0 || t > d.ring.since
 }
 
 func (d *dedup) find(id wire.ReqID) (int64, bool) {
@@ -73,8 +120,7 @@ func (d *dedup) find(id wire.ReqID) (int64, bool) {
 	return 0, false
 }
 
-// list returns the entries oldest first, in a new slice, for shipping to a
-// new keeper or owner.
+// list returns the entries oldest first, in a new slice.
 func (d *dedup) list() []wire.Applied {
 	if d.last.ID.IsZero() {
 		return nil
@@ -82,8 +128,39 @@ func (d *dedup) list() []wire.Applied {
 	var out []wire.Applied
 	if r := d.ring; r != nil {
 		out = make([]wire.Applied, 0, len(r.entries)+1)
-		out = append(out, r.entries[r.next:]...)
-		out = append(out, r.entries[:r.next]...)
+		for _, e := range r.entries[r.next:] {
+			out = append(out, e.Applied)
+		}
+		for _, e := range r.entries[:r.next] {
+			out = append(out, e.Applied)
+		}
 	}
 	return append(out, d.last)
+}
+
+// record returns the record to ship to a new keeper or owner at now.
+func (d *dedup) record(now int64) record {
+	return d.recordWith(wire.Applied{}, now)
+}
+
+// recordWith is record as it will be once extra is added: the newest
+// dedupLen entries travel, as a copy's own ring keeps them.
+func (d *dedup) recordWith(extra wire.Applied, now int64) record {
+	r := record{recent: d.list()}
+	var since int64
+	if d.ring != nil {
+		since = d.ring.since
+	}
+	if !extra.ID.IsZero() {
+		r.recent = append(r.recent, extra)
+		if n := len(r.recent); n > dedupLen {
+			// Full: the oldest goes, as add would drop it.
+			since = nonZero(max(since, d.ring.entries[d.ring.next].at))
+			r.recent = r.recent[n-dedupLen:]
+		}
+	}
+	if since != 0 {
+		r.age = max(now-since, 1)
+	}
+	return r
 }

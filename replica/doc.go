@@ -31,7 +31,9 @@
 //	repair.go      restoring two copies after failures; leave.go, a graceful exit
 //	placement.go   rendezvous hashing: who arbitrates a creation, who keeps a copy
 //
-// Lock order: Store.mu, then primary.mu. Nothing is called on the Network,
+// Lock order: Store.mu, then primary.mu, then Store.spawnMu (a leaf: the
+// Store starts every goroutine of its own through spawn, which takes it to
+// start none once Close has begun). Nothing is called on the Network,
 // and no primary's mailbox is waited on, with either held; Config.OnEvent
 // may be called with Store.mu held and so must not block. A primary's
 // state (primary.st) is read under primary.mu alone; dedup records

@@ -41,8 +41,20 @@ func (s *Store) CheckCopyOwners() error {
 	return nil
 }
 
-// admitForTest makes ids members of s's roster, as if the cluster had
+// AdmitForTest makes ids members of s's roster, as if the cluster had
 // agreed it, for tests of one Store without a cluster around it.
-func (s *Store) admitForTest(ids ...wire.NodeID) {
+func (s *Store) AdmitForTest(ids ...wire.NodeID) {
 	s.learnRoster(quorum.Apply(s.Roster(), quorum.Change{Admit: ids}))
+}
+
+// SetSpawnHook makes fn run as each goroutine of the Store is about to be
+// started, so that a test can interleave Close there.
+func (s *Store) SetSpawnHook(fn func()) { s.spawnHook = fn }
+
+// PutCopy makes this node hold a keeper copy of player for owner, as a
+// message whose reply was lost leaves behind.
+func (s *Store) PutCopy(player string, owner wire.NodeID, epoch, seq uint64, total int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.putCopyLocked(player, &keeperCopy{owner: owner, epoch: epoch, seq: seq, total: total})
 }

@@ -22,13 +22,17 @@ func TestHandoffAfterThePlayerMovedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.admitForTest(owner, other)
+	s.AdmitForTest(owner, other)
 	s.SetMembers([]wire.NodeID{self, owner, other})
 
 	s.mu.Lock()
-	s.startPrimaryLocked("taken", state{epoch: 2, keeper: other}, nil)
+	s.startPrimaryLocked("taken", state{epoch: 2, keeper: other}, record{})
 	s.putCopyLocked("claimed", &keeperCopy{owner: other, epoch: 2})
 	s.putCopyLocked("older", &keeperCopy{owner: other, epoch: 1})
+	// Settled copies: repair has nothing to ask their owners (which this
+	// test's network cannot reach, and would take for dead).
+	s.confirmOwnerLocked("claimed")
+	s.confirmOwnerLocked("older")
 	s.mu.Unlock()
 
 	for _, player := range []string{"taken", "claimed"} {

@@ -27,6 +27,7 @@ type cluster struct {
 	mu    sync.Mutex
 	nodes map[string]*tnode
 	dead  map[string]wire.NodeID // last incarnation of each killed node
+	gone  []*tnode               // every node killed, for their events
 	boots atomic.Uint64
 	seed  uint64                      // seeds the nodes' random sources (APPNODE_SEED replays it)
 	clock replica.Clock               // runs the nodes' timers; nil: the real clock
@@ -236,6 +237,7 @@ func (c *cluster) killQuietly(name string) []*tnode {
 	c.mu.Lock()
 	delete(c.nodes, name)
 	c.dead[name] = n.ID()
+	c.gone = append(c.gone, n)
 	var rest []*tnode
 	for _, o := range c.nodes {
 		rest = append(rest, o)

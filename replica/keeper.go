@@ -16,26 +16,50 @@ type keeperCopy struct {
 	recent dedup
 }
 
+// putCopyLocked stores c as the copy of player. Its owner is unconfirmed
+// (see Store.unconfirmed) until the owner shows it runs the primary.
 func (s *Store) putCopyLocked(player string, c *keeperCopy) {
 	if old := s.copies.get(player); old != nil {
 		s.uncountCopyLocked(old.owner)
 	}
 	s.copies.put(player, c)
 	s.copyOwners[c.owner]++
+	s.unconfirmOwnerLocked(player, c.owner)
 }
 
 func (s *Store) dropCopyLocked(player string) {
 	if c := s.copies.get(player); c != nil {
 		s.uncountCopyLocked(c.owner)
 		s.copies.del(player)
+		s.confirmOwnerLocked(player)
 	}
 }
 
-// setCopyOwnerLocked changes the owner of c, a copy held in s.copies.
-func (s *Store) setCopyOwnerLocked(c *keeperCopy, owner wire.NodeID) {
+// setCopyOwnerLocked changes the owner of c, the copy of player held in
+// s.copies.
+func (s *Store) setCopyOwnerLocked(player string, c *keeperCopy, owner wire.NodeID) {
 	s.uncountCopyLocked(c.owner)
 	c.owner = owner
 	s.copyOwners[owner]++
+	s.unconfirmOwnerLocked(player, owner)
+}
+
+// unconfirmOwnerLocked records that the copy of player names owner on the
+// word of a message whose reply may have been lost (a claim's grant, an
+// Adopt), so that repair checks that the owner runs the primary. A copy
+// this node owns itself is repair's already (a promotion half done).
+func (s *Store) unconfirmOwnerLocked(player string, owner wire.NodeID) {
+	if owner == s.view.Self() {
+		s.confirmOwnerLocked(player)
+		return
+	}
+	s.unconfirmed[player] = struct{}{}
+}
+
+func (s *Store) confirmOwnerLocked(player string) {
+	if len(s.unconfirmed) > 0 {
+		delete(s.unconfirmed, player)
+	}
 }
 
 func (s *Store) uncountCopyLocked(owner wire.NodeID) {
@@ -125,9 +149,9 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 	if c == nil || c.owner != owner || c.epoch != epoch {
 		return nil, wire.Errorf(wire.CodeBusy, "%s changed hands during the claim; retry", m.Player)
 	}
-	s.setCopyOwnerLocked(c, from)
+	s.setCopyOwnerLocked(m.Player, c, from)
 	c.epoch++
-	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total, Recent: c.recent.list()}, nil
+	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total, Recent: c.recent.list(), Since: c.recent.record(s.now()).age}, nil
 }
 
 // claimableLocked returns the copy to claim, nil with no error when this
@@ -164,11 +188,19 @@ func (s *Store) handleReplicate(from wire.NodeID, m *wire.Replicate) (wire.Msg, 
 	if !s.view.Quorate() {
 		return nil, s.checkServingLocked()
 	}
+	if m.Prev != c.seq {
+		// The update was computed from another state than the copy's:
+		// most often an earlier update reached this copy but its ack was
+		// lost. Applying this one would overwrite that update while the
+		// copy still remembers its request as applied.
+		return &wire.KeeperState{Seq: c.seq, Total: c.total, Last: c.recent.last}, nil
+	}
 	if m.Seq <= c.seq {
 		return nil, wire.Errorf(wire.CodeBadRequest, "%s: stale update %d, copy is at %d", m.Player, m.Seq, c.seq)
 	}
 	c.seq, c.total = m.Seq, m.Total
-	c.recent.add(wire.Applied{ID: m.ID, Total: m.Total})
+	c.recent.add(wire.Applied{ID: m.ID, Total: m.Total}, s.now())
+	s.confirmOwnerLocked(m.Player) // only a primary replicates
 	return &wire.Ack{}, nil
 }
 
@@ -203,7 +235,7 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 			return nil, wire.Errorf(wire.CodeBadRequest, "%s: adopt at %d is older than the copy at %d", m.Player, m.Seq, c.seq)
 		}
 	}
-	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(m.Recent)})
+	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(record{m.Recent, m.Since}, s.now())})
 	return &wire.Ack{}, nil
 }
 

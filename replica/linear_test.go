@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,21 +13,34 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/appnode/appnode/replica/replicatest"
+	"github.com/appnode/appnode/wire"
 )
 
 // The linearizability check: concurrent clients on every node reward a few
-// players while a nemesis kills, restarts, pauses and partitions nodes; the
+// players while a nemesis kills, restarts, pauses and partitions nodes, and
+// makes links lose replies, drop one way and delay; the
 // recorded history must be linearizable for a counter per player whose
 // reward returns the new total. A call that failed with an error proving
 // it was not applied is left out; any other failure counts as maybe
 // applied (it never returns, for porcupine).
 //
+// A third of the rewards are named by their client (RewardOnce), which
+// sends one again, to any node, while its outcome is unknown: the history
+// then holds one operation from the first call to the last answer.
+//
 // APPNODE_SOAK=N runs N schedules instead of the few the normal suite runs;
-// APPNODE_SEED=S replays one schedule.
+// APPNODE_SEED=S replays one schedule (as far as the goroutines'
+// interleaving allows: the nemesis, the clients, the network's losses and
+// the nodes' jitter draw from sources seeded with it).
 
 func TestLinearizableUnderFaults(t *testing.T) {
 	schedules := 4
+	// A history with many unknown outcomes can take porcupine long; the
+	// short run gives it less time (inconclusive then, and counted), the
+	// soak more.
+	checkFor := 3 * time.Second
 	if v := os.Getenv("APPNODE_SOAK"); v != "" {
+		checkFor = 10 * time.Second
 		n, err := strconv.Atoi(v)
 		if err != nil {
 			t.Fatalf("APPNODE_SOAK=%q: %v", v, err)
@@ -44,24 +58,39 @@ func TestLinearizableUnderFaults(t *testing.T) {
 		}
 		seeds = []uint64{s}
 	}
-	total := 0
+	total, inconclusive, failed := 0, 0, 0
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			total += runSchedule(t, seed)
+			defer func() {
+				if t.Failed() {
+					failed++
+				}
+			}()
+			ops, ok := runSchedule(t, seed, checkFor)
+			total += ops
+			if !ok {
+				inconclusive++
+			}
 		})
 	}
-	t.Logf("%d schedules, %d operations checked", len(seeds), total)
+	t.Logf("%d schedules, %d operations, %d failed, %d whose linearizability check timed out", len(seeds), total, failed, inconclusive)
 }
 
-func runSchedule(t *testing.T, seed uint64) int {
+// runSchedule runs the schedule of seed and returns how many operations
+// it recorded, and false if their check timed out (inconclusive).
+func runSchedule(t *testing.T, seed uint64, checkFor time.Duration) (int, bool) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	names := []string{"n1", "n2", "n3", "n4", "n5"}[:3+rng.IntN(3)]
 	c := newSeededCluster(t, seed, names...)
-	players := []string{"p1", "p2", "p3"}
+	c.net.Seed(seed)
+	// Eight players: the unknown outcomes that lost replies and one-way
+	// links leave are spread thin enough for porcupine to decide.
+	players := []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"}
 	h := replicatest.NewHistory()
 	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
 	defer cancel()
 
+	var refused refusals
 	var clients sync.WaitGroup
 	for i := 0; i < 2*len(names); i++ {
 		crng := rand.New(rand.NewPCG(seed+uint64(i)+1, 7))
@@ -69,6 +98,10 @@ func runSchedule(t *testing.T, seed uint64) int {
 		go func() {
 			defer clients.Done()
 			for ops := 0; ops < 150 && ctx.Err() == nil; ops++ {
+				// Paced over the schedule, so that the load meets the
+				// faults (unpaced, 150 rewards take a few milliseconds).
+				// A think time, not synchronisation.
+				time.Sleep(time.Duration(crng.IntN(12)) * time.Millisecond)
 				live := c.names()
 				if len(live) == 0 {
 					return
@@ -79,11 +112,38 @@ func runSchedule(t *testing.T, seed uint64) int {
 				if n == nil {
 					continue
 				}
-				callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
 				call := h.Now()
-				total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
-				cancelCall()
+				if crng.IntN(3) > 0 {
+					callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
+					total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
+					cancelCall()
+					h.Record(i, in, call, total, err)
+					refused.note(h, i, in, call, err)
+					continue
+				}
+				// A client that names its request and, while the outcome
+				// is unknown, sends it again (to any node): one operation,
+				// from its first call to its last answer.
+				id := wire.ClientReqID(fmt.Sprintf("%d/%d/%d", seed, i, ops))
+				var total int64
+				var err error
+				for try := 0; try < 4; try++ {
+					if n = c.tryNode(at); n != nil {
+						callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
+						total, err = n.store.RewardOnce(callCtx, in.Player, strconv.FormatInt(in.Delta, 10), id)
+						cancelCall()
+						if wire.OutcomeOf(err) != wire.OutcomeUnknown {
+							break
+						}
+					}
+					live := c.names()
+					if len(live) == 0 {
+						break
+					}
+					at = live[crng.IntN(len(live))]
+				}
 				h.Record(i, in, call, total, err)
+				refused.note(h, i, in, call, err)
 			}
 		}()
 	}
@@ -123,10 +183,14 @@ func runSchedule(t *testing.T, seed uint64) int {
 		}
 	}
 
-	if h.Check(t, 10*time.Second) == porcupine.Unknown {
+	conclusive := true
+	if h.Check(t, checkFor) == porcupine.Unknown {
 		t.Logf("seed %d: linearizability check timed out (inconclusive)", seed)
+		conclusive = false
 	}
 	if t.Failed() {
+		refused.log(t)
+		c.logEvents()
 		t.Fatalf("seed %d: faults %v; replay with APPNODE_SEED=%d", seed, faults, seed)
 	}
 	t.Logf("seed %d: %d nodes, ok %d, not applied %d, unknown %d; faults %v",
@@ -134,7 +198,7 @@ func runSchedule(t *testing.T, seed uint64) int {
 	if h.OK == 0 {
 		t.Fatalf("seed %d: no reward succeeded", seed)
 	}
-	return h.Len()
+	return h.Len(), conclusive
 }
 
 func (c *cluster) tryNode(name string) *tnode {
@@ -144,10 +208,11 @@ func (c *cluster) tryNode(name string) *tnode {
 }
 
 // nemesis injects faults until ctx ends, within the failure model SPEC.md
-// guarantees: one node at a time is killed, paused or cut off, and the next
-// fault comes only after the cluster has restored two copies of every
-// player (sequential failures). It returns how many of each kind it
-// injected.
+// guarantees: one node at a time is killed, paused or cut off, or some
+// links lose replies of delivered calls, drop one way, or delay (none of
+// which a live node's membership notices), and the next fault comes only
+// after the cluster has restored two copies of every player (sequential
+// failures). It returns how many of each kind it injected.
 func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, players []string) map[string]int {
 	faults := map[string]int{}
 	var dead []string
@@ -161,14 +226,36 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, play
 	}
 	for pause(time.Duration(50+rng.IntN(100)) * time.Millisecond) {
 		live := c.names()
-		switch k := rng.IntN(4); {
+		// link picks a directed link between two live nodes.
+		link := func() (string, string) {
+			i := rng.IntN(len(live))
+			j := (i + 1 + rng.IntN(len(live)-1)) % len(live)
+			return live[i], live[j]
+		}
+		switch k := rng.IntN(7); {
 		case k == 0 && len(live) > 2:
 			victim := live[rng.IntN(len(live))]
+			lossy := rng.IntN(2) == 0
+			if lossy {
+				// The failover itself meets lost replies.
+				for _, a := range live {
+					for _, b := range live {
+						if a != b && a != victim && b != victim {
+							c.net.LoseReplies(a, b, 0.3)
+						}
+					}
+				}
+				faults["kill-lossy"]++
+			}
 			c.kill(victim)
 			dead = append(dead, victim)
 			faults["kill"]++
 			if rng.IntN(2) == 0 {
 				c.sync() // detected now; otherwise only the link hints tell
+			}
+			if lossy {
+				pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+				c.net.Heal()
 			}
 		case k == 1 && len(dead) > 0:
 			name := dead[0]
@@ -209,6 +296,36 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, play
 			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
 			c.net.Heal()
 			c.sync()
+		case k == 4 && len(live) > 1:
+			// Delivered calls lose their replies on a few links.
+			for range 1 + rng.IntN(3) {
+				a, b := link()
+				c.net.LoseReplies(a, b, 0.2+0.4*rng.Float64())
+			}
+			faults["lost-replies"]++
+			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+			c.net.Heal()
+		case k == 5 && len(live) > 1:
+			// One direction fails, the other works.
+			a, b := link()
+			c.net.Cut(a, b)
+			faults["one-way"]++
+			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+			c.net.Heal()
+		case k == 6 && len(live) > 1:
+			// Calls to and from one node are held, and reordered.
+			victim := live[rng.IntN(len(live))]
+			d := time.Duration(5+rng.IntN(60)) * time.Millisecond
+			jitter := time.Duration(1+rng.IntN(40)) * time.Millisecond
+			for _, o := range live {
+				if o != victim {
+					c.net.Delay(victim, o, d, jitter)
+					c.net.Delay(o, victim, d, jitter)
+				}
+			}
+			faults["delay"]++
+			pause(time.Duration(100+rng.IntN(100)) * time.Millisecond)
+			c.net.Heal()
 		}
 		if !c.waitRedundant(players, 5*time.Second) {
 			for _, n := range c.names() {
@@ -260,5 +377,56 @@ func (c *cluster) waitRedundant(players []string, timeout time.Duration) bool {
 			return false
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// logEvents logs the events every node reported (the first 1024 of each),
+// killed ones included, in time order, for a failing schedule.
+func (c *cluster) logEvents() {
+	c.mu.Lock()
+	nodes := append([]*tnode(nil), c.gone...)
+	for _, n := range c.nodes {
+		nodes = append(nodes, n)
+	}
+	c.mu.Unlock()
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var lines []line
+	for _, n := range nodes {
+		for len(n.events) > 0 {
+			e := <-n.events
+			lines = append(lines, line{e.Time, fmt.Sprintf("%s %s: %s", e.Time.Format("15:04:05.000000"), n.name, e.Text)})
+		}
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
+	for _, l := range lines {
+		c.t.Log(l.text)
+	}
+}
+
+// refusals keeps the rewards that failed as "not applied", which the
+// history leaves out, so that a failing schedule can show them: one that
+// was applied after all is a way to break linearizability.
+type refusals struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *refusals) note(h *replicatest.History, client int, in replicatest.Input, call int64, err error) {
+	if err == nil || !replicatest.NotApplied(err) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, fmt.Sprintf("[%d..%d] c%d reward(%s, %d) not applied: %v", call, h.Now(), client, in.Player, in.Delta, err))
+}
+
+func (r *refusals) log(t *testing.T) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.lines {
+		t.Log(l)
 	}
 }

@@ -36,20 +36,18 @@ func (s *Store) viewChangedLocked(removed []wire.NodeID) {
 			delete(s.routes, p)
 		}
 	}
-	if len(removed) == 0 || s.closing {
+	if len(removed) == 0 {
 		return
 	}
 	// The replications are looked for a table shard at a time by a
 	// goroutine, not here under the lock held over every primary (60 ms
 	// at a third of a million): one that starts meanwhile finds the
 	// keeper fenced itself (see replicate).
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.spawn(func() {
 		for _, id := range removed {
 			s.abandonReplications(id)
 		}
-	}()
+	})
 }
 
 // orphansLikely is orphansLikelyLocked for the repair loop.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/appnode/appnode/wire"
 )
@@ -12,18 +15,46 @@ import (
 // MemNetwork is an in-memory Network for tests of every package: it
 // delivers messages between Stores in one process, through the same msgpack
 // encoding as the wire, and injects faults. It models what the TCP
-// transport reports: a killed node refuses connections (wire.ErrRefused), a
+// transport reports: a killed node refuses connections (wire.Refused), a
 // cut link fails fast with an unknown outcome, a paused node never answers.
+//
+// Faults on a directed link (the calls one node makes to another; their
+// replies travel back with them) are what real networks do to a live peer:
+// Refuse (a firewall's REJECT), Cut (a one-way drop: the calls fail before
+// delivery, the calls the other way still work), LoseReplies (the call is
+// delivered and handled, its reply is lost: wire.ErrLinkLost) and Delay
+// (the call waits before delivery). Random choices (which replies are
+// lost, how long a delay lasts) come from the source Seed sets, so that a
+// schedule replays as far as the goroutines' interleaving allows.
 type MemNetwork struct {
 	mu     sync.Mutex
 	nodes  map[string]*memNode
 	cut    map[[2]string]bool // directed links that drop everything
-	refuse map[[2]string]bool // directed links whose calls are refused, as by a firewall REJECT
+	faults map[[2]string]*LinkFault
+	holds  []*Hold
+	rng    *rand.Rand
 	paused map[string]bool
 	// resume is closed and replaced whenever a node is resumed, waking
 	// calls that were stuck on it.
 	resume chan struct{}
 	stuck  int // calls waiting on a paused node
+}
+
+// LinkFault is what a directed link does to the calls on it, besides
+// being cut (Cut, Partition).
+type LinkFault struct {
+	// Refuse makes every call fail as a refused connection does
+	// (wire.Refused), although the peer is alive.
+	Refuse bool
+	// LoseReply is the probability that a delivered call's reply is lost:
+	// the handler runs, the caller gets wire.ErrLinkLost.
+	LoseReply float64
+	// LoseNext, if set, loses the reply of the next call whose message it
+	// matches, once, whatever LoseReply says.
+	LoseNext func(wire.Msg) bool
+	// Delay holds every call this long before delivery, plus a random
+	// part up to Jitter (which reorders calls on the link).
+	Delay, Jitter time.Duration
 }
 
 type memNode struct {
@@ -37,7 +68,8 @@ func NewMemNetwork() *MemNetwork {
 	return &MemNetwork{
 		nodes:  map[string]*memNode{},
 		cut:    map[[2]string]bool{},
-		refuse: map[[2]string]bool{},
+		faults: map[[2]string]*LinkFault{},
+		rng:    rand.New(rand.NewPCG(1, 2)),
 		paused: map[string]bool{},
 		resume: make(chan struct{}),
 	}
@@ -56,7 +88,7 @@ func (n *MemNetwork) Attach(name string, id func() wire.NodeID,
 	return &memEndpoint{net: n, name: name}
 }
 
-// Kill removes a node: calls to it fail with wire.ErrRefused, as a refused
+// Kill removes a node: calls to it fail with wire.ErrGone, as a refused
 // connection does after kill -9.
 func (n *MemNetwork) Kill(name string) {
 	n.mu.Lock()
@@ -101,21 +133,139 @@ func (n *MemNetwork) Partition(a, b []string) {
 	}
 }
 
-// Refuse makes every call from a to b fail with wire.ErrRefused, as a
-// firewall REJECT rule does to a live process: b keeps running and
-// answering everyone else.
-func (n *MemNetwork) Refuse(a, b string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.refuse[[2]string{a, b}] = true
-}
-
-// Heal restores every link.
+// Heal restores every link: cuts and link faults are gone.
 func (n *MemNetwork) Heal() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.cut = map[[2]string]bool{}
-	n.refuse = map[[2]string]bool{}
+	n.faults = map[[2]string]*LinkFault{}
+}
+
+// Seed makes the network's random choices replay with seed.
+func (n *MemNetwork) Seed(seed uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.rng = rand.New(rand.NewPCG(seed, seed^0x5bd1e995))
+}
+
+// Cut drops the calls from one node to another, one way only: from's
+// calls to `to` fail before delivery with an unknown outcome, while to's
+// calls to from still work (a one-way firewall rule, a half-broken route).
+func (n *MemNetwork) Cut(from, to string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cut[[2]string{from, to}] = true
+}
+
+// SetFault sets what the link from -> to does to its calls; a zero
+// LinkFault clears it.
+func (n *MemNetwork) SetFault(from, to string, f LinkFault) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !f.Refuse && f.LoseReply == 0 && f.LoseNext == nil && f.Delay == 0 && f.Jitter == 0 {
+		delete(n.faults, [2]string{from, to})
+		return
+	}
+	n.faults[[2]string{from, to}] = &f
+}
+
+// Refuse makes to refuse the connections of from (a REJECT rule on to),
+// while to stays alive and its own calls to from work.
+func (n *MemNetwork) Refuse(from, to string) {
+	n.updateFault(from, to, func(f *LinkFault) { f.Refuse = true })
+}
+
+// LoseReplies loses the reply of each call from -> to with probability p:
+// the call is handled, the caller gets wire.ErrLinkLost.
+func (n *MemNetwork) LoseReplies(from, to string, p float64) {
+	n.updateFault(from, to, func(f *LinkFault) { f.LoseReply = p })
+}
+
+// LoseNextReply loses the reply of the next call from -> to whose message
+// match accepts (the call is handled; the caller gets wire.ErrLinkLost).
+func (n *MemNetwork) LoseNextReply(from, to string, match func(wire.Msg) bool) {
+	n.updateFault(from, to, func(f *LinkFault) { f.LoseNext = match })
+}
+
+// Delay holds each call from -> to for d, plus up to jitter more, before
+// it is delivered.
+func (n *MemNetwork) Delay(from, to string, d, jitter time.Duration) {
+	n.updateFault(from, to, func(f *LinkFault) { f.Delay, f.Jitter = d, jitter })
+}
+
+func (n *MemNetwork) updateFault(from, to string, fn func(*LinkFault)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := [2]string{from, to}
+	f := n.faults[k]
+	if f == nil {
+		f = &LinkFault{}
+		n.faults[k] = f
+	}
+	fn(f)
+}
+
+// Hold is a gate on a directed link: the calls it matches wait before
+// delivery until Release (or their deadline).
+type Hold struct {
+	from, to string
+	match    func(wire.Msg) bool
+	released chan struct{}
+	waiting  atomic.Int64
+}
+
+// Hold makes the calls from -> to whose message match accepts wait before
+// delivery until the returned Hold is released, so that a test can act
+// while a call (a re-send, say) is on its way.
+func (n *MemNetwork) Hold(from, to string, match func(wire.Msg) bool) *Hold {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := &Hold{from: from, to: to, match: match, released: make(chan struct{})}
+	n.holds = append(n.holds, h)
+	return h
+}
+
+// Waiting reports how many calls wait at h now.
+func (h *Hold) Waiting() int { return int(h.waiting.Load()) }
+
+// Release lets the calls waiting at h, and any later ones, through.
+func (h *Hold) Release() { close(h.released) }
+
+// linkFateLocked decides, under n.mu, what the link from -> to does to one call
+// of m: whether it is refused, how long it waits, whether its reply is
+// lost.
+func (n *MemNetwork) linkFateLocked(from, to string, m wire.Msg) (refuse bool, delay time.Duration, loseReply bool) {
+	f := n.faults[[2]string{from, to}]
+	if f == nil {
+		return false, 0, false
+	}
+	delay = f.Delay
+	if f.Jitter > 0 {
+		delay += time.Duration(n.rng.Int64N(int64(f.Jitter)))
+	}
+	if f.LoseNext != nil && f.LoseNext(m) {
+		f.LoseNext = nil
+		loseReply = true
+	}
+	if f.LoseReply > 0 && n.rng.Float64() < f.LoseReply {
+		loseReply = true
+	}
+	return f.Refuse, delay, loseReply
+}
+
+// holdLocked returns the Hold that a call of m from -> to waits at, if any.
+func (n *MemNetwork) holdLocked(from, to string, m wire.Msg) *Hold {
+	for _, h := range n.holds {
+		select {
+		case <-h.released:
+			continue
+		default:
+		}
+		if h.from == from && h.to == to && h.match(m) {
+			return h
+		}
+	}
+	return nil
 }
 
 var errUnreachable = errors.New("unreachable (link cut by the test network)")
@@ -127,6 +277,32 @@ type memEndpoint struct {
 
 func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error) {
 	n := e.net
+	n.mu.Lock()
+	refuse, delay, loseReply := n.linkFateLocked(e.name, to.Name, m)
+	hold := n.holdLocked(e.name, to.Name, m)
+	n.mu.Unlock()
+	if hold != nil {
+		hold.waiting.Add(1)
+		select {
+		case <-hold.released:
+			hold.waiting.Add(-1)
+		case <-ctx.Done():
+			hold.waiting.Add(-1)
+			return nil, fmt.Errorf("call %s: held by the test network: %w", to.Name, ctx.Err())
+		}
+	}
+	if refuse {
+		return nil, wire.Refused(to.Name, errors.New("connection refused (by a rule of the test network; the node is alive)"))
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("call %s: delayed by the test network: %w", to.Name, ctx.Err())
+		}
+	}
 	for {
 		n.mu.Lock()
 		if _, ok := n.nodes[e.name]; !ok {
@@ -156,14 +332,10 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 		n.mu.Unlock()
 		return nil, fmt.Errorf("call %s: %w", to.Name, errUnreachable)
 	}
-	if n.refuse[[2]string{e.name, to.Name}] {
-		n.mu.Unlock()
-		return nil, fmt.Errorf("call %s: %w", to.Name, wire.ErrRefused)
-	}
 	target, ok := n.nodes[to.Name]
 	n.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("call %s: %w", to.Name, wire.ErrRefused)
+		return nil, wire.Refused(to.Name, errors.New("connection refused (the node was killed)"))
 	}
 	if got := target.id(); to.Boot != 0 && got.Boot != to.Boot {
 		return nil, fmt.Errorf("call %s: answered by a new incarnation: %w", to.Name, wire.ErrGone)
@@ -186,6 +358,9 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	if !callerAlive || !targetAlive {
 		// The handler ran, but a kill cut the link before the reply.
 		return nil, fmt.Errorf("call %s: %w", to.Name, wire.ErrLinkLost)
+	}
+	if loseReply {
+		return nil, fmt.Errorf("call %s: reply lost by the test network: %w", to.Name, wire.ErrLinkLost)
 	}
 	if err != nil {
 		var we *wire.Error

@@ -50,9 +50,6 @@ func (s *Store) fencedByCluster(dead wire.NodeID) {
 // must rejoin clean. Without it such a node could sit on stale copies until
 // it happens to call someone.
 func (s *Store) noticeZombies(zombies []wire.NodeID) {
-	if s.ctx.Err() != nil {
-		return
-	}
 	for _, z := range zombies {
 		s.spawn(func() {
 			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)

@@ -50,7 +50,7 @@ func (a *activity) keeperFailed() {
 
 type state struct {
 	epoch  uint64
-	seq    uint64 // counts replication attempts, not rewards: see replicate
+	seq    uint64 // numbers the states the keeper acknowledged: see replicate
 	total  int64
 	keeper wire.NodeID
 }
@@ -62,6 +62,7 @@ type op interface{ fail(err error) }
 type rewardCall struct {
 	ctx     context.Context
 	req     *wire.Reward
+	arrived int64 // when it reached this node (Store.now)
 	total   int64
 	err     error
 	replied chan struct{}
@@ -98,8 +99,8 @@ const maxMailbox = 1024
 
 // startPrimaryLocked registers the primary of player with st and the
 // rewards recently applied to it.
-func (s *Store) startPrimaryLocked(player string, st state, recent []wire.Applied) *primary {
-	p := &primary{s: s, player: player, st: st, applied: newDedup(recent)}
+func (s *Store) startPrimaryLocked(player string, st state, recent record) *primary {
+	p := &primary{s: s, player: player, st: st, applied: newDedup(recent, s.now())}
 	s.primaries.put(player, p)
 	delete(s.routes, player)
 	return p
@@ -148,12 +149,14 @@ func (p *primary) enqueue(o op, runHere bool) (serveHere bool, err error) {
 	if p.act != nil {
 		return false, nil
 	}
-	p.act = a
-	if runHere {
-		return true, nil
+	if !runHere && !p.s.schedule(p) {
+		// The Store is closing: no worker will serve o.
+		a.mailbox = nil
+		close(a.running)
+		return false, notOwner(p.player)
 	}
-	p.s.schedule(p)
-	return false, nil
+	p.act = a
+	return runHere, nil
 }
 
 // workerIdle is how long a worker goroutine waits for another primary to
@@ -166,18 +169,18 @@ const workerIdle = 5 * time.Second
 // As in an actor system's dispatcher, a worker serves one primary at a
 // time, so a primary's messages stay in order; since a primary blocks on
 // its keeper's ack, workers are not capped: there are as many as there
-// are players being served at once.
-func (s *Store) schedule(p *primary) {
+// are players being served at once. It reports false when the Store is
+// closing and no worker will serve p.
+func (s *Store) schedule(p *primary) bool {
 	select {
 	case s.runq <- p:
+		return true
 	default:
-		s.wg.Add(1)
-		go s.worker(p)
+		return s.spawn(func() { s.worker(p) })
 	}
 }
 
 func (s *Store) worker(p *primary) {
-	defer s.wg.Done()
 	idle := s.cfg.Clock.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
@@ -200,7 +203,7 @@ func (s *Store) worker(p *primary) {
 // switches per reward, more than the rest of the local work. The mailbox
 // still admits one server at a time, so the actor's order is kept.
 func (p *primary) ask(ctx context.Context, req *wire.Reward) (int64, error) {
-	c := &rewardCall{ctx: ctx, req: req, replied: make(chan struct{})}
+	c := &rewardCall{ctx: ctx, req: req, arrived: p.s.now(), replied: make(chan struct{})}
 	serveHere, err := p.enqueue(c, true)
 	if err != nil {
 		return 0, err
@@ -265,12 +268,11 @@ func (p *primary) serveFirst() {
 		return
 	}
 	p.mu.Lock()
-	if len(p.act.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil {
+	if len(p.act.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil || !p.s.schedule(p) {
 		p.endActivityLocked()
 		return
 	}
 	p.mu.Unlock()
-	p.s.schedule(p)
 }
 
 // serveOne handles one message, or ends the activity if there is none or
@@ -323,44 +325,101 @@ func (p *primary) apply(c *rewardCall) (stepDown bool) {
 		return false
 	}
 	st := p.snapshot()
-	if total, ok := p.applied.find(c.req.ID); ok {
-		// A re-send of a reward already applied: answer it again.
-		c.reply(total, nil)
-		return false
-	}
-	next, ok := addPoints(st.total, c.req.Points)
-	if !ok {
-		c.reply(0, wire.Errorf(wire.CodeOverflow, "%s: adding %d to %d would overflow a 64-bit total; nothing changed", p.player, c.req.Points, st.total))
-		return false
-	}
-	if err := p.replicate(c.ctx, next, c.req.ID); err != nil {
-		var we *wire.Error
-		if errors.As(err, &we) && we.Code == wire.CodeFenced {
-			p.s.count.stepDowns.Add(1)
-			p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
-			c.reply(0, notOwner(p.player))
-			return true
+	var err error
+	for try := 0; ; try++ {
+		if total, ok := p.applied.find(c.req.ID); ok {
+			// A re-send of a reward already applied: answer it again.
+			c.reply(total, nil)
+			return false
 		}
-		c.reply(0, err)
-		return false
+		if !p.remembersSince(c) {
+			c.reply(0, wire.Errorf(wire.CodeUnknown, "%s: this reward was re-sent %v after it was first sent, and the player has applied too many rewards since to remember whether it was one of them; it may or may not have been applied", p.player, time.Duration(c.req.Age)))
+			return false
+		}
+		next, ok := addPoints(st.total, c.req.Points)
+		if !ok {
+			c.reply(0, wire.Errorf(wire.CodeOverflow, "%s: adding %d to %d would overflow a 64-bit total; nothing changed", p.player, c.req.Points, st.total))
+			return false
+		}
+		if err = p.replicate(c.ctx, next, c.req.ID); err == nil {
+			c.reply(next, nil)
+			return false
+		}
+		if err != errKeeperAhead {
+			break
+		}
+		// The keeper held an update whose ack was lost, and this node
+		// now does too: apply the reward again, on top of it (it may
+		// be that update's re-send, answered above).
+		if try+1 == maxKeeperAhead {
+			err = wire.Errorf(wire.CodeBusy, "%s: the keeper kept holding updates this primary had not heard acknowledged (not applied)", p.player)
+			break
+		}
+		st = p.snapshot()
 	}
-	c.reply(next, nil)
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code == wire.CodeFenced {
+		p.s.count.stepDowns.Add(1)
+		p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
+		c.reply(0, notOwner(p.player))
+		return true
+	}
+	c.reply(0, err)
 	return false
 }
 
+// remembersSince says whether the record of applied requests reaches back
+// to when the reward c was first sent, so that its absence proves c was
+// never applied. A first attempt (Age zero) cannot have been applied
+// before. A re-send was first sent Age before it left its entry node,
+// which is at least Age before it arrived here, less its transit: that is
+// taken to be under a call timeout (a call outlives its timeout only as
+// bytes in a socket buffer), so the record must reach back that much
+// further.
+func (p *primary) remembersSince(c *rewardCall) bool {
+	if c.req.Age <= 0 {
+		return true
+	}
+	return p.applied.covers(c.arrived - c.req.Age - int64(p.s.cfg.CallTimeout))
+}
+
+// errKeeperAhead says that the keeper refused an update because it holds a
+// later state than the primary knew (see replicate); the primary has taken
+// that state and applies the reward again on top of it.
+var errKeeperAhead = errors.New("the keeper holds a later state")
+
+// maxKeeperAhead bounds how often one reward is applied again because its
+// keeper was ahead; each time needs another update whose ack was lost.
+const maxKeeperAhead = 3
+
 // replicate makes the keeper hold total before the reward is acknowledged.
-// Every attempt takes a fresh sequence number, even one that failed: a
-// keeper accepts only increasing numbers, so an attempt whose outcome is
-// unknown can never be confused with a later one.
+// The update names the state it builds on (Prev, the last one the keeper
+// acknowledged), and the keeper applies it only on top of that state. An
+// attempt whose ack was lost may still have been applied there: the next
+// update then does not build on the keeper's copy, and the keeper answers
+// with its state (wire.KeeperState) instead of letting it overwrite that
+// attempt, whose request id the copy remembers and carries wherever it
+// goes. The primary then takes that state (the attempt was applied) and
+// returns errKeeperAhead.
 func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) error {
 	st := p.snapshot()
+	prev := st.seq
 	st.seq++
-	p.set(st)
-	keeperDead, err := p.sendToKeeper(ctx, st, total, id)
+	keeperDead, rep, err := p.sendToKeeper(ctx, st, prev, total, id)
 	if err == nil {
+		if ks, ok := rep.(*wire.KeeperState); ok {
+			if ks.Seq != prev+1 {
+				// Only the update after Prev can be held unacknowledged.
+				return wire.Errorf(wire.CodeUnknown, "%s: keeper %s holds state %d, this primary %d: they diverged", p.player, st.keeper.Name, ks.Seq, prev)
+			}
+			st.total = ks.Total
+			p.set(st)
+			p.applied.add(ks.Last, p.s.now())
+			return errKeeperAhead
+		}
 		st.total = total
 		p.set(st)
-		p.applied.add(wire.Applied{ID: id, Total: total})
+		p.applied.add(wire.Applied{ID: id, Total: total}, p.s.now())
 		return nil
 	}
 	code, isWire := wire.CodeOf(err)
@@ -382,11 +441,12 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 	return wire.Errorf(wire.CodeUnknown, "%s: keeper %s did not confirm the update, so it may or may not be applied: %v", p.player, st.keeper.Name, err)
 }
 
-// sendToKeeper sends one Replicate. keeperDead says the call was cut short
-// because the roster removed the keeper meanwhile (a paused keeper):
-// waiting out the timeout would stall the player for nothing, since a
-// removed keeper's copy can no longer be claimed by anyone.
-func (p *primary) sendToKeeper(ctx context.Context, st state, total int64, id wire.ReqID) (keeperDead bool, err error) {
+// sendToKeeper sends one Replicate of st, built on the keeper's state
+// prev. keeperDead says the call was cut short because the roster removed
+// the keeper meanwhile (a paused keeper): waiting out the timeout would
+// stall the player for nothing, since a removed keeper's copy can no
+// longer be claimed by anyone.
+func (p *primary) sendToKeeper(ctx context.Context, st state, prev uint64, total int64, id wire.ReqID) (keeperDead bool, rep wire.Msg, err error) {
 	// One context carries both the call's deadline and that cancellation
 	// (callPeer adds none when the deadline is already this close): a
 	// context per layer was a tenth of a loaded node's CPU.
@@ -410,7 +470,7 @@ func (p *primary) sendToKeeper(ctx context.Context, st state, total int64, id wi
 	if p.s.cfg.Observer != nil {
 		began = time.Now()
 	}
-	_, err = p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id})
+	rep, err = p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id, Prev: prev})
 	if p.s.cfg.Observer != nil {
 		p.s.cfg.Observer.Replicated(time.Since(began), err)
 	}
@@ -418,7 +478,7 @@ func (p *primary) sendToKeeper(ctx context.Context, st state, total int64, id wi
 	p.act.inflight = nil
 	keeperDead = p.act.keeperDead
 	p.mu.Unlock()
-	return keeperDead, err
+	return keeperDead, rep, err
 }
 
 // replaceKeeper gives the new total to a new keeper after the old one was
@@ -456,19 +516,14 @@ func (p *primary) replaceKeeper(ctx context.Context, st state, total int64, id w
 // holds it (a re-send is answered from that record).
 func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applied, exclude ...string) error {
 	old := st.keeper
-	recent := p.applied.list()
-	if !pending.ID.IsZero() {
-		// The newest dedupLen travel, as a copy's own ring keeps them.
-		recent = append(recent, pending)
-		recent = recent[max(0, len(recent)-dedupLen):]
-	}
+	recent := p.applied.recordWith(pending, p.s.now())
 	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, recent, exclude...)
 	if err != nil {
 		return err
 	}
 	st.keeper = keeper
 	p.set(st)
-	p.applied.add(pending)
+	p.applied.add(pending, p.s.now())
 	if old.IsZero() || old.Name == keeper.Name {
 		return nil
 	}

@@ -35,7 +35,6 @@ const (
 // keeper died get a new one, and keeper copies whose owner died are promoted
 // here, so no player stays with a single copy until someone asks for it.
 func (s *Store) repairLoop() {
-	defer s.wg.Done()
 	t := s.cfg.Clock.NewTicker(repairInterval)
 	defer t.Stop()
 	pending := true // the last pass found work, or none ran yet
@@ -53,7 +52,7 @@ func (s *Store) repairLoop() {
 			if pending {
 				due = due || idle >= wait
 			} else {
-				due = due || s.orphansLikely()
+				due = due || s.orphansLikely() || s.ownersUnconfirmed()
 			}
 			if !due {
 				continue
@@ -82,11 +81,19 @@ func (s *Store) repairLoop() {
 func (s *Store) repair() (found bool) {
 	s.count.repairs.Add(1)
 	var orphans []string
+	var unconfirmed []string
 	for i := range tableShards {
 		s.mu.Lock()
 		if !s.view.Quorate() || s.leaving {
 			s.mu.Unlock()
 			return true
+		}
+		if i == 0 {
+			for player := range s.unconfirmed {
+				if c := s.copies.get(player); c != nil && s.flights[player] == nil && s.isMemberLocked(c.owner) {
+					unconfirmed = append(unconfirmed, player)
+				}
+			}
 		}
 		if s.orphansLikelyLocked() {
 			for player, c := range s.copies.shard(i) {
@@ -107,31 +114,51 @@ func (s *Store) repair() (found bool) {
 		}
 		s.mu.Unlock()
 	}
-	if len(orphans) == 0 {
+	if len(orphans) == 0 && len(unconfirmed) == 0 {
 		return found
 	}
 	sem := make(chan struct{}, repairConcurrency)
 	var wg sync.WaitGroup
-	for _, player := range orphans {
+	run := func(player string, fn func(ctx context.Context) error) bool {
 		select {
 		case sem <- struct{}{}:
 		case <-s.ctx.Done():
-			wg.Wait()
-			return true
+			return false
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			ctx, cancel := context.WithTimeout(s.ctx, 2*s.cfg.CallTimeout)
 			defer cancel()
+			if err := fn(ctx); err != nil {
+				s.logf("replica: could not repair %s yet: %v", player, err)
+			}
+		}()
+		return true
+	}
+	for _, player := range orphans {
+		if !run(player, func(ctx context.Context) error {
 			_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
 				return s.takeOverOrphan(ctx, player)
 			})
-			if err != nil {
-				s.logf("replica: could not take over orphaned %s yet: %v", player, err)
-			}
-		}()
+			return err
+		}) {
+			break
+		}
+	}
+	for _, player := range unconfirmed {
+		if !run(player, func(ctx context.Context) error { return s.checkOwnerRuns(ctx, player) }) {
+			break
+		}
 	}
 	wg.Wait()
 	return true
+}
+
+// ownersUnconfirmed says whether some copy here names an owner not yet
+// confirmed to run the primary (see Store.unconfirmed).
+func (s *Store) ownersUnconfirmed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.unconfirmed) > 0
 }

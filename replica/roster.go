@@ -100,7 +100,6 @@ func (s *Store) kickRosterLocked() { s.kickRoster() }
 
 // rosterLoop turns hints into agreed roster changes, one at a time.
 func (s *Store) rosterLoop() {
-	defer s.wg.Done()
 	wait := rosterRetry
 	var retry Timer
 	for {

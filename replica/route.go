@@ -2,7 +2,6 @@ package replica
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -71,8 +70,9 @@ func (s *Store) withID(req *wire.Reward) *wire.Reward {
 // no node holds is not created: the answer is CodeNotFound (see Read).
 func (s *Store) rewardAt(ctx context.Context, req *wire.Reward, create bool) (RewardResult, error) {
 	// maybe records that an attempt may have been applied (its link broke
-	// mid-call). Re-sending is still safe, but if no later attempt gets an
-	// answer the caller must hear "unknown", never "not applied".
+	// mid-call, it timed out). Re-sending is still safe, but if no later
+	// attempt gets an answer the caller must hear "unknown", never "not
+	// applied".
 	maybe := false
 	fail := func(err error) (RewardResult, error) {
 		if maybe {
@@ -81,6 +81,7 @@ func (s *Store) rewardAt(ctx context.Context, req *wire.Reward, create bool) (Re
 		return RewardResult{}, err
 	}
 	var last error
+	first := s.now()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := s.backoff(ctx, attempt); err != nil {
@@ -89,13 +90,22 @@ func (s *Store) rewardAt(ctx context.Context, req *wire.Reward, create bool) (Re
 		}
 		p, owner, err := s.route(ctx, req.Player, create)
 		if err == nil {
+			// Each attempt is a message of its own: an earlier one whose
+			// answer never came may still wait in a mailbox. A re-send
+			// after such an attempt says how long ago the request was
+			// first sent (see wire.Reward.Age); after attempts that were
+			// all answered "not applied", it is a first send again.
+			try := *req
+			if maybe {
+				try.Age = max(s.now()-first, 1)
+			}
 			var r RewardResult
-			r, err = s.send(ctx, p, owner, req)
+			r, err = s.send(ctx, p, owner, &try)
 			if err == nil {
 				return r, nil
 			}
 			s.forgetRoute(req.Player, owner)
-			if errors.Is(err, wire.ErrLinkLost) {
+			if wire.OutcomeOf(err) == wire.OutcomeUnknown {
 				maybe = true
 			}
 		}

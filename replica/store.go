@@ -81,17 +81,25 @@ type Store struct {
 	cfg    Config
 	ctx    context.Context // ends at Close; bounds background work
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	kick   chan struct{} // wakes the repair loop
-	reqSeq atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
-	runq   chan *primary // primaries with mail, for idle workers
-	count  counters
-	rand   *lockedRand // backoff jitter, from Config.Rand
+	// wg counts the Store's goroutines; only spawn adds to it, under
+	// spawnMu, so that none starts once Close waits (a leaf lock: nothing
+	// is acquired under it).
+	wg      sync.WaitGroup
+	spawnMu sync.Mutex
+	closing bool
+	// spawnHook, set only by tests, runs as spawn begins: where a Close
+	// racing the hint that starts a goroutine can interleave.
+	spawnHook func()
+	kick      chan struct{} // wakes the repair loop
+	reqSeq    atomic.Uint64 // numbers the rewards entering here (wire.ReqID)
+	runq      chan *primary // primaries with mail, for idle workers
+	count     counters
+	rand      *lockedRand // backoff jitter, from Config.Rand
+	born      time.Time   // Store.now counts from it
 
 	mu      sync.Mutex
 	view    View // membership and quorum
 	leaving bool
-	closing bool // Close has begun: no new goroutine may start (spawn)
 	// The roster: this node's vote (kept on disk), and the hints the
 	// roster loop turns into proposals.
 	acc          quorum.Acceptor
@@ -110,8 +118,15 @@ type Store struct {
 	// node) without walking a million of them. Changed only through
 	// putCopyLocked, dropCopyLocked and setCopyOwnerLocked.
 	copyOwners map[wire.NodeID]int
-	routes     map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
-	flights    map[string]*flight     // activations in progress on this node
+	// unconfirmed holds the players whose copy here names an owner that
+	// has not yet shown it runs the primary (by a Replicate, or by
+	// answering repair's question): the message that made it the owner (a
+	// claim's grant, an Adopt) may have lost its reply, leaving a copy
+	// that names a live owner which runs no primary. Repair checks them.
+	// Empty at rest.
+	unconfirmed map[string]struct{}
+	routes      map[string]wire.NodeID // player -> owner, learned; a hint, checked by the owner
+	flights     map[string]*flight     // activations in progress on this node
 }
 
 // New starts a Store. Until SetMembers is called it sees only itself. It
@@ -155,20 +170,42 @@ func New(cfg Config) (*Store, error) {
 		copyOwners:  map[wire.NodeID]int{},
 		routes:      map[string]wire.NodeID{},
 		flights:     map[string]*flight{},
+		unconfirmed: map[string]struct{}{},
 		rand:        rnd,
+		born:        cfg.Clock.Now(),
 	}
-	s.wg.Add(2)
-	go s.repairLoop()
-	go s.rosterLoop()
+	s.spawn(s.repairLoop)
+	s.spawn(s.rosterLoop)
 	return s, nil
+}
+
+// spawn runs fn on a goroutine of the Store, which Close waits for, and
+// reports whether it did: once Close began, it starts nothing. It is the
+// only way the Store starts a goroutine that outlives the call that
+// starts it; fn must return soon after s.ctx ends.
+func (s *Store) spawn(fn func()) bool {
+	if s.spawnHook != nil {
+		s.spawnHook()
+	}
+	s.spawnMu.Lock()
+	defer s.spawnMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // Close stops every primary and background task. It does not hand anything
 // off: use Leave first for a graceful exit.
 func (s *Store) Close() {
-	s.mu.Lock()
+	s.spawnMu.Lock()
 	s.closing = true
-	s.mu.Unlock()
+	s.spawnMu.Unlock()
 	s.cancel()
 	s.mu.Lock()
 	prims := s.primaryList()
@@ -178,6 +215,10 @@ func (s *Store) Close() {
 	}
 	s.wg.Wait()
 }
+
+// now reads the Store's clock as nanoseconds since the Store started: the
+// times its records of applied requests keep (dedupRing.since).
+func (s *Store) now() int64 { return int64(s.cfg.Clock.Now().Sub(s.born)) }
 
 // Self returns this node's current incarnation.
 func (s *Store) Self() wire.NodeID {
@@ -213,6 +254,7 @@ func (s *Store) Reset(newSelf wire.NodeID) {
 	s.primaries = playerTable[*primary]{}
 	s.copies = playerTable[*keeperCopy]{}
 	s.copyOwners = map[wire.NodeID]int{}
+	s.unconfirmed = map[string]struct{}{}
 	s.routes = map[string]wire.NodeID{}
 	s.mu.Unlock()
 	for _, p := range prims {
@@ -291,20 +333,4 @@ func (s *Store) removePrimary(p *primary) {
 		s.primaries.del(p.player)
 	}
 	s.mu.Unlock()
-}
-
-// spawn runs f on a goroutine the Store owns: Close waits for it, and once
-// Close has begun none starts. Every background goroutine of the Store
-// starts here, so none can race Close's Wait.
-func (s *Store) spawn(f func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
 }

@@ -79,6 +79,6 @@ func (p *primary) reloadFromKeeper() (wire.NodeID, state, error) {
 	}
 	next := state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: st.keeper}
 	p.set(next)
-	p.applied = newDedup(cr.Recent)
+	p.applied = newDedup(record{cr.Recent, cr.Since}, p.s.now())
 	return st.keeper, next, nil
 }

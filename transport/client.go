@@ -51,7 +51,7 @@ func handshake(ctx context.Context, addr string, key []byte, hello *wire.Hello) 
 		if errors.Is(err, syscall.ECONNREFUSED) {
 			// Nothing listens there, or a firewall rejects us: a hint,
 			// not proof that the process is gone.
-			return nil, fmt.Errorf("transport: dial %s: %w: %w", where, wire.ErrRefused, err)
+			return nil, fmt.Errorf("transport: %w", wire.Refused(where, err))
 		}
 		return nil, fmt.Errorf("transport: dial %s: %w", where, err)
 	}

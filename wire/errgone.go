@@ -1,6 +1,9 @@
 package wire
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrGone means the incarnation a call was addressed to no longer exists:
 // a process with a new boot id answered under its name. Unlike a timeout
@@ -26,3 +29,12 @@ var ErrNotSent = errors.New("request not sent")
 // request may or may not have been applied. Rewards carry a ReqID so that
 // re-sending one after this error cannot apply it twice.
 var ErrLinkLost = errors.New("connection lost during the call")
+
+// Refused is the error of a call whose connection to node was refused
+// (ECONNREFUSED: nothing listens on its port, or a firewall REJECT rule).
+// The TCP transport and the in-memory network both build it here, so that
+// what a refusal proves is decided in one place: nothing (ErrRefused), as
+// a live peer behind a REJECT rule refuses too.
+func Refused(node string, cause error) error {
+	return fmt.Errorf("dial %s: %w: %w", node, ErrRefused, cause)
+}

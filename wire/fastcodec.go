@@ -67,6 +67,9 @@ func appendReward(b []byte, m *Reward) []byte {
 	if !m.ID.IsZero() {
 		n++
 	}
+	if m.Age != 0 {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendStr(appendKey(b, "p"), m.Player)
 	b = appendInt(appendKey(b, "pts"), m.Points)
@@ -75,6 +78,9 @@ func appendReward(b []byte, m *Reward) []byte {
 	}
 	if !m.ID.IsZero() {
 		b = appendReqID(appendKey(b, "id"), m.ID)
+	}
+	if m.Age != 0 {
+		b = appendInt(appendKey(b, "age"), m.Age)
 	}
 	return b
 }
@@ -103,6 +109,9 @@ func appendReplicate(b []byte, m *Replicate) []byte {
 	if !m.ID.IsZero() {
 		n++
 	}
+	if m.Prev != 0 {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendStr(appendKey(b, "p"), m.Player)
 	b = appendUint(appendKey(b, "e"), m.Epoch)
@@ -110,6 +119,9 @@ func appendReplicate(b []byte, m *Replicate) []byte {
 	b = appendInt(appendKey(b, "t"), m.Total)
 	if !m.ID.IsZero() {
 		b = appendReqID(appendKey(b, "id"), m.ID)
+	}
+	if m.Prev != 0 {
+		b = appendUint(appendKey(b, "pv"), m.Prev)
 	}
 	return b
 }
@@ -263,6 +275,8 @@ func (r *reader) reward(m *Reward) {
 			m.NotInt = r.str()
 		case "id":
 			r.reqID(&m.ID)
+		case "age":
+			m.Age = r.int()
 		default:
 			r.skip()
 		}
@@ -305,6 +319,8 @@ func (r *reader) replicate(m *Replicate) {
 			m.Total = r.int()
 		case "id":
 			r.reqID(&m.ID)
+		case "pv":
+			m.Prev = r.uint()
 		default:
 			r.skip()
 		}

@@ -16,7 +16,9 @@ import (
 // Version is the protocol version a node speaks. A peer that announces a
 // different version is refused in the handshake. Version 2 added the
 // cookie proofs to the handshake and the keepalive frame; version 3 the
-// agreed roster (Prepare to JoinReply).
+// agreed roster (Prepare to JoinReply), a keeper that refuses a Replicate
+// not built on its copy (Prev, KeeperState) and the age of a re-sent
+// reward.
 const Version = 3
 
 // Kind names the message carried by a frame. The numbers are part of the
@@ -46,6 +48,7 @@ const (
 	// 22 is reserved: a Release message was planned and never sent.
 	KindPing         Kind = 23 // any -> any: are you the incarnation I think? (Ack)
 	KindDeclaredDead Kind = 24 // majority node -> an incarnation it declared failed: rejoin clean (Ack)
+	KindKeeperState  Kind = 29 // keeper -> owner: reply to a Replicate that does not build on the copy
 
 	KindPlayersPage      Kind = 25 // any -> node: a page of the players whose primary runs there (PlayersPageReply)
 	KindPlayersPageReply Kind = 26
@@ -87,7 +90,8 @@ var kindNames = map[Kind]string{
 	KindPing: "ping", KindDeclaredDead: "declared-dead",
 	KindPlayersPage: "players-page", KindPlayersPageReply: "players-page-reply",
 	KindNodeInfo: "node-info", KindNodeInfoReply: "node-info-reply",
-	KindCommand: "command", KindCommandReply: "command-reply",
+	KindKeeperState: "keeper-state",
+	KindCommand:     "command", KindCommandReply: "command-reply",
 	KindPrepare: "prepare", KindPromise: "promise", KindAccept: "accept", KindAccepted: "accepted",
 	KindDecided: "decided", KindReach: "reach", KindReachReply: "reach-reply",
 	KindJoinAsk: "join-ask", KindJoinReply: "join-reply",
@@ -206,11 +210,19 @@ type Applied struct {
 // Reward asks the owner of Player to add Points. NotInt carries the term a
 // person typed when it was not an integer: the primary crashes on it, as the
 // Erlang original does, and its supervisor restarts it.
+//
+// Age is zero on a request's first attempt; a re-send carries how long
+// before it the entry node first sent it (nanoseconds, on the entry
+// node's clock). The primary answers a re-send from its record of applied
+// requests, and refuses it ("outcome unknown") when that record does not
+// reach back to when it was first sent: the request may have been applied
+// and forgotten since (see Applied and Adopt.Since).
 type Reward struct {
 	Player string `msgpack:"p"`
 	Points int64  `msgpack:"pts"`
 	NotInt string `msgpack:"bad,omitempty"`
 	ID     ReqID  `msgpack:"id,omitempty"`
+	Age    int64  `msgpack:"age,omitempty"`
 }
 
 // RewardReply is the new total. Owner and Keeper say where the player's
@@ -273,21 +285,44 @@ type ClaimReply struct {
 	Seq     uint64    `msgpack:"s"`
 	Total   int64     `msgpack:"t"`
 	Recent  []Applied `msgpack:"rc,omitempty"`
+	Since   int64     `msgpack:"since,omitempty"` // as Adopt.Since
 }
 
 // Replicate carries a primary's new state to its keeper. The keeper applies
-// it only from its recorded owner at its recorded epoch, and only forward.
+// it only from its recorded owner at its recorded epoch, and only on top of
+// the state it was computed from: Prev is the Seq of that state, the
+// primary's last acknowledged one. A keeper whose copy is at another Seq
+// (an earlier update reached it but its ack was lost) refuses it with a
+// KeeperState, so that no update overwrites one the keeper holds and
+// remembers the request of.
 type Replicate struct {
 	Player string `msgpack:"p"`
 	Epoch  uint64 `msgpack:"e"`
 	Seq    uint64 `msgpack:"s"`
 	Total  int64  `msgpack:"t"`
 	ID     ReqID  `msgpack:"id,omitempty"` // the reward this update applies
+	Prev   uint64 `msgpack:"pv,omitempty"`
+}
+
+// KeeperState answers a Replicate whose Prev is not the keeper copy's Seq:
+// the copy's state, and the request that produced it. The primary takes
+// it as its own (that request was applied: its ack was lost) and applies
+// its reward again on top.
+type KeeperState struct {
+	Seq   uint64  `msgpack:"s"`
+	Total int64   `msgpack:"t"`
+	Last  Applied `msgpack:"l"`
 }
 
 // Adopt makes the receiver the keeper of Player for Owner at Epoch. Used
 // when a player is created, when a keeper is lost with its node, and when a
 // keeper moves.
+//
+// Recent is the player's record of the requests applied to it, oldest
+// first. Since says how far back it is complete: every request applied
+// less than Since nanoseconds before the message was sent is in it (zero:
+// every request ever applied is). The receiver counts that from when it
+// received the message, which only shortens it.
 type Adopt struct {
 	Player string    `msgpack:"p"`
 	Owner  NodeID    `msgpack:"o"`
@@ -295,6 +330,7 @@ type Adopt struct {
 	Seq    uint64    `msgpack:"s"`
 	Total  int64     `msgpack:"t"`
 	Recent []Applied `msgpack:"rc,omitempty"`
+	Since  int64     `msgpack:"since,omitempty"`
 }
 
 // Handoff is sent by an owner that is leaving gracefully to its keeper:
@@ -505,6 +541,7 @@ func (Reach) Kind() Kind            { return KindReach }
 func (ReachReply) Kind() Kind       { return KindReachReply }
 func (JoinAsk) Kind() Kind          { return KindJoinAsk }
 func (JoinReply) Kind() Kind        { return KindJoinReply }
+func (KeeperState) Kind() Kind      { return KindKeeperState }
 
 // New returns an empty message of kind k to decode into, or nil for a kind
 // this version does not know (the frame is then rejected).
@@ -558,6 +595,8 @@ func New(k Kind) Msg {
 		return &NodeInfo{}
 	case KindNodeInfoReply:
 		return &NodeInfoReply{}
+	case KindKeeperState:
+		return &KeeperState{}
 	case KindCommand:
 		return &Command{}
 	case KindCommandReply:
