@@ -331,3 +331,44 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	r.data = r.data[n:]
 	return n, nil
 }
+
+// A request served on the read loop (alone on its connection) that waits
+// for a later request on the same connection does not wait forever: a
+// successor takes over reading and serves the later one.
+func TestHandlerOnReadLoopWaitingForTheNextRequest(t *testing.T) {
+	n := newTestNet(t)
+	release := make(chan struct{})
+	b := n.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		switch m.(type) {
+		case *wire.Where: // alone: served on the read loop
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case *wire.Ping:
+			close(release)
+		default:
+			return echo(ctx, from, m)
+		}
+		return &wire.Ack{}, nil
+	})
+	a := n.add("a", 1, nil)
+	reward(t, a, b.id(), 1) // connect
+
+	where := make(chan error, 1)
+	go func() {
+		_, err := a.Call(context.Background(), b.id(), &wire.Where{Player: "p"})
+		where <- err
+	}()
+	waitPending(t, a.current("b"), 1)
+	if _, err := a.Call(context.Background(), b.id(), &wire.Ping{}); err != nil {
+		t.Fatalf("a request behind one that waits for it: %v", err)
+	}
+	if err := <-where; err != nil {
+		t.Fatalf("the request that waited: %v", err)
+	}
+	// Both goroutines that read b's side stopped cleanly: goleak (TestMain)
+	// and the next call check it.
+	reward(t, a, b.id(), 2)
+}

@@ -10,7 +10,9 @@
 // others, and a watcher goroutine reads when no call is in flight (see
 // clientConn). On the acceptor's side a reader goroutine hands each
 // request to a handler goroutine (idle handlers are reused, and each
-// connection runs a bounded number at once).
+// connection runs a bounded number at once), except a request alone on
+// its connection, which it serves itself; if that takes longer than
+// successorDelay another goroutine takes over reading (serveHere).
 // A frame that is alone on its connection (the only call in flight, or the
 // reply to the only request) is written by its own goroutine instead,
 // saving a wake-up of the writer on every hop of an unloaded request; the
