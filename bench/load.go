@@ -59,6 +59,7 @@ var classNames = [2]string{"owner", "forwarded"}
 type target struct {
 	name string
 	cl   *client.Client
+	bare *bareClient // instead of cl: the bare wire's first server
 
 	down    atomic.Bool
 	mu      sync.Mutex
@@ -327,7 +328,11 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 			err = errNoLiveNode
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
-			_, err = l.targets[t].cl.Reward(cctx, l.players.names[p], 1)
+			if tg := l.targets[t]; tg.bare != nil {
+				err = tg.bare.reward(cctx, l.players.names[p], 1)
+			} else {
+				_, err = tg.cl.Reward(cctx, l.players.names[p], 1)
+			}
 			cancel()
 		}
 		if err == nil {
