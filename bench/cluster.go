@@ -248,7 +248,7 @@ func (b *bench) startFloor(ctx context.Context) error {
 		return fmt.Errorf("connect to the bare wire's bare-a: %w", err)
 	}
 	b.bareA = &target{name: "bare-a", bare: bc}
-	b.say("floor and bare wire servers up: %s", describePIDs(b.floors))
+	b.say("floor servers up (the transport's and the bare wire's): %s", describePIDs(b.floors))
 	return nil
 }
 
