@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -75,6 +76,7 @@ type benchConfig struct {
 	duration    time.Duration
 	entry       entryMode
 	floor       bool
+	http        bool // rewards through the nodes' HTTP front doors
 	killAfter   time.Duration
 	populate    int
 	settle      time.Duration
@@ -107,6 +109,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one reward in flight")
 	fs.IntVar(&c.players, "players", 10000, "players the rewards are spread over, created before the clock starts")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of each measured phase")
+	fs.BoolVar(&c.http, "http", false, "send the load's rewards to the nodes' HTTP front doors (POST /players/ID/reward), as a game server would, instead of over appnode's own client protocol")
 	fs.BoolVar(&c.floor, "floor", false, "also measure the floor (forward + ack over appnode's transport) with the same clients, and print ratios to it")
 	fs.DurationVar(&c.killAfter, "kill-after", 0, "with --spawn: kill -9 the last spawned node this long into the load, and report stalls and recovery")
 	fs.IntVar(&c.populate, "populate", 0, "with --spawn: instead of the load, create this many players and report resident memory per node and bytes per player copy")
@@ -237,6 +240,8 @@ type bench struct {
 	env     []string
 	cookie  cookie.Cookie // of the cluster measured; zero: as `appnode rpc` finds it
 	exe     string        // this binary, which the bench's processes run
+
+	httpClient *http.Client // with --http: the clients' keep-alive connections to the front doors
 
 	dir       string // spawned nodes' state dir
 	keepDir   bool   // a failure: keep the logs for the user

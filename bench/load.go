@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,9 +58,10 @@ var classNames = [2]string{"owner", "forwarded"}
 // it, shared by every client: Client.Call is safe for concurrent use and
 // multiplexes calls by request id.
 type target struct {
-	name string
-	cl   *client.Client
-	bare *bareClient // instead of cl: the bare wire's first server
+	name    string
+	cl      *client.Client
+	httpURL string      // its front door, with --http
+	bare    *bareClient // instead of cl: the bare wire's first server
 
 	down    atomic.Bool
 	mu      sync.Mutex
@@ -117,8 +119,9 @@ type load struct {
 	clients     int
 	duration    time.Duration
 	callTimeout time.Duration
-	progress    io.Writer // nil: no live progress line
-	kill        *killPlan // nil: nothing is killed
+	progress    io.Writer    // nil: no live progress line
+	kill        *killPlan    // nil: nothing is killed
+	http        *http.Client // non-nil: rewards go through the targets' HTTP front doors
 
 	start        time.Time
 	initialOwner []int32      // owners as believed when the phase started
@@ -328,9 +331,12 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 			err = errNoLiveNode
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
-			if tg := l.targets[t]; tg.bare != nil {
+			switch tg := l.targets[t]; {
+			case tg.bare != nil:
 				err = tg.bare.reward(cctx, l.players.names[p], 1)
-			} else {
+			case l.http != nil:
+				err = tg.rewardHTTP(cctx, l.http, l.players.names[p])
+			default:
 				_, err = tg.cl.Reward(cctx, l.players.names[p], 1)
 			}
 			cancel()

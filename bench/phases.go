@@ -176,6 +176,12 @@ func (b *bench) runLoad(ctx context.Context, rep *benchReport) error {
 		callTimeout: b.cfg.callTimeout,
 		progress:    b.progressOut(),
 	}
+	if b.cfg.http {
+		if err := b.frontDoors(ctx); err != nil {
+			return err
+		}
+		l.label, l.http = "appnode over HTTP", b.httpClient
+	}
 	if b.cfg.killAfter > 0 {
 		victim := len(b.nodes) - 1
 		l.kill = &killPlan{after: b.cfg.killAfter, target: victim, do: func() error {

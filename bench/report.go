@@ -24,6 +24,7 @@ type benchReport struct {
 	Nodes     []nodeInfo `json:"nodes"`
 	Spawned   bool       `json:"spawned"`
 	Entry     string     `json:"entry"`
+	HTTP      bool       `json:"http,omitempty"` // rewards went through the nodes' HTTP front doors
 	Clients   int        `json:"clients"`
 	Players   int        `json:"players"`
 	DurationS float64    `json:"duration_s"` // of each phase, as measured
@@ -159,6 +160,7 @@ func (b *bench) newReport() *benchReport {
 		Machine:    machineInfo(),
 		Spawned:    b.cfg.spawn > 0,
 		Entry:      b.cfg.entry.String(),
+		HTTP:       b.cfg.http,
 		Clients:    b.cfg.clients,
 		Players:    b.cfg.players,
 		ErrorKinds: []errorOut{},
@@ -329,8 +331,12 @@ func printReport(w io.Writer, r *benchReport) error {
 	if r.Populate != nil {
 		fmt.Fprintf(&sb, "appnode bench: %d %s, populate %d players\n", len(r.Nodes), what, r.Populate.Players)
 	} else {
-		fmt.Fprintf(&sb, "appnode bench: %d %s, entry %s, %d clients, %d players, %.1fs per phase\n",
-			len(r.Nodes), what, r.Entry, r.Clients, r.Players, r.DurationS)
+		over := ""
+		if r.HTTP {
+			over = ", rewards over HTTP"
+		}
+		fmt.Fprintf(&sb, "appnode bench: %d %s, entry %s%s, %d clients, %d players, %.1fs per phase\n",
+			len(r.Nodes), what, r.Entry, over, r.Clients, r.Players, r.DurationS)
 	}
 	fmt.Fprintf(&sb, "machine: %d CPUs, %s, %s, %s\n", r.Machine.CPUs, r.Machine.CPU, r.Machine.OS, r.Machine.Go)
 	if r.Interrupted {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/appnode/appnode/cookie"
@@ -70,7 +69,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.NamesPort = DefaultNamesPort()
 	}
 	if cfg.Self == "" {
-		cfg.Self = fmt.Sprintf("client-%d@%s", os.Getpid(), shortHostname())
+		cfg.Self = fmt.Sprintf("client-%d@%s", os.Getpid(), names.ShortHostname())
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
@@ -241,25 +240,5 @@ func (c *Client) Command(ctx context.Context, line string) (*wire.CommandReply, 
 	return r, nil
 }
 
-// FullName turns a bare node name into NAME@<this host's short name>, as
-// `erl -sname` does; a full name is returned as it is.
-func FullName(name string) string {
-	if strings.Contains(name, "@") {
-		return name
-	}
-	return name + "@" + shortHostname()
-}
-
-// shortHostname is the host name up to its first dot, as node names use
-// it (node.ShortHostname, which this package does not import: it would
-// bring the whole node with it).
-func shortHostname() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		h = h[:i]
-	}
-	return h
-}
+// FullName is names.FullName: a bare name gets this host's short name.
+func FullName(name string) string { return names.FullName(name) }

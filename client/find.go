@@ -83,7 +83,7 @@ func (e *findError) Unwrap() error { return e.kind }
 
 // hostIPs lists where host's name service may listen, in the order to ask.
 func hostIPs(ctx context.Context, host string) ([]string, error) {
-	if host == "localhost" || host == shortHostname() {
+	if host == "localhost" || host == names.ShortHostname() {
 		return localIPs(), nil
 	}
 	if ip := net.ParseIP(host); ip != nil {

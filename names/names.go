@@ -38,6 +38,9 @@ type Entry struct {
 	GossipPort    int    `msgpack:"g"`
 	TransportPort int    `msgpack:"t"`
 	Boot          uint64 `msgpack:"b"` // the incarnation; 0 if unknown
+	// HTTPPort is the node's front door (HTTP API, metrics, page); 0 if
+	// it serves none. Older name services drop it.
+	HTTPPort int `msgpack:"h,omitempty"`
 }
 
 // Config says where the host's name service listens and what to register.

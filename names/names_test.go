@@ -580,3 +580,26 @@ func TestReadFrameBounds(t *testing.T) {
 		t.Fatalf("short body: %v", err)
 	}
 }
+
+// A node's HTTP port travels with its entry, so that scripts find the
+// front door of every node on a host.
+func TestEntryCarriesHTTPPort(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config("app_node1@host", 1)
+	cfg.Entry.HTTPPort = 9001
+	r, err := Register(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := h.lookup("app_node1@host")
+	if err != nil || got != cfg.Entry {
+		t.Fatalf("lookup = %+v, %v; want %+v", got, err, cfg.Entry)
+	}
+	cfg = h.config("app_node2@host", 2)
+	cfg.Entry.HTTPPort = 70000
+	if r, err := Register(context.Background(), cfg); err == nil {
+		r.Close()
+		t.Fatal("an HTTP port over 65535 was registered")
+	}
+}

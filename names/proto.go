@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/appnode/appnode/wire"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -28,7 +29,7 @@ const (
 	// stops a forged length from costing more than that.
 	maxFrame = 4 << 10
 	// maxNameLen is epmd's limit on a node name.
-	maxNameLen = 255
+	maxNameLen = wire.MaxNodeName
 	// maxNames bounds a Names listing on the client side, so a broken or
 	// hostile service cannot stream entries forever.
 	maxNames = 4096
@@ -170,6 +171,9 @@ func (e Entry) validate() error {
 	}
 	if e.TransportPort < 1 || e.TransportPort > 65535 {
 		return fmt.Errorf("node %s: transport port %d is not a TCP port number", e.Name, e.TransportPort)
+	}
+	if e.HTTPPort < 0 || e.HTTPPort > 65535 {
+		return fmt.Errorf("node %s: HTTP port %d is not a TCP port number", e.Name, e.HTTPPort)
 	}
 	return nil
 }

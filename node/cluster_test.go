@@ -303,3 +303,15 @@ func TestLeaveHandsOff(t *testing.T) {
 		c.mustReward("n1", fmt.Sprintf("p%d", i), 1, int64(i+1))
 	}
 }
+
+// A node on loopback asked to connect to another host says what to do
+// instead of timing out.
+func TestConnectAcrossHostsFromLoopbackSaysWhatToDo(t *testing.T) {
+	c := newCluster(t, "n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c.n("n1").Connect(ctx, "n2@10.1.2.3")
+	if err == nil || !strings.Contains(err.Error(), "--bind") {
+		t.Fatalf("connect to another host from loopback: %v; want advice to use --bind", err)
+	}
+}

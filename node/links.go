@@ -27,11 +27,12 @@ func (p linkPeers) Fenced(id wire.NodeID) bool         { return p.n.store.Fenced
 func (p linkPeers) FencedBy(by wire.NodeID)            { p.n.onFenced(by) }
 func (p linkPeers) LinkDown(peer wire.NodeID)          { p.n.store.LinkDown(peer) }
 
-// memberHandler serves the members' requests with the store.
-type memberHandler struct{ store *replica.Store }
+// memberHandler serves the members' requests: the node's own queries
+// (the front door's), else the store's.
+type memberHandler struct{ n *Node }
 
 func (h memberHandler) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
-	return h.store.Handle(ctx, from, m)
+	return h.n.handlePeer(ctx, from, m)
 }
 
 func (h memberHandler) Inline(m wire.Msg) bool { return replica.NonBlocking(m) }

@@ -89,6 +89,15 @@ type Config struct {
 	// Leave it off when several nodes share a process, as in tests.
 	OwnsProcess bool
 
+	// HTTPPort and HTTPURL are this node's front door, if it has one: the
+	// port is registered with the host's name service, the URL is what
+	// /cluster shows other nodes. Zero and "" when it serves no HTTP.
+	HTTPPort int
+	HTTPURL  string
+	// Observer receives the reward path's timings (replica.Config). May
+	// be nil.
+	Observer replica.Observer
+
 	// Test hooks: cut transport links, and replace memberlist's network.
 	Block               func(peer string) bool
 	MemberlistTransport memberlist.Transport
@@ -111,8 +120,8 @@ func DefaultConfig(name string, c cookie.Cookie) Config {
 
 // Validate says what is missing or wrong in c.
 func (c Config) Validate() error {
-	full := FullName(c.Name)
-	if err := ValidateName(full); err != nil {
+	full := names.FullName(c.Name)
+	if err := names.ValidateName(full); err != nil {
 		return err
 	}
 	switch {
@@ -140,6 +149,7 @@ type Node struct {
 	ml     *membership.Membership
 	reg    *names.Registration
 	events chan replica.Event
+	bcast  broadcaster // every event, numbered, for subscribers other than the console
 
 	eventsMu     sync.RWMutex // orders emits before the channel's close
 	eventsClosed bool
@@ -152,46 +162,11 @@ type Node struct {
 	members   map[string]wire.NodeID // last membership given to the store
 	addrs     map[string]string      // name -> transport address
 	resetting atomic.Bool
-	leaving   atomic.Bool // a graceful exit is under way: a fence now is its own departure
-	ready     atomic.Bool // n.ml is set; Serf may report changes before Start returns
+	leaving   atomic.Bool           // a graceful exit is under way: a fence now is its own departure
+	ready     atomic.Bool           // n.ml is set; Serf may report changes before Start returns
+	fencings  atomic.Uint64         // times this node was declared failed and rejoined
+	gone      map[string]goneMember // members lost from the view, for /cluster; guarded by mu
 	closeOnce sync.Once
-}
-
-// FullName turns "app_node1" into "app_node1@<short host name>".
-func FullName(name string) string {
-	if strings.Contains(name, "@") {
-		return name
-	}
-	return name + "@" + ShortHostname()
-}
-
-// ShortHostname is the host name up to its first dot, as Erlang uses.
-func ShortHostname() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	if i := strings.IndexByte(h, '.'); i > 0 {
-		h = h[:i]
-	}
-	return h
-}
-
-// ValidateName checks a node name before anything listens.
-func ValidateName(full string) error {
-	name, host, ok := strings.Cut(full, "@")
-	if !ok || name == "" || host == "" || strings.Contains(host, "@") {
-		return fmt.Errorf("node name %q must look like NAME@HOST", full)
-	}
-	for _, r := range name {
-		if !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return fmt.Errorf("node name %q: use letters, digits, '_', '-' and '.' only", full)
-		}
-	}
-	if len(full) > 200 {
-		return fmt.Errorf("node name %q is too long", full)
-	}
-	return nil
 }
 
 type savedPorts struct {
@@ -237,7 +212,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 // newNode makes the node of a valid cfg under a new boot id, with its
 // store: everything but the listeners.
 func newNode(cfg Config) (*Node, error) {
-	full := FullName(cfg.Name)
+	full := names.FullName(cfg.Name)
 	nctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:     cfg,
@@ -247,6 +222,7 @@ func newNode(cfg Config) (*Node, error) {
 		cancel:  cancel,
 		members: map[string]wire.NodeID{},
 		addrs:   map[string]string{},
+		gone:    map[string]goneMember{},
 	}
 	// Boot ids grow with every start (the replica layer relies on that to
 	// tell a late report of an old process from a new one).
@@ -257,6 +233,7 @@ func newNode(cfg Config) (*Node, error) {
 	rcfg.OnEvent = n.publish
 	rcfg.Logf = cfg.Logf
 	rcfg.OnDeclaredDead = n.declaredDead
+	rcfg.Observer = cfg.Observer
 	if cfg.StateDir != "" {
 		rcfg.Disk = newRosterDisk(cfg.StateDir, full)
 	}
@@ -294,7 +271,7 @@ func (n *Node) listen(saved savedPorts) error {
 }
 
 func (n *Node) listenTransport(port int) (*transport.Transport, error) {
-	cfg := transport.DefaultConfig(n.cfg.Cookie, linkPeers{n}, memberHandler{n.store})
+	cfg := transport.DefaultConfig(n.cfg.Cookie, linkPeers{n}, memberHandler{n})
 	cfg.BindAddr = n.cfg.BindAddr
 	cfg.Port = port
 	cfg.Clients = clientHandler{n}
@@ -320,7 +297,7 @@ func (n *Node) startMembership(port int) (*membership.Membership, error) {
 // namesConfig is the registration of this node, once it listens, with its
 // host's name service.
 func (n *Node) namesConfig() names.Config {
-	cfg := names.DefaultConfig(names.Entry{Name: n.name, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot})
+	cfg := names.DefaultConfig(names.Entry{Name: n.name, GossipPort: n.ml.Port(), TransportPort: n.tr.Port(), Boot: n.Self().Boot, HTTPPort: n.cfg.HTTPPort})
 	cfg.BindAddr = n.cfg.BindAddr
 	cfg.Port = n.cfg.NamesPort
 	cfg.Spawn = n.cfg.SpawnNames
@@ -368,8 +345,10 @@ func (n *Node) emit(level replica.Level, format string, args ...any) {
 	n.publish(replica.Event{Time: time.Now(), Level: level, Text: fmt.Sprintf(format, args...)})
 }
 
-// publish hands e to the console, and to the log.
+// publish numbers e and hands it to the console, the subscribers
+// (Subscribe), and the log.
 func (n *Node) publish(e replica.Event) {
+	e = n.bcast.publish(e)
 	n.eventsMu.RLock()
 	if !n.eventsClosed {
 		select {
@@ -424,6 +403,8 @@ func (n *Node) membershipChanged() {
 		next[id.Name] = id
 	}
 	n.members = next
+	n.noteGoneLocked(old, next)
+	n.noteGoneLocked(old, next)
 	for name, a := range addrs {
 		n.addrs[name] = a
 	}
@@ -488,6 +469,7 @@ func (n *Node) declaredDead(dead wire.NodeID) {
 		id := wire.NodeID{Name: old.Name, Boot: boot}
 		// The new boot must be ours before anyone hears of it.
 		n.self.Store(id)
+		n.fencings.Add(1)
 		n.store.Reset(id)
 		if err := n.ml.SetTags(n.tags()); err != nil {
 			n.emit(replica.Error, "could not announce the new incarnation: %v", err)
@@ -520,20 +502,23 @@ func (n *Node) logf(format string, args ...any) {
 func (n *Node) Connect(ctx context.Context, target string) error {
 	target = strings.TrimSpace(target)
 	if target == "" {
-		return errors.New("connect: which node? e.g. connect app_node2@" + ShortHostname())
+		return errors.New("connect: which node? e.g. connect app_node2@" + names.ShortHostname())
 	}
 	if target == n.name {
 		return nil
 	}
 	var gossip, want string
 	if strings.Contains(target, "@") {
-		if err := ValidateName(target); err != nil {
+		if err := names.ValidateName(target); err != nil {
 			return err
 		}
 		_, host, _ := strings.Cut(target, "@")
 		ip, err := n.hostIP(ctx, host)
 		if err != nil {
 			return fmt.Errorf("cannot connect to %s: %w", target, err)
+		}
+		if err := n.canReachFrom(target, ip); err != nil {
+			return err
 		}
 		nsAddr := net.JoinHostPort(ip, strconv.Itoa(n.cfg.NamesPort))
 		var e names.Entry
@@ -611,6 +596,18 @@ func (n *Node) isMember(name string) bool {
 	defer n.mu.Unlock()
 	_, ok := n.members[name]
 	return ok
+}
+
+// canReachFrom says, before anything is tried, when this node cannot be
+// reached from the target's host at all: it listens on loopback (the safe
+// default) and the target is on another host.
+func (n *Node) canReachFrom(target, ip string) error {
+	bind := net.ParseIP(n.cfg.BindAddr)
+	far := net.ParseIP(ip)
+	if bind == nil || far == nil || !bind.IsLoopback() || far.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("cannot connect to %s: this node listens on %s only, which %s cannot reach; restart this node with --bind set to an address of this host that %s can route to (and %s the same way on its host), then connect again", target, n.cfg.BindAddr, ip, ip, target)
 }
 
 // hostIP finds where HOST's name service listens: this host's own name
@@ -750,6 +747,7 @@ func (n *Node) Close() {
 		n.eventsClosed = true
 		close(n.events)
 		n.eventsMu.Unlock()
+		n.bcast.close()
 	})
 }
 

@@ -172,11 +172,14 @@ func (a *Acceptor) Learn(r wire.Roster) bool {
 // Prepare answers a Prepare from a proposer. save says the state changed
 // and must be saved before the answer is sent.
 func (a *Acceptor) Prepare(m *wire.Prepare) (reply *wire.Promise, save bool) {
+	if m.Base.Cluster != a.Roster.Cluster {
+		return &wire.Promise{}, false // another cluster's vote is none of ours
+	}
 	save = a.catchUp(m.Base)
 	switch {
 	case m.Slot <= a.Roster.Epoch:
 		return &wire.Promise{Latest: a.Roster}, save
-	case m.Slot > a.Roster.Epoch+1 || m.Base.Cluster != a.Roster.Cluster:
+	case m.Slot > a.Roster.Epoch+1:
 		// It cannot vote on a slot whose acceptors it does not know.
 		return &wire.Promise{Promised: a.Promised}, save
 	case Less(m.Ballot, a.Promised):
@@ -189,11 +192,14 @@ func (a *Acceptor) Prepare(m *wire.Prepare) (reply *wire.Promise, save bool) {
 
 // Accept answers an Accept from a proposer, as Prepare does.
 func (a *Acceptor) Accept(m *wire.Accept) (reply *wire.Accepted, save bool) {
+	if m.Base.Cluster != a.Roster.Cluster || m.Value.Cluster != a.Roster.Cluster {
+		return &wire.Accepted{}, false
+	}
 	save = a.catchUp(m.Base)
 	switch {
 	case m.Slot <= a.Roster.Epoch:
 		return &wire.Accepted{Latest: a.Roster}, save
-	case m.Slot > a.Roster.Epoch+1 || m.Base.Cluster != a.Roster.Cluster || m.Value.Cluster != a.Roster.Cluster:
+	case m.Slot > a.Roster.Epoch+1:
 		return &wire.Accepted{Promised: a.Promised}, save
 	case Less(m.Ballot, a.Promised):
 		return &wire.Accepted{Promised: a.Promised}, save

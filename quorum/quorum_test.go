@@ -159,3 +159,19 @@ func raceProposers(t *testing.T, seed uint64) {
 		}
 	}
 }
+
+// A proposer of another cluster gets neither a vote nor this cluster's
+// roster, whatever the slot numbers say.
+func TestAcceptorIgnoresOtherClusters(t *testing.T) {
+	mine := quorum.Apply(quorum.New(1, id("a", 1)), quorum.Change{Admit: []wire.NodeID{id("b", 1)}})
+	a := quorum.Acceptor{Roster: mine}
+	other := quorum.New(2, id("c", 1))
+	p, save := a.Prepare(&wire.Prepare{Slot: 1, Ballot: wire.Ballot{N: 5, Name: "c"}, Base: other})
+	if p.OK || p.Latest.Epoch != 0 || save {
+		t.Fatalf("prepare from another cluster: %+v (save %v)", p, save)
+	}
+	r, _ := a.Accept(&wire.Accept{Slot: 2, Ballot: wire.Ballot{N: 5, Name: "c"}, Value: quorum.Apply(other, quorum.Change{}), Base: other})
+	if r.OK || r.Latest.Epoch != 0 {
+		t.Fatalf("accept from another cluster: %+v", r)
+	}
+}

@@ -65,6 +65,21 @@ func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, e
 	return s.claim(ctx, player, f.best.from)
 }
 
+// findOnly is findOrCreate for a read: a player no node holds is
+// CodeNotFound, not created.
+func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error) {
+	f, err := s.survey(ctx, player, false)
+	switch {
+	case err != nil || f.primaryAt != nil:
+		return f.owner(), err
+	case f.best == nil:
+		return wire.NodeID{}, wire.Errorf(wire.CodeNotFound, "%s: no node holds this player (never rewarded)", player)
+	case f.best == f.local:
+		return s.promoteCopy(ctx, player, "")
+	}
+	return s.claim(ctx, player, f.best.from)
+}
+
 // takeOverOrphan is the repair loop's half of findOrCreate: it acts only
 // when this node holds the freshest copy of a player with no live primary,
 // and then promotes it here. It never claims elsewhere and never creates.

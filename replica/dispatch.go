@@ -20,6 +20,9 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 	if needsPlayer(m) && !s.isMember(from) {
 		// Only members hold players: a node not (yet) admitted, or one
 		// this node has not yet heard was admitted, waits for the roster.
+		// In case this node is the one behind (it missed the news of an
+		// admission), it asks the sender for its roster.
+		s.catchUpFrom(from)
 		return nil, wire.Errorf(wire.CodeBusy, "%s is not a member of the cluster as %s knows it (roster %d); retry once the roster has it", from.Name, s.Self().Name, s.Roster().Epoch)
 	}
 	// No deadline is added here: every call a handler makes to a peer is
@@ -123,7 +126,7 @@ func (s *Store) handleReward(ctx context.Context, m *wire.Reward) (wire.Msg, err
 	if err != nil {
 		return nil, err
 	}
-	return &wire.RewardReply{Total: total}, nil
+	return &wire.RewardReply{Total: total, Owner: s.Self(), Keeper: p.snapshot().keeper}, nil
 }
 
 func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {

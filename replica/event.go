@@ -17,6 +17,10 @@ const (
 // node's own reports (membership, fencing) are Events too, so the console,
 // the log and any other watcher read one type.
 type Event struct {
+	// Seq numbers the node's events from 1, in the order it published
+	// them (the node sets it; a store's own events carry 0 until then); a
+	// subscriber that missed some sees the gap.
+	Seq   uint64
 	Time  time.Time
 	Level Level
 	Text  string

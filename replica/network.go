@@ -81,7 +81,7 @@ func (s *Store) LinkDown(peer wire.NodeID) {
 // (the request never got there): a refusal, or a new incarnation in its
 // place.
 func unreachable(err error) bool {
-	return errors.Is(err, wire.ErrRefused) || errors.Is(err, wire.ErrGone)
+	return errors.Is(err, wire.ErrRefused) || errors.Is(err, wire.ErrGone) || errors.Is(err, wire.ErrNotSent)
 }
 
 // whereAll asks every peer what it holds for player. Any peer that cannot

@@ -58,6 +58,9 @@ const (
 	// proposeRounds bounds the ballots one proposal tries before the loop
 	// backs off.
 	proposeRounds = 4
+	// announceTries bounds how often a decided roster is sent to one
+	// member before it is left to learn it otherwise.
+	announceTries = 4
 	// joinWindow is how long a new node that asked a cluster to admit it
 	// refuses to take others in itself: two new nodes must not each
 	// start a cluster with the other's joiners.
@@ -124,10 +127,12 @@ func (s *Store) rosterLoop() {
 		}
 		// Something is left to do: try again later, and less often
 		// while it keeps failing.
+		// Jitter, so that two nodes proposing at once stop colliding.
+		d := wait + s.rand.duration(wait)
 		if retry == nil {
-			retry = s.cfg.Clock.NewTimer(wait)
+			retry = s.cfg.Clock.NewTimer(d)
 		} else {
-			retry.Reset(wait)
+			retry.Reset(d)
 		}
 		wait = min(2*wait, maxRosterRetry)
 	}
@@ -593,6 +598,32 @@ func rosterText(r wire.Roster) string {
 	return out
 }
 
+// catchUpFrom asks from, a node that acts as a member although this node's
+// roster does not list it, for its roster: this node may have missed a
+// decision (its announcement lost). One question per sender at a time.
+func (s *Store) catchUpFrom(from wire.NodeID) {
+	s.mu.Lock()
+	if s.catchingUp[from.Name] {
+		s.mu.Unlock()
+		return
+	}
+	s.catchingUp[from.Name] = true
+	s.mu.Unlock()
+	s.spawn(func() {
+		defer func() {
+			s.mu.Lock()
+			delete(s.catchingUp, from.Name)
+			s.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+		defer cancel()
+		rep, err := s.callPeer(ctx, from, &wire.JoinAsk{Probe: true})
+		if jr, ok := rep.(*wire.JoinReply); err == nil && ok {
+			s.learnRoster(jr.Roster) // taken only if it is this cluster's and newer
+		}
+	})
+}
+
 // announce tells every member of the new roster and of the one before it
 // that v was decided. It is best effort: a member that misses it learns v
 // from the next proposer (Prepare carries its base) or its repair loop.
@@ -609,9 +640,19 @@ func (s *Store) announce(v, base wire.Roster) {
 	}
 	for _, m := range to {
 		s.spawn(func() {
-			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
-			defer cancel()
-			_, _ = s.callPeer(ctx, m, &wire.Decided{Roster: v})
+			// A few tries: a node just admitted may not be reachable
+			// by name here yet (its address comes with the gossip).
+			for try := range announceTries {
+				if try > 0 && s.backoff(s.ctx, 3+try) != nil {
+					return
+				}
+				ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+				_, err := s.callPeer(ctx, m, &wire.Decided{Roster: v})
+				cancel()
+				if err == nil {
+					return
+				}
+			}
 		})
 	}
 }

@@ -54,18 +54,31 @@ func (s *Store) RewardOnce(ctx context.Context, player, pointsText string, id wi
 }
 
 func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
+	r, err := s.rewardAt(ctx, s.withID(req), true)
+	return r.Total, err
+}
+
+// withID gives req this node's next request id, unless a client named it.
+func (s *Store) withID(req *wire.Reward) *wire.Reward {
 	if req.ID.IsZero() {
 		req.ID = wire.ReqID{Origin: s.Self().Boot, Seq: s.reqSeq.Add(1)}
 	}
+	return req
+}
+
+// rewardAt sends req to the player's primary, re-routing as the player
+// moves, and returns what it answered. With create false, a player that
+// no node holds is not created: the answer is CodeNotFound (see Read).
+func (s *Store) rewardAt(ctx context.Context, req *wire.Reward, create bool) (RewardResult, error) {
 	// maybe records that an attempt may have been applied (its link broke
 	// mid-call). Re-sending is still safe, but if no later attempt gets an
 	// answer the caller must hear "unknown", never "not applied".
 	maybe := false
-	fail := func(err error) (int64, error) {
+	fail := func(err error) (RewardResult, error) {
 		if maybe {
-			return 0, wire.Errorf(wire.CodeUnknown, "%s: an attempt was cut off mid-call and the retries did not settle it, so the reward may or may not be applied: %v", req.Player, err)
+			return RewardResult{}, wire.Errorf(wire.CodeUnknown, "%s: an attempt was cut off mid-call and the retries did not settle it, so the reward may or may not be applied: %v", req.Player, err)
 		}
-		return 0, err
+		return RewardResult{}, err
 	}
 	var last error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
@@ -74,17 +87,23 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 				return fail(fmt.Errorf("%s: %w (last error: %v)", req.Player, err, last))
 			}
 		}
-		p, owner, err := s.route(ctx, req.Player)
+		p, owner, err := s.route(ctx, req.Player, create)
 		if err == nil {
-			var total int64
-			total, err = s.send(ctx, p, owner, req)
+			var r RewardResult
+			r, err = s.send(ctx, p, owner, req)
 			if err == nil {
-				return total, nil
+				return r, nil
 			}
 			s.forgetRoute(req.Player, owner)
 			if errors.Is(err, wire.ErrLinkLost) {
 				maybe = true
 			}
+		}
+		if code, _ := wire.CodeOf(err); create && code == wire.CodeNotFound {
+			// It met a read's activation of the player (which does not
+			// create): the next attempt creates it.
+			last = err
+			continue
 		}
 		if !wire.ShouldResend(err) {
 			return fail(err)
@@ -94,7 +113,7 @@ func (s *Store) reward(ctx context.Context, req *wire.Reward) (int64, error) {
 	// An attempt that reached a primary which then stepped down may have
 	// been applied by its keeper, and the new owner holds it: after many
 	// attempts only a re-send with the same id can tell.
-	return 0, wire.Errorf(wire.CodeUnknown, "%s: the player kept moving, gave up after %d attempts, so the reward may or may not be applied: %v", req.Player, maxAttempts, last)
+	return RewardResult{}, wire.Errorf(wire.CodeUnknown, "%s: the player kept moving, gave up after %d attempts, so the reward may or may not be applied: %v", req.Player, maxAttempts, last)
 }
 
 // backoff waits before attempt number attempt: exponentially longer, with
@@ -114,9 +133,10 @@ func (s *Store) backoff(ctx context.Context, attempt int) error {
 
 // send gives req to p, the player's primary on this node, or else (p nil)
 // to its owner elsewhere.
-func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wire.Reward) (int64, error) {
+func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wire.Reward) (RewardResult, error) {
 	if p != nil {
-		return p.ask(ctx, req)
+		total, err := p.ask(ctx, req)
+		return RewardResult{Total: total, Owner: owner, Keeper: p.snapshot().keeper}, err
 	}
 	s.count.forwards.Add(1)
 	var began time.Time
@@ -131,13 +151,16 @@ func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wi
 		if unreachable(err) {
 			s.suspectPeer(owner, "it refused the connection")
 		}
-		return 0, err
+		return RewardResult{}, err
 	}
 	rr, ok := rep.(*wire.RewardReply)
 	if !ok {
-		return 0, fmt.Errorf("%s: owner %s answered a reward with %s", req.Player, owner.Name, rep.Kind())
+		return RewardResult{}, fmt.Errorf("%s: owner %s answered a reward with %s", req.Player, owner.Name, rep.Kind())
 	}
-	return rr.Total, nil
+	if rr.Owner.IsZero() {
+		rr.Owner = owner // an older node names neither
+	}
+	return RewardResult{Total: rr.Total, Owner: rr.Owner, Keeper: rr.Keeper}, nil
 }
 
 // maxRoutes bounds the route cache. A miss costs one round of Where
@@ -167,7 +190,7 @@ func (s *Store) forgetRoute(player string, owner wire.NodeID) {
 // here, else its owner, activating the player if it has none. One look
 // under the lock serves the common cases (a primary here, a known route),
 // which is what nearly every reward meets.
-func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID, error) {
+func (s *Store) route(ctx context.Context, player string, create bool) (*primary, wire.NodeID, error) {
 	s.mu.Lock()
 	if err := s.checkServingLocked(); err != nil {
 		s.mu.Unlock()
@@ -183,7 +206,11 @@ func (s *Store) route(ctx context.Context, player string) (*primary, wire.NodeID
 		return nil, r, nil
 	}
 	s.mu.Unlock()
-	owner, err := s.activate(ctx, player, nil)
+	var find func(context.Context) (wire.NodeID, error)
+	if !create {
+		find = func(ctx context.Context) (wire.NodeID, error) { return s.findOnly(ctx, player) }
+	}
+	owner, err := s.activate(ctx, player, find)
 	if err != nil {
 		return nil, owner, err
 	}

@@ -121,3 +121,40 @@ func TestGrowthNeedsTheOldMajority(t *testing.T) {
 		}
 	}
 }
+
+// A member whose status flaps faster than a confirm round does not keep
+// the others refusing: a round counts whoever answered, whatever changed
+// meanwhile, and ends once a majority has.
+func TestFlappingMemberDoesNotStopTheCluster(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 0, 0)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if i%2 == 0 {
+				c.view("n1", "n1", "n2")
+			} else {
+				c.view("n1", "n1", "n2", "n3")
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	var total int64
+	for range 100 {
+		got, err := c.reward("n1", "p", 1)
+		if err != nil {
+			t.Fatalf("while n3 flaps in n1's view, reward at n1 failed: %v", err)
+		}
+		total++
+		if got != total {
+			t.Fatalf("reward answered %d, want %d", got, total)
+		}
+	}
+}

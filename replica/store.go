@@ -101,6 +101,7 @@ type Store struct {
 	admit        map[wire.NodeID]bool // nodes that asked to be admitted
 	joiningUntil time.Time            // this node asked a cluster to admit it; see joinWindow
 	refusedJoin  map[string]string    // why a node refused to admit this one
+	catchingUp   map[string]bool      // senders asked for their roster now
 	rosterKick   chan struct{}
 	primaries    playerTable[*primary]
 	copies       playerTable[*keeperCopy]
@@ -149,6 +150,7 @@ func New(cfg Config) (*Store, error) {
 		suspects:    map[wire.NodeID]bool{},
 		admit:       map[wire.NodeID]bool{},
 		refusedJoin: map[string]string{},
+		catchingUp:  map[string]bool{},
 		rosterKick:  make(chan struct{}, 1),
 		copyOwners:  map[wire.NodeID]int{},
 		routes:      map[string]wire.NodeID{},

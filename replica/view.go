@@ -204,6 +204,10 @@ func (v *View) Serving() error {
 	switch {
 	case !quorum.IsMember(v.roster, v.self):
 		return wire.Errorf(wire.CodeNoQuorum, "this node is not a member of the cluster (yet): connect it to a node of the cluster, and it serves once the cluster admits it")
+	case quorum.Fresh(v.roster) && len(v.alive) > 1:
+		// Alone in a roster of its own while it sees others: it is
+		// joining them (or they it), which takes a few round trips.
+		return wire.Errorf(wire.CodeBusy, "this node is joining the cluster of the nodes it sees; retry in a moment")
 	case v.confirming:
 		return wire.Errorf(wire.CodeBusy, "a member was just lost; confirming this node is still in the majority")
 	case !v.quorate:

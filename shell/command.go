@@ -81,6 +81,11 @@ var commands = []*spec{
 		help:   "show the nodes holding PLAYER's primary (owner) and backup (keeper)",
 		run:    runWhere,
 	},
+	{
+		plain: []string{"http"},
+		help:  "print the URL of this node's HTTP front door (API, metrics, live page)",
+		run:   runHTTP,
+	},
 	helpSpec,
 	quitSpec,
 }
@@ -396,6 +401,23 @@ func runWhere(ctx context.Context, c Cluster, cmd command) (string, error) {
 		return "undefined", nil
 	}
 	return fmt.Sprintf("#{owner => %s,keeper => %s}", erlAtomOrUndefined(owner), erlAtomOrUndefined(keeper)), nil
+}
+
+// HTTPServer is implemented by a Cluster whose node serves HTTP (the
+// front door); the http command asks it for its URL.
+type HTTPServer interface {
+	HTTPURL() string
+}
+
+// runHTTP prints the bare URL, not an Erlang string, so that a script can
+// use `appnode rpc NODE http` as it is.
+func runHTTP(ctx context.Context, c Cluster, cmd command) (string, error) {
+	if h, ok := c.(HTTPServer); ok {
+		if u := h.HTTPURL(); u != "" {
+			return u, nil
+		}
+	}
+	return "", wire.Errorf(wire.CodeBadRequest, "this node serves no HTTP (it was started with --http off)")
 }
 
 // The console prints results as Erlang terms, as the Erlang shell does.

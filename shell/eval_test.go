@@ -196,3 +196,25 @@ func TestComplete(t *testing.T) {
 		}
 	}
 }
+
+// A node without a front door says so instead of printing nothing.
+func TestHTTPWithoutFrontDoor(t *testing.T) {
+	out, _, err := Eval(context.Background(), noHTTP{newFakeCluster()}, "http")
+	if err == nil || !strings.Contains(out, "serves no HTTP") {
+		t.Fatalf("http on a node without HTTP: %q, %v", out, err)
+	}
+}
+
+// noHTTP hides the fake's HTTPURL.
+type noHTTP struct{ c *fakeCluster }
+
+func (n noHTTP) Name() string                                     { return n.c.Name() }
+func (n noHTTP) Connect(ctx context.Context, target string) error { return n.c.Connect(ctx, target) }
+func (n noHTTP) Reward(ctx context.Context, p, pts string) (int64, error) {
+	return n.c.Reward(ctx, p, pts)
+}
+func (n noHTTP) LocalPlayers() []string { return n.c.LocalPlayers() }
+func (n noHTTP) Nodes() []string        { return n.c.Nodes() }
+func (n noHTTP) Where(ctx context.Context, p string) (string, string, error) {
+	return n.c.Where(ctx, p)
+}

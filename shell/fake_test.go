@@ -99,3 +99,6 @@ func (panicCluster) Reward(context.Context, string, string) (int64, error) {
 func (panicCluster) LocalPlayers() []string                                { panic("boom") }
 func (panicCluster) Nodes() []string                                       { panic("boom") }
 func (panicCluster) Where(context.Context, string) (string, string, error) { panic("boom") }
+
+// HTTPURL makes the fake a node with a front door (shell.HTTPServer).
+func (f *fakeCluster) HTTPURL() string { return "http://127.0.0.1:8080" }

@@ -256,3 +256,24 @@ func TestBenchFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// `appnode bench --http` drives the nodes' HTTP front doors, as a game
+// server would, and reports the same figures.
+func TestBenchOverHTTP(t *testing.T) {
+	out, errOut, code := runBenchCmd(t, "--spawn", "3", "--http", "--duration", "1s", "--clients", "4", "--players", "50", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	var r struct {
+		HTTP       bool    `json:"http"`
+		Throughput float64 `json:"throughput"`
+		Requests   int64   `json:"requests"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, out)
+	}
+	if !r.HTTP || r.Throughput <= 0 || r.Requests <= 0 {
+		t.Fatalf("over HTTP: %+v, want http true and rewards served\n%s", r, out)
+	}
+	assertGone(t, "spawned node", pidsIn(errOut))
+}

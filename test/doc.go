@@ -3,8 +3,9 @@
 // user would, through their consoles and `appnode rpc`, and as programs
 // would, through package client. Here are the walkthrough, failover,
 // pause and graceful-exit tests (e2e_test.go), the cookie's, the chaos
-// test with its linearizability check, a real partition between network
-// namespaces (root only), and smoke runs of `appnode bench`.
+// test with its linearizability check, real partitions between network
+// namespaces (root only: a cut link, and REJECT rules, both ways or one,
+// in reject_test.go), and smoke runs of `appnode bench`.
 //
 // They take a few minutes; run a subset with -run, e.g.
 //

@@ -497,3 +497,27 @@ func TestNamesSurvivePausedAndKilledStarter(t *testing.T) {
 	n4.waitUp()
 	n4.expect("connect "+n2.name, "true")
 }
+
+// A node keeps its vote on the roster in its state directory: killed and
+// started again under its name, it votes with the promises it made, so
+// even a cluster of two, which cannot change its roster without both,
+// takes its new incarnation back, and no reward is lost.
+func TestRestartedNodeVotesWithItsSavedRoster(t *testing.T) {
+	h := newHarness(t)
+	ps := h.startCluster("app_node1", "app_node2")
+	n1, n2 := ps[0], ps[1]
+	n1.expect("reward player1 5", "5")
+	n2.expect("reward player2 7", "7")
+	n2.kill9()
+	n2 = h.start("app_node2")
+	n2.waitUp()
+	n2.expect("connect "+n1.name, "true")
+	// Zero points read without changing: wait until both serve.
+	for _, p := range []*proc{n1, n2} {
+		if a, _, _ := rewardUntilOK(t, p.console(), "player1", 0, settleLimit); a != "5" {
+			t.Fatalf("%s: player1 is %s after the restart, want 5", p.name, a)
+		}
+	}
+	n2.expect("reward player1 2", "7")
+	n1.expect("reward player2 0", "7")
+}

@@ -23,7 +23,7 @@ import (
 	"github.com/appnode/appnode/cookie"
 	"github.com/appnode/appnode/internal/procs"
 	"github.com/appnode/appnode/internal/testenv"
-	"github.com/appnode/appnode/node"
+	"github.com/appnode/appnode/names"
 	"go.uber.org/goleak"
 )
 
@@ -86,7 +86,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	return &harness{t: t, stateDir: t.TempDir(), namesPort: testenv.FreePort(t), host: node.ShortHostname()}
+	return &harness{t: t, stateDir: t.TempDir(), namesPort: testenv.FreePort(t), host: names.ShortHostname()}
 }
 
 // full turns "app_node1" into "app_node1@<short host name>".

@@ -22,8 +22,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,6 +133,16 @@ func (n *nsNet) heal(host int) { n.run("-n", n.bridge, "link", "set", n.veth(hos
 
 func (n *nsNet) teardown() {
 	for _, ns := range slices.Backward(n.made) {
+		// What still runs in the namespace (the host's name service,
+		// which the first node started and which would exit on its own
+		// 10 s after its last node) would keep it alive unnamed.
+		if out, err := exec.Command(n.ip, "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
 		if out, err := exec.Command(n.ip, "netns", "del", ns).CombinedOutput(); err != nil {
 			n.t.Errorf("cleanup: ip netns del %s: %v: %s", ns, err, out)
 		}
@@ -183,22 +196,34 @@ func (a nsAnswer) String() string {
 // answer (it got none) is a failure of unknown outcome.
 func nsReward(t *testing.T, h *harness, n *nsNet, host int, name, player string, d int64) nsAnswer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), rpcLimit)
+	a, err := nsRPCReward(context.Background(), h, n, host, name, player, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// nsRPCReward is nsReward for any goroutine: instead of failing the test
+// it returns an error when the rpc did not exit within rpcLimit, or ctx
+// ended first (the answer is then of unknown outcome too).
+func nsRPCReward(ctx context.Context, h *harness, n *nsNet, host int, name, player string, d int64) (nsAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, rpcLimit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, n.ip, "netns", "exec", n.hosts[host-1], appnodeBin, "rpc", "--json", name, fmt.Sprintf("reward %s %d", player, d))
 	cmd.Env = h.env()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	unknown := wire.CodeUnknown.String()
 	if ctx.Err() != nil {
-		t.Fatalf("appnode rpc at h%d did not exit within %v", host, rpcLimit)
+		return nsAnswer{Output: fmt.Sprintf("no answer: %v", ctx.Err()), Failed: true, Code: &unknown, Outcome: wire.OutcomeUnknown.String()},
+			fmt.Errorf("appnode rpc at h%d did not exit within %v (or the test stopped it): %v", host, rpcLimit, ctx.Err())
 	}
 	var a nsAnswer
 	if jerr := json.Unmarshal(stdout.Bytes(), &a); jerr != nil {
-		unknown := wire.CodeUnknown.String()
-		return nsAnswer{Output: fmt.Sprintf("no answer (%v): %s", err, strings.TrimSpace(stderr.String())), Failed: true, Code: &unknown, Outcome: wire.OutcomeUnknown.String()}
+		return nsAnswer{Output: fmt.Sprintf("no answer (%v): %s", err, strings.TrimSpace(stderr.String())), Failed: true, Code: &unknown, Outcome: wire.OutcomeUnknown.String()}, nil
 	}
-	return a
+	return a, nil
 }
 
 // nsRange is what the test knows of a player's total: it is in [lo, hi]
@@ -286,7 +311,7 @@ func TestNetnsPartition(t *testing.T) {
 	c.agree()
 }
 
-// nsCluster is the test's three nodes, one on each host, and what the test
+// nsCluster is the test's nodes, one on each host, and what the test
 // knows of its players' totals.
 type nsCluster struct {
 	t       *testing.T
@@ -297,25 +322,12 @@ type nsCluster struct {
 	totals  map[string]*nsRange
 }
 
-// nsStartCluster makes the network, starts a node on each host, connects
-// them by NAME@HOST, and creates two players on each (so owned there).
+// nsStartCluster makes the network, starts a node on each of three hosts,
+// connects them by NAME@HOST, and creates two players on each (so owned
+// there).
 func nsStartCluster(t *testing.T) *nsCluster {
-	c := &nsCluster{t: t, lan: nsSetup(t, 3), h: newHarness(t), totals: map[string]*nsRange{}}
-	for i := 1; i <= 3; i++ {
-		p := nsStart(t, c.h, c.lan, i, fmt.Sprintf("app_node%d", i))
-		p.expect("node", "'"+p.name+"'")
-		// ip must have exec'd the node in place: the cleanup kills this pid.
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID())); err != nil || exe != appnodeBin {
-			t.Fatalf("pid %d started by ip netns exec runs %q (%v), not %s", p.PID(), exe, err, appnodeBin)
-		}
-		c.ps = append(c.ps, p)
-	}
+	c := nsStartNodes(t, 3)
 	n1 := c.ps[0]
-	n1.expect("connect "+c.ps[1].name, "true")
-	n1.expect("connect "+c.ps[2].name, "true")
-	c.h.waitMembers(c.ps...)
-	t.Logf("three nodes on three hosts (%s.1-3), connected by NAME@HOST", c.lan.subnet)
-
 	for i, p := range c.ps {
 		for _, suffix := range []string{"a", "b"} {
 			pl := fmt.Sprintf("np%d%s", i+1, suffix)
@@ -331,6 +343,63 @@ func nsStartCluster(t *testing.T) *nsCluster {
 	}
 	t.Logf("before the cut: %q", before)
 	return c
+}
+
+// nsStartNodes makes a network of hosts, starts a node on each, and
+// connects them by NAME@HOST from the first.
+func nsStartNodes(t *testing.T, hosts int) *nsCluster {
+	c := &nsCluster{t: t, lan: nsSetup(t, hosts), h: newHarness(t), totals: map[string]*nsRange{}}
+	for i := 1; i <= hosts; i++ {
+		p := nsStart(t, c.h, c.lan, i, fmt.Sprintf("app_node%d", i))
+		p.expect("node", "'"+p.name+"'")
+		// ip must have exec'd the node in place: the cleanup kills this pid.
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.PID())); err != nil || exe != appnodeBin {
+			t.Fatalf("pid %d started by ip netns exec runs %q (%v), not %s", p.PID(), exe, err, appnodeBin)
+		}
+		c.ps = append(c.ps, p)
+	}
+	for _, p := range c.ps[1:] {
+		c.ps[0].expect("connect "+p.name, "true")
+	}
+	c.h.waitMembers(c.ps...)
+	c.waitRoster()
+	t.Logf("%d nodes on %d hosts (%s.1-%d), connected by NAME@HOST", hosts, hosts, c.lan.subnet, hosts)
+	return c
+}
+
+// waitRoster waits until every node has learnt the roster that has them
+// all: the last roster each printed among its events lists every node.
+func (c *nsCluster) waitRoster() {
+	c.t.Helper()
+	var names []string
+	for _, p := range c.ps {
+		names = append(names, p.name)
+	}
+	want := strings.Join(names, ", ")
+	testenv.Eventually(c.t, settleLimit, "every node learns the roster of all "+fmt.Sprint(len(c.ps)), func() (bool, string) {
+		var stale []string
+		for _, p := range c.ps {
+			rs := rosterEvents(p)
+			if len(rs) == 0 || !strings.HasSuffix(rs[len(rs)-1], ": "+want) {
+				stale = append(stale, fmt.Sprintf("%s learnt %q", p.name, rs))
+			}
+		}
+		return len(stale) == 0, strings.Join(stale, "; ")
+	})
+}
+
+// nsRosterRE matches the event a node prints when it learns a roster.
+var nsRosterRE = regexp.MustCompile(`cluster roster (\d+): (.*)$`)
+
+// rosterEvents returns the rosters p learnt, in order: "EPOCH: MEMBERS".
+func rosterEvents(p *proc) []string {
+	var out []string
+	for _, e := range p.Lines() {
+		if m := nsRosterRE.FindStringSubmatch(e); m != nil {
+			out = append(out, m[1]+": "+m[2])
+		}
+	}
+	return out
 }
 
 // reward rewards pl by d at p, through `appnode rpc --json` in p's

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -192,37 +193,94 @@ func TestSilentConnectionsAreClosed(t *testing.T) {
 }
 
 // Strangers cannot take every slot: handshakes in progress get a quarter
-// of MaxConns, and the connection over the cap is closed at once.
+// of MaxConns, and when they are full the oldest gives way, so a member's
+// new link gets in however many handshakes strangers hold open. Beyond
+// MaxConns, a connection is closed at once.
+func TestStrangersCannotStarveMembers(t *testing.T) {
+	n := newTestNet(t)
+	a := n.add("a", 1, nil)
+	b := n.add("b", 1, nil, func(c *Config) {
+		c.MaxConns = 16 // four handshakes at a time
+		c.DialTimeout = 5 * time.Second
+	})
+	reward(t, a, b.id(), 1) // a's link is authenticated: it holds a slot, not a handshake
+
+	// Strangers, from an address of their own, fill every handshake slot
+	// and keep them (silent, within the handshake deadline), then keep
+	// coming as fast as they can.
+	stranger := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: time.Second}
+	var strangers []net.Conn
+	for range 4 {
+		nc, err := stranger.Dial("tcp", b.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		strangers = append(strangers, nc)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the strangers to hold every handshake slot", func() bool {
+		return b.handshakes() == 4
+	})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var held []net.Conn // what the stranger keeps open, at most 128
+		defer func() {
+			for _, nc := range held {
+				nc.Close()
+			}
+		}()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if nc, err := stranger.Dial("tcp", b.Addr()); err == nil {
+				held = append(held, nc)
+			}
+			if len(held) > 128 {
+				held[0].Close()
+				held = held[1:]
+			}
+		}
+	}()
+	// New members still get in, and the old link still works.
+	for i, name := range []string{"c", "d", "e"} {
+		m := n.add(name, 1, nil)
+		reward(t, m, b.id(), int64(10+i))
+	}
+	reward(t, a, b.id(), 2)
+	close(stop)
+	<-done
+	if s := b.Stats(); s.OverCap == 0 {
+		t.Fatalf("stats: %v, want handshakes dropped to make room", s)
+	}
+	for _, st := range strangers {
+		expectClosed(t, st) // the oldest gave way
+	}
+}
+
+// Past MaxConns every new connection is closed at once.
 func TestConnectionCap(t *testing.T) {
 	n := newTestNet(t)
 	a := n.add("a", 1, nil)
 	b := n.add("b", 1, nil, func(c *Config) {
-		c.MaxConns = 4 // one handshake at a time
-		c.DialTimeout = 500 * time.Millisecond
+		c.MaxConns = 1
 	})
-	reward(t, a, b.id(), 1) // a's link is authenticated: it holds a slot, not a handshake
-
-	first := dialRaw(t, b.Addr())
-	testenv.WaitFor(t, 5*time.Second, "the stranger to be in its handshake", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.handshaking == 1
-	})
-	second := dialRaw(t, b.Addr())
-	if err := second.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	reward(t, a, b.id(), 1) // a's link takes the only slot
+	extra := dialRaw(t, b.Addr())
+	if err := extra.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := second.Read(make([]byte, 1)); err == nil {
+	if _, err := extra.Read(make([]byte, 1)); err == nil {
 		t.Fatal("a connection over the cap got data")
 	}
 	if s := b.Stats(); s.OverCap != 1 {
 		t.Fatalf("stats: %v, want 1 over cap", s)
 	}
 	reward(t, a, b.id(), 2) // the member's link is untouched
-	expectClosed(t, first)
-	// Once the stranger's handshake has timed out, new dials get in.
-	c := n.add("c", 1, nil)
-	reward(t, c, b.id(), 3)
 }
 
 // Frames that are well-formed but break a limit close the connection and

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -74,7 +75,7 @@ func (sc *serverConn) serve() {
 	defer t.wg.Done()
 	ok := sc.handshake()
 	t.mu.Lock()
-	t.handshaking--
+	t.handshaking = slices.DeleteFunc(t.handshaking, func(c *serverConn) bool { return c == sc })
 	t.mu.Unlock()
 	if !ok {
 		sc.close()

@@ -71,6 +71,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -224,11 +225,13 @@ type Transport struct {
 	// none can race with Close's Wait.
 	wg sync.WaitGroup
 
-	mu          sync.Mutex
-	closed      bool
-	peers       map[string]*peer
-	inbound     map[*serverConn]struct{}
-	handshaking int // inbound connections still in their handshake
+	mu      sync.Mutex
+	closed  bool
+	peers   map[string]*peer
+	inbound map[*serverConn]struct{}
+	// handshaking lists the inbound connections still in their
+	// handshake, oldest first.
+	handshaking []*serverConn
 
 	// requests hands a request to an idle handler goroutine (see
 	// serveRequest); unbuffered, so a send succeeds only if one waits.
@@ -307,7 +310,9 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 	}
 	c, err := t.conn(ctx, to)
 	if err != nil {
-		return nil, err
+		// No connection, so nothing was written: the request certainly
+		// was not applied, whatever the reason.
+		return nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err)
 	}
 	return c.call(ctx, m)
 }
@@ -574,21 +579,34 @@ func (t *Transport) acceptLoop() {
 			nc.Close()
 			return
 		}
-		// Strangers may fill only a quarter of the slots with
-		// handshakes, which each last at most DialTimeout, so members
-		// and clients keep finding room.
-		if open, hs := len(t.inbound), t.handshaking; open >= t.cfg.MaxConns || hs >= max(1, t.cfg.MaxConns/4) {
+		// Handshakes may fill only a quarter of the slots. When they are
+		// full, one gives way to the newcomer: the oldest of the source
+		// address with the most handshakes open. A stranger that floods
+		// the port from its address then only ever pushes out its own
+		// handshakes, and members dialling from elsewhere keep getting
+		// in, instead of waiting behind a cap the stranger keeps full.
+		if len(t.inbound) >= t.cfg.MaxConns {
+			open := len(t.inbound)
 			t.mu.Unlock()
 			t.stats.overCap.Add(1)
 			nc.Close()
-			t.noisy.logf("transport: refusing a connection from %s: %d connections open, %d of them in their handshake", nc.RemoteAddr(), open, hs)
+			t.noisy.logf("transport: refusing a connection from %s: %d connections open", nc.RemoteAddr(), open)
 			continue
+		}
+		var evict *serverConn
+		if len(t.handshaking) >= max(1, t.cfg.MaxConns/4) {
+			evict = t.noisiestOldestLocked(nc.RemoteAddr())
 		}
 		sc := newServerConn(t, nc)
 		t.inbound[sc] = struct{}{}
-		t.handshaking++
+		t.handshaking = append(t.handshaking, sc)
 		t.wg.Add(1)
 		t.mu.Unlock()
+		if evict != nil {
+			t.stats.overCap.Add(1)
+			t.noisy.logf("transport: dropping the oldest handshake in progress, from %s, to make room", evict.nc.RemoteAddr())
+			evict.close()
+		}
 		go sc.serve()
 	}
 }
@@ -629,4 +647,44 @@ func (p *peer) markGone(boot uint64) {
 	}
 	p.gone[p.goneNext] = boot
 	p.goneNext = (p.goneNext + 1) % maxGone
+}
+
+// noisiestOldestLocked removes from handshaking, and returns, the oldest
+// handshake of the source address that has the most open, the newcomer's
+// own (from) counting as one more.
+func (t *Transport) noisiestOldestLocked(from net.Addr) *serverConn {
+	host := func(a net.Addr) string {
+		h, _, err := net.SplitHostPort(a.String())
+		if err != nil {
+			return a.String()
+		}
+		return h
+	}
+	count := map[string]int{host(from): 1}
+	for _, sc := range t.handshaking {
+		count[host(sc.nc.RemoteAddr())]++
+	}
+	worst, n := "", 0
+	for h, c := range count {
+		if c > n || (c == n && h < worst) {
+			worst, n = h, c
+		}
+	}
+	for i, sc := range t.handshaking {
+		if host(sc.nc.RemoteAddr()) == worst {
+			t.handshaking = slices.Delete(t.handshaking, i, i+1)
+			return sc
+		}
+	}
+	// Only the newcomer's address is the worst: let its oldest go.
+	sc := t.handshaking[0]
+	t.handshaking = t.handshaking[1:]
+	return sc
+}
+
+// handshakes counts the inbound connections still in their handshake.
+func (t *Transport) handshakes() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.handshaking)
 }

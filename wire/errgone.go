@@ -16,6 +16,12 @@ var ErrGone = errors.New("node incarnation is gone")
 // when most of the roster cannot reach it either.
 var ErrRefused = errors.New("connection refused")
 
+// ErrNotSent means the request was never written to a connection (no
+// connection could be made: refused, timed out, failed handshake): it
+// certainly was not applied. It wraps the reason, which may itself be
+// ErrGone or ErrRefused.
+var ErrNotSent = errors.New("request not sent")
+
 // ErrLinkLost means the connection broke while a call was outstanding: the
 // request may or may not have been applied. Rewards carry a ReqID so that
 // re-sending one after this error cannot apply it twice.

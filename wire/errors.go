@@ -30,6 +30,9 @@ const (
 	// did not confirm, a link broke and the re-sends did not settle it).
 	// Re-send it with the same request id to learn which.
 	CodeUnknown Code = 12
+	// CodeNotFound: no node holds the player (a read of a player never
+	// rewarded). Nothing was changed.
+	CodeNotFound Code = 13
 )
 
 var codeNames = map[Code]string{
@@ -37,7 +40,7 @@ var codeNames = map[Code]string{
 	CodeFenced: "fenced", CodeNoQuorum: "no quorum", CodeTooFewNodes: "too few nodes",
 	CodeCrashed: "crash", CodeUnavailable: "unavailable", CodeOverflow: "overflow",
 	CodeBusy: "busy", CodeNoCopy: "no copy", CodeDeclaredDead: "declared dead",
-	CodeUnknown: "outcome unknown",
+	CodeUnknown: "outcome unknown", CodeNotFound: "not found",
 }
 
 func (c Code) String() string {

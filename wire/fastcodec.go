@@ -33,7 +33,7 @@ func appendFast(b []byte, m Msg) ([]byte, bool) {
 		}
 	case *RewardReply:
 		if m != nil {
-			return appendInt(appendKey(append(b, 0x81), "t"), m.Total), true
+			return appendRewardReply(b, m), true
 		}
 	case *Replicate:
 		if m != nil {
@@ -75,6 +75,25 @@ func appendReward(b []byte, m *Reward) []byte {
 	}
 	if !m.ID.IsZero() {
 		b = appendReqID(appendKey(b, "id"), m.ID)
+	}
+	return b
+}
+
+func appendRewardReply(b []byte, m *RewardReply) []byte {
+	n := 1
+	if !m.Owner.IsZero() {
+		n++
+	}
+	if !m.Keeper.IsZero() {
+		n++
+	}
+	b = appendMapLen(b, n)
+	b = appendInt(appendKey(b, "t"), m.Total)
+	if !m.Owner.IsZero() {
+		b = appendNodeID(appendKey(b, "o"), m.Owner)
+	}
+	if !m.Keeper.IsZero() {
+		b = appendNodeID(appendKey(b, "k"), m.Keeper)
 	}
 	return b
 }
@@ -259,6 +278,10 @@ func (r *reader) rewardReply(m *RewardReply) {
 		switch string(r.key()) {
 		case "t":
 			m.Total = r.int()
+		case "o":
+			r.nodeID(&m.Owner)
+		case "k":
+			r.nodeID(&m.Keeper)
 		default:
 			r.skip()
 		}

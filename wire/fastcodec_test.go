@@ -53,6 +53,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 		// is left out, a ReqID with either half set is not.
 		&Error{Owner: NodeID{Boot: 5}},
 		&Reward{ID: ReqID{Seq: 1}},
+		&RewardReply{Owner: NodeID{Boot: 5}, Keeper: NodeID{Name: "k"}},
 		&Replicate{ID: ReqID{Origin: math.MaxUint64}},
 		&Error{Code: math.MaxUint8, Msg: strings.Repeat("m", MaxText), Owner: NodeID{Name: strings.Repeat("n", MaxNodeName), Boot: math.MaxUint64}},
 		&WhereReply{Role: math.MaxUint8, Epoch: math.MaxUint64, Seq: math.MaxUint64, OwnerAlive: true},
@@ -60,7 +61,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 	for range n {
 		out = append(out,
 			&Reward{Player: randStr(rng), Points: randInt(rng), NotInt: randStr(rng), ID: randReqID(rng)},
-			&RewardReply{Total: randInt(rng)},
+			&RewardReply{Total: randInt(rng), Owner: randNodeID(rng), Keeper: randNodeID(rng)},
 			&Replicate{Player: randStr(rng), Epoch: randUint(rng), Seq: randUint(rng), Total: randInt(rng), ID: randReqID(rng)},
 			&Error{Code: Code(randUint(rng)), Msg: randStr(rng), Owner: randNodeID(rng)},
 			&Where{Player: randStr(rng)},
@@ -140,6 +141,16 @@ func canonical(m Msg) Msg {
 	if e, ok := m.(*Error); ok && e.Owner.IsZero() {
 		c := *e
 		c.Owner = NodeID{}
+		return &c
+	}
+	if r, ok := m.(*RewardReply); ok && (r.Owner.IsZero() || r.Keeper.IsZero()) {
+		c := *r
+		if c.Owner.IsZero() {
+			c.Owner = NodeID{}
+		}
+		if c.Keeper.IsZero() {
+			c.Keeper = NodeID{}
+		}
 		return &c
 	}
 	return m

@@ -13,8 +13,9 @@ import (
 // They are far above what appnode sends, so only a broken or hostile peer
 // meets them.
 const (
-	// MaxNodeName bounds a node name: node.ValidateName allows 200 bytes
-	// and the name service, like epmd, 255.
+	// MaxNodeName bounds a node name, the one limit everywhere
+	// (names.ValidateName, the name service, the wire): 255 bytes, as
+	// epmd allows.
 	MaxNodeName = 255
 	// MaxPlayer bounds a player name on the wire. The replica layer
 	// applies its own, tighter limit (replica.MaxPlayerLen) with an error
@@ -40,11 +41,12 @@ const (
 	ProofLen = 32
 
 	// Structural limits, checked on the raw msgpack before decoding.
-	// maxArray is the longest list any message has (Recent); maxMap
+	// maxArray is the longest list any message has (Recent, a page of
+	// players); maxMap
 	// covers the widest struct with room for fields added later;
 	// maxDepth covers the deepest nesting (Adopt > Recent > Applied >
 	// ReqID is 4) with room to spare.
-	maxArray = MaxRecent
+	maxArray = max(MaxRecent, MaxPage)
 	maxMap   = 64
 	maxDepth = 8
 )
@@ -299,6 +301,24 @@ func Validate(m Msg) error {
 	case *JoinReply:
 		roster("roster", m.Roster)
 		check("why", len(m.Why), MaxText)
+	case *RewardReply:
+		node("owner", m.Owner)
+		node("keeper", m.Keeper)
+	case *PlayersPage:
+		player(m.Cursor)
+		if err == nil && (m.Limit < 0 || m.Limit > MaxPage) {
+			err = fmt.Errorf("%s: limit %d is outside 0..%d: %w", m.Kind(), m.Limit, MaxPage, ErrLimit)
+		}
+	case *PlayersPageReply:
+		check("players", len(m.Players), MaxPage)
+		player(m.Next)
+		for _, e := range m.Players {
+			player(e.Player)
+			check("keeper", len(e.Keeper), MaxNodeName)
+		}
+	case *NodeInfoReply:
+		node("node", m.Node)
+		check("http", len(m.HTTP), MaxNodeName)
 	}
 	return err
 }

@@ -47,6 +47,11 @@ const (
 	KindPing         Kind = 23 // any -> any: are you the incarnation I think? (Ack)
 	KindDeclaredDead Kind = 24 // majority node -> an incarnation it declared failed: rejoin clean (Ack)
 
+	KindPlayersPage      Kind = 25 // any -> node: a page of the players whose primary runs there (PlayersPageReply)
+	KindPlayersPageReply Kind = 26
+	KindNodeInfo         Kind = 27 // any -> node: what it holds and how it sees the cluster (NodeInfoReply)
+	KindNodeInfoReply    Kind = 28
+
 	KindCommand      Kind = 30 // `appnode rpc` -> node: run one console line (CommandReply)
 	KindCommandReply Kind = 31
 
@@ -80,6 +85,8 @@ var kindNames = map[Kind]string{
 	KindReplicate: "replicate", KindAdopt: "adopt", KindAck: "ack",
 	KindHandoff: "handoff", KindKeeperGone: "keeper-gone",
 	KindPing: "ping", KindDeclaredDead: "declared-dead",
+	KindPlayersPage: "players-page", KindPlayersPageReply: "players-page-reply",
+	KindNodeInfo: "node-info", KindNodeInfoReply: "node-info-reply",
 	KindCommand: "command", KindCommandReply: "command-reply",
 	KindPrepare: "prepare", KindPromise: "promise", KindAccept: "accept", KindAccepted: "accepted",
 	KindDecided: "decided", KindReach: "reach", KindReachReply: "reach-reply",
@@ -206,8 +213,13 @@ type Reward struct {
 	ID     ReqID  `msgpack:"id,omitempty"`
 }
 
+// RewardReply is the new total. Owner and Keeper say where the player's
+// primary and keeper were when it was applied (the HTTP front door answers
+// with them); a node of an older build leaves them out.
 type RewardReply struct {
-	Total int64 `msgpack:"t"`
+	Total  int64  `msgpack:"t"`
+	Owner  NodeID `msgpack:"o,omitempty"`
+	Keeper NodeID `msgpack:"k,omitempty"`
 }
 
 // Where asks a node what it holds for Player. It is how a node with no
@@ -406,6 +418,43 @@ type JoinReply struct {
 	Why    string `msgpack:"why,omitempty"`
 }
 
+// MaxPage bounds PlayersPage.Limit and the entries of a PlayersPageReply.
+const MaxPage = 256
+
+// PlayersPage asks a node for the players whose primary runs there, sorted
+// by name, the first Limit of those after Cursor ("" for the first page).
+type PlayersPage struct {
+	Cursor string `msgpack:"c,omitempty"`
+	Limit  int    `msgpack:"l"`
+}
+
+// PageEntry is one player in a PlayersPageReply, as its owner holds it.
+type PageEntry struct {
+	Player string `msgpack:"p"`
+	Total  int64  `msgpack:"t"`
+	Keeper string `msgpack:"k,omitempty"`
+}
+
+// PlayersPageReply is one page; Next is the cursor of the following page,
+// "" after the last.
+type PlayersPageReply struct {
+	Players []PageEntry `msgpack:"ps,omitempty"`
+	Next    string      `msgpack:"n,omitempty"`
+}
+
+// NodeInfo asks a node for a summary of itself (the front door's /cluster).
+type NodeInfo struct{}
+
+// NodeInfoReply summarises one node as it sees itself.
+type NodeInfoReply struct {
+	Node      NodeID `msgpack:"node"`
+	Primaries int    `msgpack:"p"`
+	Copies    int    `msgpack:"c"`
+	Members   int    `msgpack:"m"` // live members it sees, itself included
+	Quorate   bool   `msgpack:"q,omitempty"`
+	HTTP      string `msgpack:"h,omitempty"` // its front door's URL, if it has one
+}
+
 // Command is one console line sent by `appnode rpc`.
 type Command struct {
 	Line string `msgpack:"line"`
@@ -421,37 +470,41 @@ type CommandReply struct {
 	Outcome Outcome `msgpack:"outcome,omitempty"`
 }
 
-func (Hello) Kind() Kind        { return KindHello }
-func (HelloReply) Kind() Kind   { return KindHelloReply }
-func (Challenge) Kind() Kind    { return KindChallenge }
-func (HelloProof) Kind() Kind   { return KindHelloProof }
-func (Keepalive) Kind() Kind    { return KindKeepalive }
-func (*Error) Kind() Kind       { return KindError }
-func (Reward) Kind() Kind       { return KindReward }
-func (RewardReply) Kind() Kind  { return KindRewardReply }
-func (Where) Kind() Kind        { return KindWhere }
-func (WhereReply) Kind() Kind   { return KindWhereReply }
-func (Create) Kind() Kind       { return KindCreate }
-func (Claim) Kind() Kind        { return KindClaim }
-func (ClaimReply) Kind() Kind   { return KindClaimReply }
-func (Replicate) Kind() Kind    { return KindReplicate }
-func (Adopt) Kind() Kind        { return KindAdopt }
-func (Ack) Kind() Kind          { return KindAck }
-func (Handoff) Kind() Kind      { return KindHandoff }
-func (KeeperGone) Kind() Kind   { return KindKeeperGone }
-func (Ping) Kind() Kind         { return KindPing }
-func (DeclaredDead) Kind() Kind { return KindDeclaredDead }
-func (Command) Kind() Kind      { return KindCommand }
-func (CommandReply) Kind() Kind { return KindCommandReply }
-func (Prepare) Kind() Kind      { return KindPrepare }
-func (Promise) Kind() Kind      { return KindPromise }
-func (Accept) Kind() Kind       { return KindAccept }
-func (Accepted) Kind() Kind     { return KindAccepted }
-func (Decided) Kind() Kind      { return KindDecided }
-func (Reach) Kind() Kind        { return KindReach }
-func (ReachReply) Kind() Kind   { return KindReachReply }
-func (JoinAsk) Kind() Kind      { return KindJoinAsk }
-func (JoinReply) Kind() Kind    { return KindJoinReply }
+func (Hello) Kind() Kind            { return KindHello }
+func (HelloReply) Kind() Kind       { return KindHelloReply }
+func (Challenge) Kind() Kind        { return KindChallenge }
+func (HelloProof) Kind() Kind       { return KindHelloProof }
+func (Keepalive) Kind() Kind        { return KindKeepalive }
+func (*Error) Kind() Kind           { return KindError }
+func (Reward) Kind() Kind           { return KindReward }
+func (RewardReply) Kind() Kind      { return KindRewardReply }
+func (Where) Kind() Kind            { return KindWhere }
+func (WhereReply) Kind() Kind       { return KindWhereReply }
+func (Create) Kind() Kind           { return KindCreate }
+func (Claim) Kind() Kind            { return KindClaim }
+func (ClaimReply) Kind() Kind       { return KindClaimReply }
+func (Replicate) Kind() Kind        { return KindReplicate }
+func (Adopt) Kind() Kind            { return KindAdopt }
+func (Ack) Kind() Kind              { return KindAck }
+func (Handoff) Kind() Kind          { return KindHandoff }
+func (KeeperGone) Kind() Kind       { return KindKeeperGone }
+func (Ping) Kind() Kind             { return KindPing }
+func (DeclaredDead) Kind() Kind     { return KindDeclaredDead }
+func (PlayersPage) Kind() Kind      { return KindPlayersPage }
+func (PlayersPageReply) Kind() Kind { return KindPlayersPageReply }
+func (NodeInfo) Kind() Kind         { return KindNodeInfo }
+func (NodeInfoReply) Kind() Kind    { return KindNodeInfoReply }
+func (Command) Kind() Kind          { return KindCommand }
+func (CommandReply) Kind() Kind     { return KindCommandReply }
+func (Prepare) Kind() Kind          { return KindPrepare }
+func (Promise) Kind() Kind          { return KindPromise }
+func (Accept) Kind() Kind           { return KindAccept }
+func (Accepted) Kind() Kind         { return KindAccepted }
+func (Decided) Kind() Kind          { return KindDecided }
+func (Reach) Kind() Kind            { return KindReach }
+func (ReachReply) Kind() Kind       { return KindReachReply }
+func (JoinAsk) Kind() Kind          { return KindJoinAsk }
+func (JoinReply) Kind() Kind        { return KindJoinReply }
 
 // New returns an empty message of kind k to decode into, or nil for a kind
 // this version does not know (the frame is then rejected).
@@ -497,6 +550,14 @@ func New(k Kind) Msg {
 		return &Ping{}
 	case KindDeclaredDead:
 		return &DeclaredDead{}
+	case KindPlayersPage:
+		return &PlayersPage{}
+	case KindPlayersPageReply:
+		return &PlayersPageReply{}
+	case KindNodeInfo:
+		return &NodeInfo{}
+	case KindNodeInfoReply:
+		return &NodeInfoReply{}
 	case KindCommand:
 		return &Command{}
 	case KindCommandReply:

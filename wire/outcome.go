@@ -36,13 +36,14 @@ func (o Outcome) String() string {
 // proves that nothing changed counts as OutcomeNotApplied: a refusal by the node
 // that would have applied it (a code other than CodeUnknown, CodeInternal
 // and CodeUnavailable), ErrGone (the addressed process no longer exists,
-// so it cannot apply anything) or ErrRefused (the request never left). Everything else, timeouts and broken links
+// so it cannot apply anything), ErrRefused or ErrNotSent (the request
+// never left). Everything else, timeouts and broken links
 // among them, is OutcomeUnknown.
 func OutcomeOf(err error) Outcome {
 	if err == nil {
 		return OutcomeApplied
 	}
-	if errors.Is(err, ErrGone) || errors.Is(err, ErrRefused) {
+	if errors.Is(err, ErrGone) || errors.Is(err, ErrRefused) || errors.Is(err, ErrNotSent) {
 		return OutcomeNotApplied
 	}
 	code, ok := CodeOf(err)
@@ -76,7 +77,7 @@ func CodeFor(err error) Code {
 	if code, ok := CodeOf(err); ok {
 		return code
 	}
-	if errors.Is(err, ErrGone) || errors.Is(err, ErrRefused) {
+	if errors.Is(err, ErrGone) || errors.Is(err, ErrRefused) || errors.Is(err, ErrNotSent) {
 		return CodeUnavailable
 	}
 	return CodeUnknown

@@ -26,6 +26,7 @@ import (
 	"github.com/appnode/appnode/bench"
 	"github.com/appnode/appnode/client"
 	"github.com/appnode/appnode/membership"
+	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/node"
 	"github.com/appnode/appnode/shell"
 	"github.com/chzyer/readline"
@@ -74,6 +75,7 @@ type nodeFlags struct {
 	full, bind, stateDir, cookie     string
 	namesPort, gossipPort, transport int
 	profile                          membership.Profile
+	http                             *httpFlags
 }
 
 // parseNodeFlags reads the node's flags; ok is false when it printed why
@@ -88,6 +90,7 @@ func parseNodeFlags(args []string) (f nodeFlags, ok bool) {
 	fs.IntVar(&f.gossipPort, "gossip-port", 0, "gossip port (0: the one this name used last time, else any free one)")
 	fs.IntVar(&f.transport, "transport-port", 0, "node-to-node transport port (0: as for --gossip-port)")
 	fs.StringVar(&f.cookie, "cookie", "", cookieUsage)
+	f.http = addHTTPFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return f, false
 	}
@@ -105,7 +108,7 @@ func parseNodeFlags(args []string) (f nodeFlags, ok bool) {
 		return f, false
 	}
 	f.full = client.FullName(fs.Arg(0))
-	if err := node.ValidateName(f.full); err != nil {
+	if err := names.ValidateName(f.full); err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
 		return f, false
 	}
@@ -134,6 +137,12 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
 	defer stop()
 
+	door, err := listenHTTP(f.http, f.full, f.stateDir, logf)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
+		return 1
+	}
+	defer door.close()
 	cluster := &lateCluster{}
 	startCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	cfg := node.DefaultConfig(f.full, secret)
@@ -145,6 +154,7 @@ func run(args []string) int {
 	cfg.Profile = f.profile
 	cfg.Logf = logf
 	cfg.OwnsProcess = true
+	cfg.HTTPPort, cfg.HTTPURL, cfg.Observer = door.port, door.url, door.metrics
 	cfg.Command = func(ctx context.Context, line string) (string, error) {
 		out, quit, err := shell.Eval(ctx, cluster, line)
 		if quit {
@@ -159,7 +169,10 @@ func run(args []string) int {
 		return 1
 	}
 	cluster.Cluster = n
-	console(ctx, n, f, logf)
+	if err := door.serve(n, stop); err != nil {
+		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
+	}
+	console(ctx, n, f, door.banner(), logf)
 
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancelLeave()
@@ -172,11 +185,11 @@ func run(args []string) int {
 
 // console runs the node's console on this process's terminal, or in
 // scripted mode when stdin is not one, until ctx ends or input does.
-func console(ctx context.Context, n *node.Node, f nodeFlags, logf func(string, ...any)) {
+func console(ctx context.Context, n *node.Node, f nodeFlags, front string, logf func(string, ...any)) {
 	interactive := readline.IsTerminal(int(os.Stdin.Fd()))
 	if interactive {
-		fmt.Printf("appnode %s (gossip %s:%d, transport %s:%d) - type help for commands, q to leave\n\n",
-			n.Name(), f.bind, n.GossipPort(), f.bind, n.TransportPort())
+		fmt.Printf("appnode %s (gossip %s:%d, transport %s:%d, %s) - type help for commands, q to leave\n\n",
+			n.Name(), f.bind, n.GossipPort(), f.bind, n.TransportPort(), front)
 	}
 	history := ""
 	if f.stateDir != "" {
