@@ -48,7 +48,10 @@ so no real player is touched; they stay in the cluster afterwards.
 --floor adds, in the same run, the same load against two processes of this
 binary that only forward each request and wait for an ack (the least any
 synchronously replicated write can cost with appnode's framing and
-transport), and prints every figure as a ratio to it.
+transport), and prints every figure as a ratio to it; then the same
+against the bare wire: two processes that do the same forward and ack
+over plain msgpack on TCP (one connection, a read loop, a write per frame;
+as ../shared/peers' mpbench), which shows what appnode's transport costs.
 
 flags:
 `
@@ -173,11 +176,14 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 
 // Main is `appnode bench ARGS`: it runs the bench, prints the report on
 // stdout and notes on stderr, and returns the exit status (0 done, 1
-// failed, 2 bad flags, 130 interrupted). Its hidden sub-command
-// `serve-floor` is a floor server.
+// failed, 2 bad flags, 130 interrupted). Its hidden sub-commands
+// `serve-floor` and `serve-bare` are a floor server and a bare wire server.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "serve-floor" {
 		return serveFloor(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "serve-bare" {
+		return serveBare(args[1:], stdout, stderr)
 	}
 	cfg, err := parseBenchFlags(args, stderr)
 	if err != nil {
@@ -246,6 +252,7 @@ type bench struct {
 	floors    []*procs.Proc
 	floorA    *target // forwards to floorB and waits for its ack
 	floorB    *target // answers at once
+	bareA     *target // the bare wire: forwards to bare-b, as floorA does
 }
 
 func (b *bench) say(format string, args ...any) {
@@ -303,6 +310,9 @@ func (b *bench) close() {
 		if t != nil && t.cl != nil {
 			t.cl.Close()
 		}
+	}
+	if b.bareA != nil {
+		b.bareA.bare.Close()
 	}
 	if started := append(slices.Clone(b.nodes), b.floors...); len(started) > 0 {
 		start := time.Now()

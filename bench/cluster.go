@@ -213,11 +213,11 @@ func (b *bench) command(ctx context.Context, t *target, line string) (string, er
 
 // startFloor starts the two floor servers and connects to both.
 func (b *bench) startFloor(ctx context.Context) error {
-	addrB, err := b.startFloorServer(ctx, "floor-b", nil)
+	addrB, err := b.startFloorServer(ctx, "floor-b", []string{"bench", "serve-floor", "--name", "floor-b"})
 	if err != nil {
 		return err
 	}
-	addrA, err := b.startFloorServer(ctx, "floor-a", []string{"--peer", "floor-b=" + addrB})
+	addrA, err := b.startFloorServer(ctx, "floor-a", []string{"bench", "serve-floor", "--name", "floor-a", "--peer", "floor-b=" + addrB})
 	if err != nil {
 		return err
 	}
@@ -232,14 +232,30 @@ func (b *bench) startFloor(ctx context.Context) error {
 		return err
 	}
 	b.floorB = &target{name: "floor-b", cl: clB}
-	b.say("floor servers up: %s", describePIDs(b.floors))
+
+	bareB, err := b.startFloorServer(ctx, "bare-b", []string{"bench", "serve-bare"})
+	if err != nil {
+		return err
+	}
+	bareA, err := b.startFloorServer(ctx, "bare-a", []string{"bench", "serve-bare", "--backup", bareB})
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialLimit)
+	defer cancel()
+	bc, err := dialBare(dctx, bareA, b.cfg.clients == 1)
+	if err != nil {
+		return fmt.Errorf("connect to the bare wire's bare-a: %w", err)
+	}
+	b.bareA = &target{name: "bare-a", bare: bc}
+	b.say("floor servers up (the transport's and the bare wire's): %s", describePIDs(b.floors))
 	return nil
 }
 
-// startFloorServer starts one floor server and returns the address it
-// prints.
-func (b *bench) startFloorServer(ctx context.Context, name string, extra []string) (string, error) {
-	p, err := b.startProc(name, append([]string{"bench", "serve-floor", "--name", name}, extra...), b.env)
+// startFloorServer starts one floor or bare wire server (args: its
+// command line) and returns the address it prints.
+func (b *bench) startFloorServer(ctx context.Context, name string, args []string) (string, error) {
+	p, err := b.startProc(name, args, b.env)
 	if err != nil {
 		return "", err
 	}

@@ -105,7 +105,7 @@ func serveFloor(args []string, stdout, stderr io.Writer) int {
 // floorCluster is a floor server's view of its cluster: itself and the
 // server it forwards to, if any (peerAddr ""). No one is ever fenced, a
 // broken link is redialled by the next call, and a member is answered
-// with an Ack.
+// with an Ack, on the read loop.
 type floorCluster struct {
 	self, peer wire.NodeID
 	peerAddr   string
@@ -120,7 +120,13 @@ func (f floorCluster) Resolve(name string) (string, bool) {
 func (floorCluster) Fenced(wire.NodeID) bool { return false }
 func (floorCluster) FencedBy(wire.NodeID)    {}
 func (floorCluster) LinkDown(wire.NodeID)    {}
-func (floorCluster) Inline(wire.Msg) bool    { return false }
+
+// Inline serves the Replicate on the read loop, as a keeper does
+// (replica.NonBlocking): the floor's second hop costs what a keeper's does.
+func (floorCluster) Inline(m wire.Msg) bool {
+	_, ok := m.(*wire.Replicate)
+	return ok
+}
 
 func (floorCluster) Handle(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error) {
 	return &wire.Ack{}, nil

@@ -60,7 +60,8 @@ var classNames = [2]string{"owner", "forwarded"}
 type target struct {
 	name    string
 	cl      *client.Client
-	httpURL string // its front door, with --http
+	httpURL string      // its front door, with --http
+	bare    *bareClient // instead of cl: the bare wire's first server
 
 	down    atomic.Bool
 	mu      sync.Mutex
@@ -330,10 +331,13 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 			err = errNoLiveNode
 		} else {
 			cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
-			if l.http != nil {
-				err = l.targets[t].rewardHTTP(cctx, l.http, l.players.names[p])
-			} else {
-				_, err = l.targets[t].cl.Reward(cctx, l.players.names[p], 1)
+			switch tg := l.targets[t]; {
+			case tg.bare != nil:
+				err = tg.bare.reward(cctx, l.players.names[p], 1)
+			case l.http != nil:
+				err = tg.rewardHTTP(cctx, l.http, l.players.names[p])
+			default:
+				_, err = tg.cl.Reward(cctx, l.players.names[p], 1)
 			}
 			cancel()
 		}

@@ -216,8 +216,11 @@ func (b *bench) runLoad(ctx context.Context, rep *benchReport) error {
 	b.say("floor: %d clients, forward + ack, %v", b.cfg.clients, b.cfg.duration)
 	floorRes := b.measure(ctx, fl)
 	rep.setFloor(floorRes, nil)
-	if floorRes.interrupted || b.cfg.entry == entryOwner {
+	if floorRes.interrupted {
 		return nil
+	}
+	if b.cfg.entry == entryOwner {
+		return b.runBare(ctx, rep, floorPlayers)
 	}
 	// One hop: floor-b answers at once. A forwarded reward pays one more.
 	hop := &load{
@@ -227,6 +230,21 @@ func (b *bench) runLoad(ctx context.Context, rep *benchReport) error {
 	b.say("one hop: %d clients, direct answer, %v", b.cfg.clients, b.cfg.duration)
 	hopRes := b.measure(ctx, hop)
 	rep.setFloor(floorRes, hopRes)
+	if hopRes.interrupted {
+		return nil
+	}
+	return b.runBare(ctx, rep, floorPlayers)
+}
+
+// runBare measures the bare wire with the same clients, players and
+// duration as the floor.
+func (b *bench) runBare(ctx context.Context, rep *benchReport, players *playerTable) error {
+	bl := &load{
+		label: "bare wire", targets: []*target{b.bareA}, players: players, entry: entryAny,
+		clients: b.cfg.clients, duration: b.cfg.duration, callTimeout: b.cfg.callTimeout, progress: b.progressOut(),
+	}
+	b.say("bare wire: %d clients, forward + ack over plain msgpack on TCP, %v", b.cfg.clients, b.cfg.duration)
+	rep.setBare(b.measure(ctx, bl))
 	return nil
 }
 

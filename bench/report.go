@@ -40,8 +40,13 @@ type benchReport struct {
 	CPUCores map[string]float64 `json:"cpu_cores,omitempty"`
 	Lost     []lostOut          `json:"connections_lost,omitempty"`
 
+	// NodesCPUUsPerReward is the CPU time the nodes used per reward, all
+	// of them together, in microseconds (from CPUCores).
+	NodesCPUUsPerReward float64 `json:"nodes_cpu_us_per_reward,omitempty"`
+
 	Floor    *floorReport    `json:"floor,omitempty"`
 	Ratio    *ratios         `json:"ratio_to_floor,omitempty"`
+	Bare     *floorReport    `json:"bare_wire,omitempty"` // the same load over plain msgpack on TCP (bare.go)
 	Kill     *killReport     `json:"kill,omitempty"`
 	Timeline []int64         `json:"timeline_100ms,omitempty"` // rewards per 100 ms, with --kill-after
 	Populate *populateReport `json:"populate,omitempty"`
@@ -92,6 +97,22 @@ type floorReport struct {
 	// adds to a reward. Measured when some requests are forwarded.
 	Hop      *latencyStats      `json:"hop,omitempty"`
 	CPUCores map[string]float64 `json:"cpu_cores,omitempty"`
+	// ServersCPUUsPerRequest is the CPU time its two servers used per
+	// request, together, in microseconds.
+	ServersCPUUsPerRequest float64 `json:"servers_cpu_us_per_request,omitempty"`
+}
+
+// cpuPerRequest is the CPU time the named processes used per request, in
+// microseconds, from their cores over a phase at throughput requests/s.
+func cpuPerRequest(cores map[string]float64, throughput float64, names ...string) float64 {
+	if throughput <= 0 {
+		return 0
+	}
+	var sum float64
+	for _, n := range names {
+		sum += cores[n]
+	}
+	return sum / throughput * 1e6
 }
 
 // ratios are appnode's figures divided by the floor's: above 1 is slower
@@ -186,6 +207,11 @@ func (r *benchReport) setLoad(res *phaseResult) {
 	r.Interrupted = res.interrupted
 	r.latencyStats = statsOf(&res.all, res.elapsed, res.errors())
 	r.CPUCores = res.cpu
+	names := make([]string, len(r.Nodes))
+	for i, n := range r.Nodes {
+		names[i] = n.Name
+	}
+	r.NodesCPUUsPerReward = cpuPerRequest(res.cpu, r.Throughput, names...)
 	r.Owner = statsOf(&res.lat[classOwner], res.elapsed, tallyCount(res.errs[classOwner]))
 	r.Forwarded = statsOf(&res.lat[classFwd], res.elapsed, tallyCount(res.errs[classFwd]))
 	for c, t := range res.errs {
@@ -215,8 +241,16 @@ func (r *benchReport) setLoad(res *phaseResult) {
 	}
 }
 
+// setBare records the bare wire's phase.
+func (r *benchReport) setBare(bare *phaseResult) {
+	r.Bare = &floorReport{latencyStats: *statsOf(&bare.all, bare.elapsed, bare.errors()), CPUCores: bare.cpu}
+	r.Bare.ServersCPUUsPerRequest = cpuPerRequest(bare.cpu, r.Bare.Throughput, "bare-a", "bare-b")
+	r.Interrupted = r.Interrupted || bare.interrupted
+}
+
 func (r *benchReport) setFloor(floor, hop *phaseResult) {
 	r.Floor = &floorReport{latencyStats: *statsOf(&floor.all, floor.elapsed, floor.errors()), CPUCores: floor.cpu}
+	r.Floor.ServersCPUUsPerRequest = cpuPerRequest(floor.cpu, r.Floor.Throughput, "floor-a", "floor-b")
 	f := &r.Floor.latencyStats
 	div := func(a, b float64) float64 {
 		if b == 0 {
@@ -345,6 +379,9 @@ func printLoad(sb *strings.Builder, r *benchReport) {
 		x := func(v float64) string { return fmt.Sprintf("%.2fx", v) }
 		lines = append(lines, line{"appnode / floor", []string{"", x(q.Throughput), "", x(q.P50), x(q.P90), x(q.P99), x(q.P999), x(q.Max), ""}})
 	}
+	if r.Bare != nil {
+		row("bare wire (forward+ack)", &r.Bare.latencyStats)
+	}
 	table := make([][]string, len(lines))
 	for i, l := range lines {
 		table[i] = append([]string{l.name}, l.cells...)
@@ -358,6 +395,19 @@ func printLoad(sb *strings.Builder, r *benchReport) {
 	}
 	if r.Floor != nil && len(r.Floor.CPUCores) > 0 {
 		fmt.Fprintf(sb, "CPU used (cores of %d), floor phase:   %s\n", r.Machine.CPUs, fmtCores(r.Floor.CPUCores))
+	}
+	if r.Bare != nil && len(r.Bare.CPUCores) > 0 {
+		fmt.Fprintf(sb, "CPU used (cores of %d), bare wire:     %s\n", r.Machine.CPUs, fmtCores(r.Bare.CPUCores))
+	}
+	if r.NodesCPUUsPerReward > 0 {
+		fmt.Fprintf(sb, "CPU per request: nodes %s", fmtDur(r.NodesCPUUsPerReward))
+		if r.Floor != nil {
+			fmt.Fprintf(sb, ", floor servers %s", fmtDur(r.Floor.ServersCPUUsPerRequest))
+		}
+		if r.Bare != nil {
+			fmt.Fprintf(sb, ", bare wire servers %s", fmtDur(r.Bare.ServersCPUUsPerRequest))
+		}
+		fmt.Fprintln(sb)
 	}
 
 	if k := r.Kill; k != nil {

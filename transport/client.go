@@ -22,6 +22,7 @@ const DefaultClientTimeout = 10 * time.Second
 // handshakeResult is a dialed connection whose Hello was answered.
 type handshakeResult struct {
 	nc    net.Conn
+	br    *bufio.Reader // under fr: may hold bytes sent after the handshake
 	fr    *wire.FrameReader
 	fw    *wire.FrameWriter
 	reply *wire.HelloReply
@@ -79,14 +80,15 @@ func exchangeHello(ctx context.Context, nc net.Conn, key []byte, hello *wire.Hel
 		}
 	}
 	fw := wire.NewFrameWriter(nc)
-	fr := wire.NewFrameReader(bufio.NewReaderSize(nc, readBufSize))
+	br := bufio.NewReaderSize(nc, readBufSize)
+	fr := wire.NewFrameReader(br)
 	// Until the acceptor has proved itself, it is a stranger.
 	fr.SetLimit(wire.MaxHandshakeFrame)
 	reply, err := dialerHandshake(fr, fw, key, hello, where)
 	if err != nil {
 		var hs *handshakeResult
 		if reply != nil {
-			hs = &handshakeResult{nc: nc, fr: fr, fw: fw, reply: reply}
+			hs = &handshakeResult{nc: nc, br: br, fr: fr, fw: fw, reply: reply}
 		}
 		return hs, err
 	}
@@ -94,7 +96,7 @@ func exchangeHello(ctx context.Context, nc net.Conn, key []byte, hello *wire.Hel
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("transport: handshake with %s: %w", where, err)
 	}
-	return &handshakeResult{nc: nc, fr: fr, fw: fw, reply: reply}, nil
+	return &handshakeResult{nc: nc, br: br, fr: fr, fw: fw, reply: reply}, nil
 }
 
 type result struct {
@@ -102,12 +104,26 @@ type result struct {
 	err error
 }
 
+// watchDelay is how long a dialer's connection may go without anyone
+// reading it before its watcher goroutine reads, so that a peer hanging up
+// is noticed (LinkDown) while no call is in flight. Calls read their own
+// replies (readFor), which saves waking a reader goroutine and then the
+// caller on every call; a call that finds the watcher reading waits for
+// it to hand over the reply instead. Shorter: a link's end is noticed
+// sooner when idle, but calls that come this far apart meet the watcher.
+const watchDelay = 5 * time.Millisecond
+
 // clientConn is the dialer's end of a connection: it sends requests and
-// matches replies to waiting callers by id. Callers block in call; the
-// connection itself runs just a reader and a writer goroutine.
+// matches replies to waiting callers by id. The read side is a role that
+// one goroutine holds at a time (reading): a caller waiting for its reply
+// takes it when free, reads and delivers frames until its own reply has
+// come, then passes it to another waiting call (turn), or, with no call in
+// flight, leaves it to the watcher, which takes it after watchDelay. A
+// lone caller thus writes its request and reads its reply on its own
+// goroutine, as a plain client of a socket would.
 type clientConn struct {
 	nc      net.Conn
-	fr      *wire.FrameReader
+	in      inbuf // the read side; only the holder of the read role touches it
 	snd     *sender
 	self    wire.NodeID // our incarnation when the connection was opened
 	remote  wire.NodeID // the acceptor's, from its HelloReply
@@ -115,9 +131,13 @@ type clientConn struct {
 	blocked func() bool                        // nil: never
 	onClose func(c *clientConn, linkDown bool) // nil: nothing to tell
 
+	turn  chan struct{} // capacity 1: the read role is free and calls wait; one of them takes it
+	watch *time.Timer   // wakes the watcher; armed when the role is left free with no call in flight
+
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan result // nil once closed
+	reading bool                   // the read role is held
 	err     error                  // why the connection closed; nil while open
 	done    chan struct{}          // closed with err set
 }
@@ -130,13 +150,18 @@ func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout, keepaliv
 	snd.keepalive = keepalive
 	c := &clientConn{
 		nc:      hs.nc,
-		fr:      hs.fr,
 		snd:     snd,
 		self:    self,
 		remote:  hs.reply.Node,
 		logf:    logf,
+		turn:    make(chan struct{}, 1),
 		pending: make(map[uint64]chan result),
 		done:    make(chan struct{}),
+	}
+	if hs.br != nil {
+		// Anything the acceptor sent right after its HelloReply.
+		b, _ := hs.br.Peek(hs.br.Buffered())
+		c.in.load(b)
 	}
 	c.snd.encodeFailed = func(id uint64, m wire.Msg, err error) wire.Msg {
 		// The request never left: fail its call with the local error.
@@ -146,12 +171,13 @@ func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout, keepaliv
 	return c
 }
 
-// start runs the reader and writer goroutines, counted in wg.
+// start runs the watcher and writer goroutines, counted in wg.
 func (c *clientConn) start(wg *sync.WaitGroup) {
+	c.watch = time.NewTimer(watchDelay)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		c.readLoop()
+		c.watchLoop()
 	}()
 	go func() {
 		defer wg.Done()
@@ -185,13 +211,28 @@ func (c *clientConn) call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 	until, _ := ctx.Deadline()
 	c.snd.send(id, m, alone, until)
 
-	select {
-	case r := <-ch:
-		return r.m, r.err
-	case <-ctx.Done():
+	for {
+		if c.takeRole(id) {
+			c.readFor(ctx, ch)
+		}
+		select {
+		case r := <-ch:
+			return r.m, r.err
+		default:
+		}
+		if ctx.Err() == nil {
+			select {
+			case r := <-ch:
+				return r.m, r.err
+			case <-c.turn:
+				continue
+			case <-ctx.Done():
+			}
+		}
 		c.mu.Lock()
 		_, waiting := c.pending[id]
 		delete(c.pending, id)
+		c.leftFreeLocked()
 		c.mu.Unlock()
 		if !waiting {
 			// The answer was delivered (under mu) as ctx ended: use it.
@@ -200,6 +241,160 @@ func (c *clientConn) call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 		}
 		return nil, fmt.Errorf("transport: %s to %s: %w", m.Kind(), c.remote.Name, ctx.Err())
 	}
+}
+
+// takeRole takes the read role for the call id if the role is free and
+// the call still waits for its reply.
+func (c *clientConn) takeRole(id uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reading || c.err != nil {
+		return false
+	}
+	if _, waiting := c.pending[id]; waiting {
+		c.reading = true
+		return true
+	}
+	// Answered already; the turn this call may have taken goes on.
+	c.leftFreeLocked()
+	return false
+}
+
+// leftFreeLocked makes sure someone takes the read role, which is free:
+// a waiting call if there is one, else the watcher, after watchDelay.
+// Called with mu held.
+func (c *clientConn) leftFreeLocked() {
+	if c.reading || c.err != nil {
+		return
+	}
+	if len(c.pending) > 0 {
+		select {
+		case c.turn <- struct{}{}:
+		default: // a turn is on offer already
+		}
+		return
+	}
+	c.watch.Reset(watchDelay)
+}
+
+// watchLoop reads the connection when no one has for watchDelay, so that
+// a hang-up or a bad frame is noticed with no call in flight.
+func (c *clientConn) watchLoop() {
+	defer c.watch.Stop()
+	for {
+		select {
+		case <-c.watch.C:
+		case <-c.done:
+			return
+		}
+		c.mu.Lock()
+		// With calls in flight the role is held, or on offer to them.
+		take := !c.reading && c.err == nil && len(c.pending) == 0
+		if take {
+			c.reading = true
+		}
+		c.mu.Unlock()
+		if take {
+			c.readFor(context.Background(), nil)
+		}
+	}
+}
+
+// aLongTimeAgo is a read deadline that has passed: setting it makes a
+// blocked read return at once, as a poke.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// readFor reads and delivers frames as the holder of the read role, until
+// ch holds the caller's result (ch nil, the watcher: until no call is in
+// flight after a frame), ctx ends, or the connection fails; it then leaves
+// the role. A read deadline in the past is only a poke to look at ctx
+// (a reader's ctx sets it when it ends; a poke meant for an earlier reader
+// may hit a later one): a timed-out read loses nothing (inbuf).
+func (c *clientConn) readFor(ctx context.Context, ch chan result) {
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(aLongTimeAgo) })
+		defer stop()
+	}
+	defer func() {
+		c.mu.Lock()
+		c.reading = false
+		c.leftFreeLocked()
+		c.mu.Unlock()
+	}()
+	delivered := false
+	for {
+		k, id, body, ok, err := c.in.next()
+		if err != nil {
+			c.badFrame(err)
+			return
+		}
+		if ok {
+			if !c.handle(k, id, body) {
+				return
+			}
+			delivered = true
+			continue
+		}
+		if len(ch) > 0 {
+			return
+		}
+		if ch == nil && delivered && c.idle() {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err := c.in.fill(c.nc); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !c.isClosed() {
+				// A poke: clear it, then look at ctx (above) before the
+				// next read, so that a poke coming after this clears
+				// nothing.
+				c.nc.SetReadDeadline(time.Time{})
+				continue
+			}
+			c.fail(fmt.Errorf("transport: connection to %s lost: %w: %w", c.remote.Name, wire.ErrLinkLost, err), true)
+			return
+		}
+	}
+}
+
+func (c *clientConn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending) == 0
+}
+
+// handle decodes a reply and delivers it. It reports false if the frame
+// closed the connection.
+func (c *clientConn) handle(k wire.Kind, id uint64, body []byte) bool {
+	if c.blocked != nil && c.blocked() {
+		c.fail(errBlocked(c.remote.Name), false)
+		return false
+	}
+	m, err := wire.Decode(k, body)
+	if err == nil && (id == 0 || isHandshake(k)) {
+		err = fmt.Errorf("unexpected %s frame with id %d", k, id)
+	}
+	if err != nil {
+		c.badFrame(err)
+		return false
+	}
+	if we, ok := m.(*wire.Error); ok {
+		// Returned unwrapped: its message already says what failed
+		// where, and a handler forwarding it keeps it intact.
+		c.deliver(id, result{err: we})
+	} else {
+		c.deliver(id, result{m: m})
+	}
+	return true
+}
+
+func (c *clientConn) badFrame(err error) {
+	if c.logf != nil {
+		c.logf("transport: closing connection to %s: bad frame: %v", c.remote.Name, err)
+	}
+	c.fail(fmt.Errorf("transport: connection to %s closed after a bad frame: %w", c.remote.Name, err), true)
 }
 
 // deliver answers the call waiting for id, if it still waits; a reply to a
@@ -211,38 +406,6 @@ func (c *clientConn) deliver(id uint64, r result) {
 		ch <- r // buffered, and each id is answered once
 	}
 	c.mu.Unlock()
-}
-
-func (c *clientConn) readLoop() {
-	for {
-		k, id, body, err := c.fr.ReadFrame()
-		if err != nil {
-			c.fail(fmt.Errorf("transport: connection to %s lost: %w: %w", c.remote.Name, wire.ErrLinkLost, err), true)
-			return
-		}
-		if c.blocked != nil && c.blocked() {
-			c.fail(errBlocked(c.remote.Name), false)
-			return
-		}
-		m, err := wire.Decode(k, body)
-		if err == nil && (id == 0 || isHandshake(k)) {
-			err = fmt.Errorf("unexpected %s frame with id %d", k, id)
-		}
-		if err != nil {
-			if c.logf != nil {
-				c.logf("transport: closing connection to %s: bad frame: %v", c.remote.Name, err)
-			}
-			c.fail(fmt.Errorf("transport: connection to %s closed after a bad frame: %w", c.remote.Name, err), true)
-			return
-		}
-		if we, ok := m.(*wire.Error); ok {
-			// Returned unwrapped: its message already says what failed
-			// where, and a handler forwarding it keeps it intact.
-			c.deliver(id, result{err: we})
-		} else {
-			c.deliver(id, result{m: m})
-		}
-	}
 }
 
 // fail closes the connection and fails every pending call with err. Only

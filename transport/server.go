@@ -32,8 +32,24 @@ type serverConn struct {
 	snd    *sender
 	sem    chan struct{} // one token per running handler
 
+	// A request alone on the connection is served on the read loop (see
+	// serveHere); if it runs for longer than successorDelay, another
+	// goroutine takes over reading (successor). Under mu.
+	mu        sync.Mutex
+	reader    uint64 // generation of the goroutine reading; a successor is the next
+	busy      bool   // the one reading is serving a request
+	successor *time.Timer
+
 	closeOnce sync.Once
 }
+
+// successorDelay is how long a request served on the read loop may hold
+// the connection's reading before another goroutine takes over. Until
+// then, requests arriving behind it wait in the socket; a handler that
+// waits on one of them (a node calling back over the same link) waits
+// this long. Shorter: that wait is shorter, but slower requests pay for a
+// second goroutine's wake-up.
+const successorDelay = time.Millisecond
 
 func newServerConn(t *Transport, nc net.Conn) *serverConn {
 	sc := &serverConn{
@@ -57,12 +73,12 @@ func newServerConn(t *Transport, nc net.Conn) *serverConn {
 func (sc *serverConn) serve() {
 	t := sc.t
 	defer t.wg.Done()
-	defer sc.close()
 	ok := sc.handshake()
 	t.mu.Lock()
 	t.handshaking = slices.DeleteFunc(t.handshaking, func(c *serverConn) bool { return c == sc })
 	t.mu.Unlock()
 	if !ok {
+		sc.close()
 		return
 	}
 	t.wg.Add(1)
@@ -73,7 +89,9 @@ func (sc *serverConn) serve() {
 			sc.close()
 		}
 	}()
-	sc.readLoop()
+	if sc.readLoop() {
+		sc.close()
+	}
 }
 
 // handshake authenticates the dialer (see wire.Hello) within DialTimeout.
@@ -150,7 +168,10 @@ func (sc *serverConn) handshake() bool {
 	return true
 }
 
-func (sc *serverConn) readLoop() {
+// readLoop reads and serves requests until the connection ends (it then
+// reports true: the caller closes it) or a successor has taken over
+// reading (false).
+func (sc *serverConn) readLoop() bool {
 	t := sc.t
 	idle := t.cfg.IdleTimeout
 	var refreshed time.Time
@@ -167,7 +188,7 @@ func (sc *serverConn) readLoop() {
 		// closed after between 3/4 and all of IdleTimeout of silence.
 		if now := time.Now(); now.Sub(refreshed) > idle/4 {
 			if err := sc.nc.SetReadDeadline(now.Add(idle)); err != nil {
-				return
+				return true
 			}
 			refreshed = now
 		}
@@ -185,10 +206,10 @@ func (sc *serverConn) readLoop() {
 			default:
 				t.logf("transport: connection from %s lost: %v", sc.peerName(), err)
 			}
-			return
+			return true
 		}
 		if !sc.client && t.blocked(sc.from.Name) {
-			return
+			return true
 		}
 		if k == wire.KindKeepalive && id == 0 {
 			continue
@@ -202,7 +223,7 @@ func (sc *serverConn) readLoop() {
 			// is broken; drop it rather than guess.
 			t.stats.badFrames.Add(1)
 			t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
-			return
+			return true
 		}
 		if !sc.client && t.cfg.Handler.Inline(m) {
 			// The replies to what one read brought in go out in one
@@ -222,11 +243,83 @@ func (sc *serverConn) readLoop() {
 			select {
 			case sc.sem <- struct{}{}:
 			case <-sc.ctx.Done():
-				return
+				return true
 			}
+		}
+		if len(sc.sem) == 1 && !sc.fr.Ready() {
+			// Alone on the connection: serve it here.
+			if !sc.serveHere(id, m) {
+				return false
+			}
+			continue
 		}
 		t.serveRequest(request{sc, id, m})
 	}
+}
+
+// serveHere serves a request on the read loop, as a plain server of a
+// socket would, instead of waking a handler goroutine for it and then
+// waking this loop again for the next request: on an unloaded link that
+// is a wake-up saved on every request. Only a request that is the only
+// one in flight on the connection, with nothing more buffered, is served
+// here (requests queued behind it would wait); if it takes longer than
+// successorDelay, a successor goroutine takes over reading. It reports
+// false if one did: this goroutine then has nothing more to do.
+func (sc *serverConn) serveHere(id uint64, m wire.Msg) bool {
+	// Replies to the requests served inline so far go first: the handler
+	// may block.
+	sc.snd.writeHere(time.Time{})
+	sc.mu.Lock()
+	sc.busy = true
+	gen := sc.reader
+	if sc.successor == nil {
+		sc.successor = time.AfterFunc(successorDelay, sc.takeOver)
+	} else {
+		sc.successor.Reset(successorDelay)
+	}
+	sc.mu.Unlock()
+
+	reply := sc.dispatch(m)
+	sc.snd.send(id, reply, true, time.Time{})
+
+	sc.mu.Lock()
+	handedOff := sc.reader != gen
+	if !handedOff {
+		// Once a successor runs, the state is its own.
+		sc.busy = false
+		sc.successor.Stop()
+	}
+	sc.mu.Unlock()
+	<-sc.sem
+	return !handedOff
+}
+
+// takeOver starts a successor reader if the read loop is still serving a
+// request; run by the successor timer.
+func (sc *serverConn) takeOver() {
+	t := sc.t
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if !sc.busy {
+		return // the loop is back
+	}
+	t.mu.Lock()
+	closed := t.closed
+	if !closed {
+		t.wg.Add(1) // under t.mu with closed false, as the package needs
+	}
+	t.mu.Unlock()
+	if closed {
+		return
+	}
+	sc.reader++
+	sc.busy = false
+	go func() {
+		defer t.wg.Done()
+		if sc.readLoop() {
+			sc.close()
+		}
+	}()
 }
 
 // request is one frame waiting for a handler.

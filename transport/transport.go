@@ -4,10 +4,15 @@
 // node A dials B for A's requests, B dials A for B's requests. A connection
 // is multiplexed: requests carry an id, replies echo it, and any number of
 // calls may be in flight at once. Each connection has one writer goroutine,
-// which batches every frame queued while it was busy into a single write,
-// and one reader goroutine, which hands replies to waiting callers (dialer
-// side) or each request to a handler goroutine (acceptor side; idle
-// handlers are reused, and each connection runs a bounded number at once).
+// which batches every frame queued while it was busy into a single write.
+// On the dialer's side the calls read the replies themselves: one waiting
+// call at a time holds the read role and delivers what it reads to the
+// others, and a watcher goroutine reads when no call is in flight (see
+// clientConn). On the acceptor's side a reader goroutine hands each
+// request to a handler goroutine (idle handlers are reused, and each
+// connection runs a bounded number at once), except a request alone on
+// its connection, which it serves itself; if that takes longer than
+// successorDelay another goroutine takes over reading (serveHere).
 // A frame that is alone on its connection (the only call in flight, or the
 // reply to the only request) is written by its own goroutine instead,
 // saving a wake-up of the writer on every hop of an unloaded request; the

@@ -1,0 +1,454 @@
+package bench
+
+// The bare wire of `appnode bench --floor`: the same forward-and-ack as the
+// floor, written as plainly as Go allows and with none of this project's
+// transport (no handshake, deadlines per call, multiplexing machinery or
+// handler goroutines): one connection, a read loop, a write per frame,
+// msgpack. It is the equivalent, inside the bench, of ../shared/peers'
+// mpbench, so that every report shows what the transport costs over it.
+// `appnode bench serve-bare` is one server: bare-a answers a client's
+// request only after forwarding it to bare-b (--backup) and getting its
+// ack; bare-b answers at once.
+//
+// Frames are a 4-byte big-endian length and a msgpack body:
+// bareReq{ID, Player, Points} and bareResp{ID, Total}.
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+type bareReq struct {
+	ID     uint64
+	Player string
+	Points int64
+}
+
+type bareResp struct {
+	ID    uint64
+	Total int64
+}
+
+const (
+	bareBuf      = 64 << 10
+	bareMaxFrame = 1 << 20
+)
+
+func bareWrite(bw *bufio.Writer, v any) error {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(b)))
+	if _, err := bw.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err = bw.Write(b)
+	return err
+}
+
+func bareRead(br *bufio.Reader, buf *[]byte) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:]))
+	if n > bareMaxFrame {
+		return nil, errors.New("frame too large")
+	}
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	b := (*buf)[:n]
+	_, err := io.ReadFull(br, b)
+	return b, err
+}
+
+// bareBuffered reports whether a whole frame is buffered: replies are
+// flushed when it is not, so that none waits behind a blocking read.
+func bareBuffered(br *bufio.Reader) bool {
+	if br.Buffered() < 4 {
+		return false
+	}
+	h, _ := br.Peek(4)
+	return br.Buffered() >= 4+int(binary.BigEndian.Uint32(h))
+}
+
+// bareStore is the primary's state: totals in a sharded map.
+type bareStore struct {
+	shards [64]struct {
+		mu sync.Mutex
+		m  map[string]int64
+	}
+}
+
+func (s *bareStore) add(player string, pts int64) int64 {
+	h := fnv.New32a()
+	h.Write([]byte(player))
+	sh := &s.shards[h.Sum32()%uint32(len(s.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m == nil {
+		sh.m = make(map[string]int64)
+	}
+	sh.m[player] += pts
+	return sh.m[player]
+}
+
+// bareInbound is a client's connection; the backup's reader writes the
+// replies to it.
+type bareInbound struct {
+	mu sync.Mutex
+	bw *bufio.Writer
+}
+
+type barePending struct {
+	in    *bareInbound
+	id    uint64
+	total int64
+}
+
+// bareBackup is the primary's one connection to the backup.
+type bareBackup struct {
+	mu      sync.Mutex
+	bw      *bufio.Writer
+	nextID  uint64
+	pending map[uint64]barePending
+	br      *bufio.Reader
+}
+
+func (b *bareBackup) forward(in *bareInbound, id uint64, player string, pts, total int64, flush bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.nextID++
+	b.pending[b.nextID] = barePending{in, id, total}
+	if err := bareWrite(b.bw, &bareReq{ID: b.nextID, Player: player, Points: pts}); err != nil {
+		return err
+	}
+	if flush {
+		return b.bw.Flush()
+	}
+	return nil
+}
+
+func (b *bareBackup) readLoop() error {
+	var buf []byte
+	dirty := map[*bareInbound]bool{}
+	for {
+		body, err := bareRead(b.br, &buf)
+		if err != nil {
+			return err
+		}
+		var r bareResp
+		if err := msgpack.Unmarshal(body, &r); err != nil {
+			return err
+		}
+		b.mu.Lock()
+		p, ok := b.pending[r.ID]
+		delete(b.pending, r.ID)
+		b.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("unknown ack %d", r.ID)
+		}
+		p.in.mu.Lock()
+		err = bareWrite(p.in.bw, &bareResp{ID: p.id, Total: p.total})
+		p.in.mu.Unlock()
+		if err == nil {
+			dirty[p.in] = true
+		}
+		if !bareBuffered(b.br) {
+			for in := range dirty {
+				in.mu.Lock()
+				in.bw.Flush()
+				in.mu.Unlock()
+				delete(dirty, in)
+			}
+		}
+	}
+}
+
+func bareServeConn(c net.Conn, st *bareStore, bk *bareBackup) {
+	defer c.Close()
+	br := bufio.NewReaderSize(c, bareBuf)
+	in := &bareInbound{bw: bufio.NewWriterSize(c, bareBuf)}
+	var buf []byte
+	for {
+		body, err := bareRead(br, &buf)
+		if err != nil {
+			return
+		}
+		var r bareReq
+		if err := msgpack.Unmarshal(body, &r); err != nil {
+			return
+		}
+		total := st.add(r.Player, r.Points)
+		more := bareBuffered(br)
+		if bk != nil {
+			if err := bk.forward(in, r.ID, r.Player, r.Points, total, !more); err != nil {
+				return
+			}
+			continue
+		}
+		in.mu.Lock()
+		err = bareWrite(in.bw, &bareResp{ID: r.ID, Total: total})
+		if err == nil && !more {
+			err = in.bw.Flush()
+		}
+		in.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serveBare runs one bare server until its stdin closes or a signal comes.
+// It prints its address as its first line of output. It trusts whoever
+// connects: it listens on 127.0.0.1 only, for the bench's run.
+func serveBare(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("appnode bench serve-bare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	backup := fs.String("backup", "", "HOST:PORT of the bare server to forward each request to (none: answer at once)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var bk *bareBackup
+	if *backup != "" {
+		c, err := net.Dial("tcp", *backup)
+		if err != nil {
+			fmt.Fprintf(stderr, "appnode bench serve-bare: %v\n", err)
+			return 1
+		}
+		bk = &bareBackup{bw: bufio.NewWriterSize(c, bareBuf), br: bufio.NewReaderSize(c, bareBuf), pending: map[uint64]barePending{}}
+		go func() {
+			// The process exits with the backup: the bench sees it.
+			err := bk.readLoop()
+			fmt.Fprintf(stderr, "appnode bench serve-bare: backup connection: %v\n", err)
+			os.Exit(1)
+		}()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintf(stderr, "appnode bench serve-bare: %v\n", err)
+		return 1
+	}
+	defer ln.Close()
+	fmt.Fprintln(stdout, ln.Addr())
+	st := &bareStore{}
+	go func() {
+		// Ends when the listener closes, as the process exits.
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go bareServeConn(c, st, bk)
+		}
+	}()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	stdinClosed := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(stdinClosed)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-stdinClosed:
+	}
+	return 0
+}
+
+// bareClient is the bench's connection to bare-a, used as mpbench's
+// client is: with one caller (lone), the caller writes its request and
+// reads the reply itself; with more, they queue to a writer goroutine that
+// writes everything queued at once, and a reader goroutine hands each
+// reply back (mpbench -mode pipe).
+type bareClient struct {
+	c    net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	lone bool
+
+	mu       sync.Mutex // lone: the connection; else pending and nextID
+	buf      []byte
+	deadline time.Time // lone: the read/write deadline last set
+	nextID   uint64
+	pending  map[uint64]chan bareResp
+	reqs     chan *bareReq
+	err      error
+	done     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func dialBare(ctx context.Context, addr string, lone bool) (*bareClient, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	b := &bareClient{c: c, br: bufio.NewReaderSize(c, bareBuf), bw: bufio.NewWriterSize(c, bareBuf), lone: lone,
+		pending: map[uint64]chan bareResp{}, reqs: make(chan *bareReq, 1024), done: make(chan struct{})}
+	if !lone {
+		b.wg.Add(2)
+		go b.writeLoop()
+		go b.readLoop()
+	}
+	return b, nil
+}
+
+// reward sends one request and waits for its reply. A lone caller's
+// socket has a deadline of the call's, moved at most every second so that
+// a dead server cannot hang the bench; pipelined calls end with ctx.
+func (b *bareClient) reward(ctx context.Context, player string, points int64) error {
+	if b.lone {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.err != nil {
+			return b.err
+		}
+		err := b.loneCall(ctx, player, points)
+		if err != nil {
+			// The stream may be cut mid-frame: nothing more on it.
+			b.err = fmt.Errorf("bare wire: %w", err)
+			close(b.done)
+			b.c.Close()
+		}
+		return err
+	}
+	ch := make(chan bareResp, 1)
+	b.mu.Lock()
+	if b.err != nil {
+		b.mu.Unlock()
+		return b.err
+	}
+	b.nextID++
+	id := b.nextID
+	b.pending[id] = ch
+	b.mu.Unlock()
+	select {
+	case b.reqs <- &bareReq{ID: id, Player: player, Points: points}:
+	case <-b.done:
+		return b.closedErr()
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-b.done:
+		return b.closedErr()
+	case <-ctx.Done():
+		b.mu.Lock()
+		delete(b.pending, id)
+		b.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// loneCall is a lone caller's request and reply, under mu.
+func (b *bareClient) loneCall(ctx context.Context, player string, points int64) error {
+	if dl, ok := ctx.Deadline(); ok && dl.Sub(b.deadline) > time.Second {
+		b.c.SetDeadline(dl)
+		b.deadline = dl
+	}
+	b.nextID++
+	if err := bareWrite(b.bw, &bareReq{ID: b.nextID, Player: player, Points: points}); err != nil {
+		return err
+	}
+	if err := b.bw.Flush(); err != nil {
+		return err
+	}
+	body, err := bareRead(b.br, &b.buf)
+	if err != nil {
+		return err
+	}
+	var r bareResp
+	if err := msgpack.Unmarshal(body, &r); err != nil {
+		return err
+	}
+	if r.ID != b.nextID {
+		return fmt.Errorf("bare wire: reply %d to request %d", r.ID, b.nextID)
+	}
+	return nil
+}
+
+func (b *bareClient) closedErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+func (b *bareClient) writeLoop() {
+	defer b.wg.Done()
+	for {
+		select {
+		case r := <-b.reqs:
+			if err := bareWrite(b.bw, r); err != nil {
+				b.fail(err)
+				return
+			}
+			if len(b.reqs) == 0 {
+				if err := b.bw.Flush(); err != nil {
+					b.fail(err)
+					return
+				}
+			}
+		case <-b.done:
+			return
+		}
+	}
+}
+
+func (b *bareClient) readLoop() {
+	defer b.wg.Done()
+	var buf []byte
+	for {
+		body, err := bareRead(b.br, &buf)
+		if err != nil {
+			b.fail(err)
+			return
+		}
+		var r bareResp
+		if err := msgpack.Unmarshal(body, &r); err != nil {
+			b.fail(err)
+			return
+		}
+		b.mu.Lock()
+		ch := b.pending[r.ID]
+		delete(b.pending, r.ID)
+		b.mu.Unlock()
+		if ch != nil {
+			ch <- r
+		}
+	}
+}
+
+func (b *bareClient) fail(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err == nil {
+		b.err = fmt.Errorf("bare wire: %w", err)
+		close(b.done)
+		b.c.Close()
+	}
+}
+
+// Close closes the connection and waits for its goroutines.
+func (b *bareClient) Close() error {
+	b.fail(net.ErrClosed)
+	b.wg.Wait()
+	return nil
+}
