@@ -25,6 +25,7 @@ import (
 
 	"github.com/appnode/appnode/bench"
 	"github.com/appnode/appnode/client"
+	"github.com/appnode/appnode/front"
 	"github.com/appnode/appnode/membership"
 	"github.com/appnode/appnode/names"
 	"github.com/appnode/appnode/node"
@@ -75,7 +76,7 @@ type nodeFlags struct {
 	full, bind, stateDir, cookie     string
 	namesPort, gossipPort, transport int
 	profile                          membership.Profile
-	http                             *httpFlags
+	http                             *front.DoorFlags
 }
 
 // parseNodeFlags reads the node's flags; ok is false when it printed why
@@ -90,7 +91,7 @@ func parseNodeFlags(args []string) (f nodeFlags, ok bool) {
 	fs.IntVar(&f.gossipPort, "gossip-port", 0, "gossip port (0: the one this name used last time, else any free one)")
 	fs.IntVar(&f.transport, "transport-port", 0, "node-to-node transport port (0: as for --gossip-port)")
 	fs.StringVar(&f.cookie, "cookie", "", cookieUsage)
-	f.http = addHTTPFlags(fs)
+	f.http = front.AddDoorFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return f, false
 	}
@@ -137,12 +138,12 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)
 	defer stop()
 
-	door, err := listenHTTP(f.http, f.full, f.stateDir, logf)
+	door, err := front.ListenDoor(f.http, f.full, f.stateDir, logf)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
 		return 1
 	}
-	defer door.close()
+	defer door.Close()
 	cluster := &lateCluster{}
 	startCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	cfg := node.DefaultConfig(f.full, secret)
@@ -154,7 +155,7 @@ func run(args []string) int {
 	cfg.Profile = f.profile
 	cfg.Logf = logf
 	cfg.OwnsProcess = true
-	cfg.HTTPPort, cfg.HTTPURL, cfg.Observer = door.port, door.url, door.metrics
+	cfg.HTTPPort, cfg.HTTPURL, cfg.Observer = door.Port(), door.URL(), door.Metrics()
 	cfg.Command = func(ctx context.Context, line string) (string, error) {
 		out, quit, err := shell.Eval(ctx, cluster, line)
 		if quit {
@@ -169,10 +170,10 @@ func run(args []string) int {
 		return 1
 	}
 	cluster.Cluster = n
-	if err := door.serve(n, stop); err != nil {
+	if err := door.Serve(n, stop); err != nil {
 		fmt.Fprintf(os.Stderr, "appnode: %v\n", err)
 	}
-	console(ctx, n, f, door.banner(), logf)
+	console(ctx, n, f, door.Banner(), logf)
 
 	leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancelLeave()

@@ -1,4 +1,4 @@
-package main
+package front
 
 import (
 	"flag"
@@ -10,10 +10,10 @@ import (
 	"testing"
 )
 
-func parseHTTPFlags(t *testing.T, args ...string) *httpFlags {
+func parseHTTPFlags(t *testing.T, args ...string) *DoorFlags {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	h := addHTTPFlags(fs)
+	h := AddDoorFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func parseHTTPFlags(t *testing.T, args ...string) *httpFlags {
 func TestHTTPDefaultIsLoopbackAndRemembersThePort(t *testing.T) {
 	t.Setenv(EnvHTTPToken, "")
 	dir := t.TempDir()
-	d, err := listenHTTP(parseHTTPFlags(t), "n1@host", dir, nil)
+	d, err := ListenDoor(parseHTTPFlags(t), "n1@host", dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,50 +33,50 @@ func TestHTTPDefaultIsLoopbackAndRemembersThePort(t *testing.T) {
 	if !addr.IP.IsLoopback() || d.url != "http://127.0.0.1:"+strconv.Itoa(addr.Port) || d.port != addr.Port {
 		t.Fatalf("default front door on %v, url %s", addr, d.url)
 	}
-	d.close()
-	again, err := listenHTTP(parseHTTPFlags(t), "n1@host", dir, nil)
+	d.Close()
+	again, err := ListenDoor(parseHTTPFlags(t), "n1@host", dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer again.close()
+	defer again.Close()
 	if again.port != d.port {
 		t.Fatalf("restart got port %d, want the remembered %d", again.port, d.port)
 	}
 	// Taken by the first: another name gets another port.
-	other, err := listenHTTP(parseHTTPFlags(t), "n2@host", dir, nil)
+	other, err := ListenDoor(parseHTTPFlags(t), "n2@host", dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.close()
+	defer other.Close()
 	if other.port == again.port {
 		t.Fatal("two names share a port")
 	}
-	if !strings.Contains(again.banner(), again.url) {
-		t.Fatalf("banner %q", again.banner())
+	if !strings.Contains(again.Banner(), again.url) {
+		t.Fatalf("banner %q", again.Banner())
 	}
 }
 
 func TestHTTPFlags(t *testing.T) {
 	t.Setenv(EnvHTTPToken, "")
 	dir := t.TempDir()
-	off, err := listenHTTP(parseHTTPFlags(t, "--http", "off"), "n@h", dir, nil)
+	off, err := ListenDoor(parseHTTPFlags(t, "--http", "off"), "n@h", dir, nil)
 	if err != nil || off.ln != nil || off.url != "" || off.port != 0 {
 		t.Fatalf("--http off: %+v %v", off, err)
 	}
 	for _, bad := range []string{"nonsense", "127.0.0.1:99999", "70000"} {
-		if d, err := listenHTTP(parseHTTPFlags(t, "--http", bad), "n@h", dir, nil); err == nil {
-			d.close()
+		if d, err := ListenDoor(parseHTTPFlags(t, "--http", bad), "n@h", dir, nil); err == nil {
+			d.Close()
 			t.Errorf("--http %s was accepted", bad)
 		}
 	}
-	if _, err := listenHTTP(parseHTTPFlags(t, "--http-cert", "c.pem"), "n@h", dir, nil); err == nil {
+	if _, err := ListenDoor(parseHTTPFlags(t, "--http-cert", "c.pem"), "n@h", dir, nil); err == nil {
 		t.Error("--http-cert without --http-key was accepted")
 	}
-	d, err := listenHTTP(parseHTTPFlags(t, "--http", "127.0.0.1:0", "--http-cert", "c.pem", "--http-key", "k.pem"), "n@h", dir, nil)
+	d, err := ListenDoor(parseHTTPFlags(t, "--http", "127.0.0.1:0", "--http-cert", "c.pem", "--http-key", "k.pem"), "n@h", dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.close()
+	d.Close()
 	if !strings.HasPrefix(d.url, "https://127.0.0.1:") {
 		t.Fatalf("with TLS the URL is %s", d.url)
 	}
@@ -98,17 +98,17 @@ func TestHTTPToken(t *testing.T) {
 		{[]string{"--http-token", "from-flag"}, "from-flag"},
 		{[]string{"--http-token", "from-flag", "--http-token-file", file}, "from-file"},
 	} {
-		got, err := httpToken(parseHTTPFlags(t, tc.args...))
+		got, err := doorToken(parseHTTPFlags(t, tc.args...))
 		if err != nil || got != tc.want {
 			t.Errorf("%v: %q %v, want %q", tc.args, got, err, tc.want)
 		}
 	}
 	empty := filepath.Join(t.TempDir(), "empty")
 	os.WriteFile(empty, nil, 0o600)
-	if _, err := httpToken(parseHTTPFlags(t, "--http-token-file", empty)); err == nil {
+	if _, err := doorToken(parseHTTPFlags(t, "--http-token-file", empty)); err == nil {
 		t.Error("an empty token file was accepted")
 	}
-	if _, err := httpToken(parseHTTPFlags(t, "--http-token-file", filepath.Join(t.TempDir(), "missing"))); err == nil {
+	if _, err := doorToken(parseHTTPFlags(t, "--http-token-file", filepath.Join(t.TempDir(), "missing"))); err == nil {
 		t.Error("a missing token file was accepted")
 	}
 }
