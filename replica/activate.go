@@ -332,8 +332,9 @@ func tooFewNodes(player string) error {
 	return wire.Errorf(wire.CodeTooFewNodes, "%s: fewer than two live nodes, so no keeper can hold a copy; connect another node and retry (nothing was changed)", player)
 }
 
-// promoteCopy turns this node's keeper copy into the primary ("the keeper
-// is on X itself" in SPEC.md): fence the old owner by taking the copy under
+// promoteCopy turns this node's keeper copy into the primary (a request
+// for a player whose keeper is this node: the primary stays where the
+// load balancer sent the player): fence the old owner by taking the copy under
 // a new epoch, give the state to a new keeper elsewhere, then start the
 // primary and drop the local copy. exclude names a node that must not
 // become the keeper (one that is leaving).

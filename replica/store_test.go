@@ -15,7 +15,8 @@ func code(err error) wire.Code {
 	return c
 }
 
-// The walkthrough of SPEC.md, on an in-process cluster.
+// The walkthrough (connect, reward, the crash on "a", the same total from
+// every node, a kill of the owner), on an in-process cluster.
 func TestWalkthrough(t *testing.T) {
 	c := newCluster(t, "n1", "n2", "n3")
 	c.mustReward("n1", "player1", 5, 5)
