@@ -202,9 +202,14 @@ func (b *bench) runLoad(ctx context.Context, rep *benchReport) error {
 	if res.interrupted || !b.cfg.floor {
 		return nil
 	}
+	return b.runFloor(ctx, rep)
+}
 
-	// The floor, with the same clients, players and duration: every request
-	// goes to floor-a, which forwards it to floor-b.
+// runFloor measures, with the same clients, players and duration as
+// appnode's load, the baselines its numbers are read against: the floor
+// (every request goes to floor-a, which forwards it to floor-b), then one
+// hop and the bare wire.
+func (b *bench) runFloor(ctx context.Context, rep *benchReport) error {
 	floorPlayers := newPlayerTable("player", b.cfg.players)
 	for i := range floorPlayers.owner {
 		floorPlayers.owner[i].Store(0)

@@ -37,59 +37,22 @@ func (f *Front) events(w http.ResponseWriter, r *http.Request) string {
 		f.metrics.rejected.WithLabelValues("overloaded").Inc()
 		return writeError(w, http.StatusServiceUnavailable, codeOverloaded, fmt.Sprintf("%d clients follow the events already; retry", cap(f.streams)), "")
 	}
-	var last uint64
-	if s := r.Header.Get("Last-Event-ID"); s != "" {
-		last, _ = strconv.ParseUint(s, 10, 64)
-	} else if s := r.URL.Query().Get("last_event_id"); s != "" {
-		last, _ = strconv.ParseUint(s, 10, 64)
-	}
 	// Subscribe before replaying, so that nothing falls between the two.
 	ch, cancel := f.b.Subscribe(streamBuffer)
 	defer cancel()
 	f.metrics.streams.Inc()
 	defer f.metrics.streams.Dec()
 
-	rc := http.NewResponseController(w)
+	es := &eventStream{w: w, rc: http.NewResponseController(w), b: f.b, sent: lastEventID(r)}
 	// The server's read deadline would end a stream that outlives it.
-	_ = rc.SetReadDeadline(time.Time{})
+	_ = es.rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx: pass events on at once
 	w.WriteHeader(http.StatusOK)
 
-	sent := last
-	write := func(format string, args ...any) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(streamWrite))
-		if _, err := fmt.Fprintf(w, format, args...); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	send := func(e replica.Event) bool {
-		if e.Seq <= sent {
-			return true
-		}
-		b, _ := json.Marshal(eventBody{Seq: e.Seq, Time: e.Time, Level: string(e.Level), Text: e.Text})
-		sent = e.Seq
-		return write("id: %d\nevent: report\ndata: %s\n\n", e.Seq, b)
-	}
-	// catchUp sends what the ring holds after sent.
-	catchUp := func() bool {
-		kept, complete := f.b.EventsSince(sent)
-		if !complete && sent > 0 {
-			if !write("event: gap\ndata: {\"after\":%d}\n\n", sent) {
-				return false
-			}
-		}
-		for _, e := range kept {
-			if !send(e) {
-				return false
-			}
-		}
-		return true
-	}
-	if !catchUp() || !write(": following %s\n\n", f.b.Name()) {
+	if !es.catchUp() || !es.write(": following %s\n\n", f.b.Name()) {
 		return "ok"
 	}
 	tick := time.NewTicker(heartbeat)
@@ -104,18 +67,77 @@ func (f *Front) events(w http.ResponseWriter, r *http.Request) string {
 			if !ok {
 				return "ok" // the node stopped
 			}
-			if e.Seq > sent+1 && !catchUp() { // this stream's buffer overflowed
+			if e.Seq > es.sent+1 && !es.catchUp() { // this stream's buffer overflowed
 				return "ok"
 			}
-			if !send(e) {
+			if !es.send(e) {
 				return "ok"
 			}
 		case <-tick.C:
-			if !write(": keepalive\n\n") {
+			if !es.write(": keepalive\n\n") {
 				return "ok"
 			}
 		}
 	}
+}
+
+// lastEventID is the number of the last event a client has seen: from the
+// header a browser sends when it reconnects, or from the query for a
+// client that cannot set headers; 0 for a first connection.
+func lastEventID(r *http.Request) uint64 {
+	var last uint64
+	if s := r.Header.Get("Last-Event-ID"); s != "" {
+		last, _ = strconv.ParseUint(s, 10, 64)
+	} else if s := r.URL.Query().Get("last_event_id"); s != "" {
+		last, _ = strconv.ParseUint(s, 10, 64)
+	}
+	return last
+}
+
+// eventStream writes one client's events. It remembers the last one sent,
+// so that the ring's replay and the subscription, which overlap, send no
+// event twice.
+type eventStream struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	b    Backend
+	sent uint64
+}
+
+// write writes and flushes one piece of the stream, and reports whether
+// the client is still there to take more.
+func (es *eventStream) write(format string, args ...any) bool {
+	_ = es.rc.SetWriteDeadline(time.Now().Add(streamWrite))
+	if _, err := fmt.Fprintf(es.w, format, args...); err != nil {
+		return false
+	}
+	return es.rc.Flush() == nil
+}
+
+func (es *eventStream) send(e replica.Event) bool {
+	if e.Seq <= es.sent {
+		return true
+	}
+	b, _ := json.Marshal(eventBody{Seq: e.Seq, Time: e.Time, Level: string(e.Level), Text: e.Text})
+	es.sent = e.Seq
+	return es.write("id: %d\nevent: report\ndata: %s\n\n", e.Seq, b)
+}
+
+// catchUp sends what the ring holds after sent, and a gap event first if
+// the ring no longer holds all of it.
+func (es *eventStream) catchUp() bool {
+	kept, complete := es.b.EventsSince(es.sent)
+	if !complete && es.sent > 0 {
+		if !es.write("event: gap\ndata: {\"after\":%d}\n\n", es.sent) {
+			return false
+		}
+	}
+	for _, e := range kept {
+		if !es.send(e) {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *Front) metricsHandler() func(http.ResponseWriter, *http.Request) string {

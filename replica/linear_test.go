@@ -97,54 +97,7 @@ func runSchedule(t *testing.T, seed uint64, checkFor time.Duration) (int, bool) 
 		clients.Add(1)
 		go func() {
 			defer clients.Done()
-			for ops := 0; ops < 150 && ctx.Err() == nil; ops++ {
-				// Paced over the schedule, so that the load meets the
-				// faults (unpaced, 150 rewards take a few milliseconds).
-				// A think time, not synchronisation.
-				time.Sleep(time.Duration(crng.IntN(12)) * time.Millisecond)
-				live := c.names()
-				if len(live) == 0 {
-					return
-				}
-				at := live[crng.IntN(len(live))]
-				in := replicatest.Input{Player: players[crng.IntN(len(players))], Delta: int64(crng.IntN(20) - 5)}
-				n := c.tryNode(at)
-				if n == nil {
-					continue
-				}
-				call := h.Now()
-				if crng.IntN(3) > 0 {
-					callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
-					total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
-					cancelCall()
-					h.Record(i, in, call, total, err)
-					refused.note(h, i, in, call, err)
-					continue
-				}
-				// A client that names its request and, while the outcome
-				// is unknown, sends it again (to any node): one operation,
-				// from its first call to its last answer.
-				id := wire.ClientReqID(fmt.Sprintf("%d/%d/%d", seed, i, ops))
-				var total int64
-				var err error
-				for try := 0; try < 4; try++ {
-					if n = c.tryNode(at); n != nil {
-						callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
-						total, err = n.store.RewardOnce(callCtx, in.Player, strconv.FormatInt(in.Delta, 10), id)
-						cancelCall()
-						if wire.OutcomeOf(err) != wire.OutcomeUnknown {
-							break
-						}
-					}
-					live := c.names()
-					if len(live) == 0 {
-						break
-					}
-					at = live[crng.IntN(len(live))]
-				}
-				h.Record(i, in, call, total, err)
-				refused.note(h, i, in, call, err)
-			}
+			runClient(ctx, c, h, &refused, seed, i, crng, players)
 		}()
 	}
 
@@ -154,6 +107,89 @@ func runSchedule(t *testing.T, seed uint64, checkFor time.Duration) (int, bool) 
 	// Heal everything and read every total from every node: they must agree.
 	c.net.Heal()
 	c.sync()
+	checkFinalTotals(t, c, h, seed, players)
+
+	conclusive := true
+	if h.Check(t, checkFor) == porcupine.Unknown {
+		t.Logf("seed %d: linearizability check timed out (inconclusive)", seed)
+		conclusive = false
+	}
+	if t.Failed() {
+		refused.log(t)
+		c.logEvents()
+		t.Fatalf("seed %d: faults %v; replay with APPNODE_SEED=%d", seed, faults, seed)
+	}
+	t.Logf("seed %d: %d nodes, ok %d, not applied %d, unknown %d; faults %v",
+		seed, len(names), h.OK, h.Failed, h.Unknown, faults)
+	if h.OK == 0 {
+		t.Fatalf("seed %d: no reward succeeded", seed)
+	}
+	return h.Len(), conclusive
+}
+
+// runClient is client i of a schedule: up to 150 rewards of random
+// players at random live nodes, a third of them named and retried while
+// their outcome is unknown, each recorded in h.
+func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused *refusals, seed uint64, i int, crng *rand.Rand, players []string) {
+	for ops := 0; ops < 150 && ctx.Err() == nil; ops++ {
+		// Paced over the schedule, so that the load meets the
+		// faults (unpaced, 150 rewards take a few milliseconds).
+		// A think time, not synchronisation.
+		time.Sleep(time.Duration(crng.IntN(12)) * time.Millisecond)
+		live := c.names()
+		if len(live) == 0 {
+			return
+		}
+		at := live[crng.IntN(len(live))]
+		in := replicatest.Input{Player: players[crng.IntN(len(players))], Delta: int64(crng.IntN(20) - 5)}
+		n := c.tryNode(at)
+		if n == nil {
+			continue
+		}
+		call := h.Now()
+		if crng.IntN(3) > 0 {
+			callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
+			total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
+			cancelCall()
+			h.Record(i, in, call, total, err)
+			refused.note(h, i, in, call, err)
+			continue
+		}
+		id := wire.ClientReqID(fmt.Sprintf("%d/%d/%d", seed, i, ops))
+		total, err := rewardOnce(c, crng, at, in, id)
+		h.Record(i, in, call, total, err)
+		refused.note(h, i, in, call, err)
+	}
+}
+
+// rewardOnce is a client that names its request and, while the outcome
+// is unknown, sends it again (to any node): one operation, from its first
+// call to its last answer.
+func rewardOnce(c *cluster, crng *rand.Rand, at string, in replicatest.Input, id wire.ReqID) (int64, error) {
+	var total int64
+	var err error
+	for try := 0; try < 4; try++ {
+		if n := c.tryNode(at); n != nil {
+			callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
+			total, err = n.store.RewardOnce(callCtx, in.Player, strconv.FormatInt(in.Delta, 10), id)
+			cancelCall()
+			if wire.OutcomeOf(err) != wire.OutcomeUnknown {
+				break
+			}
+		}
+		live := c.names()
+		if len(live) == 0 {
+			break
+		}
+		at = live[crng.IntN(len(live))]
+	}
+	return total, err
+}
+
+// checkFinalTotals reads every player's total from every node of the
+// healed cluster, recording the reads in h, and fails the test if a read
+// fails for 5 s or two nodes disagree.
+func checkFinalTotals(t *testing.T, c *cluster, h *replicatest.History, seed uint64, players []string) {
 	for _, p := range players {
 		var first int64
 		for j, at := range c.names() {
@@ -182,23 +218,6 @@ func runSchedule(t *testing.T, seed uint64, checkFor time.Duration) (int, bool) 
 			}
 		}
 	}
-
-	conclusive := true
-	if h.Check(t, checkFor) == porcupine.Unknown {
-		t.Logf("seed %d: linearizability check timed out (inconclusive)", seed)
-		conclusive = false
-	}
-	if t.Failed() {
-		refused.log(t)
-		c.logEvents()
-		t.Fatalf("seed %d: faults %v; replay with APPNODE_SEED=%d", seed, faults, seed)
-	}
-	t.Logf("seed %d: %d nodes, ok %d, not applied %d, unknown %d; faults %v",
-		seed, len(names), h.OK, h.Failed, h.Unknown, faults)
-	if h.OK == 0 {
-		t.Fatalf("seed %d: no reward succeeded", seed)
-	}
-	return h.Len(), conclusive
 }
 
 func (c *cluster) tryNode(name string) *tnode {
@@ -214,118 +233,24 @@ func (c *cluster) tryNode(name string) *tnode {
 // after the cluster has restored two copies of every player (sequential
 // failures). It returns how many of each kind it injected.
 func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, players []string) map[string]int {
-	faults := map[string]int{}
-	var dead []string
-	pause := func(d time.Duration) bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(d):
-			return true
-		}
-	}
-	for pause(time.Duration(50+rng.IntN(100)) * time.Millisecond) {
+	nm := &nemesisRun{c: c, rng: rng, ctx: ctx, faults: map[string]int{}}
+	for nm.pause(time.Duration(50+rng.IntN(100)) * time.Millisecond) {
 		live := c.names()
-		// link picks a directed link between two live nodes.
-		link := func() (string, string) {
-			i := rng.IntN(len(live))
-			j := (i + 1 + rng.IntN(len(live)-1)) % len(live)
-			return live[i], live[j]
-		}
 		switch k := rng.IntN(7); {
 		case k == 0 && len(live) > 2:
-			victim := live[rng.IntN(len(live))]
-			lossy := rng.IntN(2) == 0
-			if lossy {
-				// The failover itself meets lost replies.
-				for _, a := range live {
-					for _, b := range live {
-						if a != b && a != victim && b != victim {
-							c.net.LoseReplies(a, b, 0.3)
-						}
-					}
-				}
-				faults["kill-lossy"]++
-			}
-			c.kill(victim)
-			dead = append(dead, victim)
-			faults["kill"]++
-			if rng.IntN(2) == 0 {
-				c.sync() // detected now; otherwise only the link hints tell
-			}
-			if lossy {
-				pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
-				c.net.Heal()
-			}
-		case k == 1 && len(dead) > 0:
-			name := dead[0]
-			dead = dead[1:]
-			c.start(name)
-			c.sync()
-			faults["restart"]++
+			nm.kill(live)
+		case k == 1 && len(nm.dead) > 0:
+			nm.restart()
 		case k == 2 && len(live) > 2:
-			victim := live[rng.IntN(len(live))]
-			c.net.Pause(victim)
-			var rest []string
-			for _, n := range live {
-				if n != victim {
-					rest = append(rest, n)
-				}
-			}
-			for _, n := range rest {
-				c.view(n, rest...)
-			}
-			faults["pause"]++
-			pause(time.Duration(20+rng.IntN(100)) * time.Millisecond)
-			c.net.Resume(victim)
-			c.sync()
+			nm.pauseNode(live)
 		case k == 3 && len(live) > 2:
-			victim := live[rng.IntN(len(live))]
-			var rest []string
-			for _, n := range live {
-				if n != victim {
-					rest = append(rest, n)
-				}
-			}
-			c.net.Partition([]string{victim}, rest)
-			c.view(victim, victim)
-			for _, n := range rest {
-				c.view(n, rest...)
-			}
-			faults["partition"]++
-			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
-			c.net.Heal()
-			c.sync()
+			nm.partition(live)
 		case k == 4 && len(live) > 1:
-			// Delivered calls lose their replies on a few links.
-			for range 1 + rng.IntN(3) {
-				a, b := link()
-				c.net.LoseReplies(a, b, 0.2+0.4*rng.Float64())
-			}
-			faults["lost-replies"]++
-			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
-			c.net.Heal()
+			nm.loseReplies(live)
 		case k == 5 && len(live) > 1:
-			// One direction fails, the other works.
-			a, b := link()
-			c.net.Cut(a, b)
-			faults["one-way"]++
-			pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
-			c.net.Heal()
+			nm.oneWay(live)
 		case k == 6 && len(live) > 1:
-			// Calls to and from one node are held, and reordered.
-			victim := live[rng.IntN(len(live))]
-			d := time.Duration(5+rng.IntN(60)) * time.Millisecond
-			jitter := time.Duration(1+rng.IntN(40)) * time.Millisecond
-			for _, o := range live {
-				if o != victim {
-					c.net.Delay(victim, o, d, jitter)
-					c.net.Delay(o, victim, d, jitter)
-				}
-			}
-			faults["delay"]++
-			pause(time.Duration(100+rng.IntN(100)) * time.Millisecond)
-			c.net.Heal()
+			nm.delay(live)
 		}
 		if !c.waitRedundant(players, 5*time.Second) {
 			for _, n := range c.names() {
@@ -335,11 +260,155 @@ func nemesis(t *testing.T, c *cluster, rng *rand.Rand, ctx context.Context, play
 				o, k := c.holders(p)
 				t.Logf("%s: primaries %v keepers %v", p, o, k)
 			}
-			t.Errorf("two copies of every player were not restored within 5 s after faults %v", faults)
-			return faults
+			t.Errorf("two copies of every player were not restored within 5 s after faults %v", nm.faults)
+			return nm.faults
 		}
 	}
-	return faults
+	return nm.faults
+}
+
+// nemesisRun is the nemesis's state between faults. Each fault kind is a
+// method; all of them draw from rng in a fixed order, so that a seed
+// replays the same schedule.
+type nemesisRun struct {
+	c      *cluster
+	rng    *rand.Rand
+	ctx    context.Context
+	faults map[string]int
+	dead   []string // killed, in order, to be restarted first to last
+}
+
+// pause waits d, and reports false if ctx ended first.
+func (nm *nemesisRun) pause(d time.Duration) bool {
+	select {
+	case <-nm.ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// link picks a directed link between two live nodes.
+func (nm *nemesisRun) link(live []string) (string, string) {
+	i := nm.rng.IntN(len(live))
+	j := (i + 1 + nm.rng.IntN(len(live)-1)) % len(live)
+	return live[i], live[j]
+}
+
+// others is live without victim.
+func others(live []string, victim string) []string {
+	var rest []string
+	for _, n := range live {
+		if n != victim {
+			rest = append(rest, n)
+		}
+	}
+	return rest
+}
+
+// kill kills a node, and sometimes makes the failover meet lost replies.
+func (nm *nemesisRun) kill(live []string) {
+	c, rng := nm.c, nm.rng
+	victim := live[rng.IntN(len(live))]
+	lossy := rng.IntN(2) == 0
+	if lossy {
+		// The failover itself meets lost replies.
+		for _, a := range live {
+			for _, b := range live {
+				if a != b && a != victim && b != victim {
+					c.net.LoseReplies(a, b, 0.3)
+				}
+			}
+		}
+		nm.faults["kill-lossy"]++
+	}
+	c.kill(victim)
+	nm.dead = append(nm.dead, victim)
+	nm.faults["kill"]++
+	if rng.IntN(2) == 0 {
+		c.sync() // detected now; otherwise only the link hints tell
+	}
+	if lossy {
+		nm.pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+		c.net.Heal()
+	}
+}
+
+// restart brings back the node killed longest ago.
+func (nm *nemesisRun) restart() {
+	name := nm.dead[0]
+	nm.dead = nm.dead[1:]
+	nm.c.start(name)
+	nm.c.sync()
+	nm.faults["restart"]++
+}
+
+// pauseNode pauses a node while the others see it gone, then resumes it.
+func (nm *nemesisRun) pauseNode(live []string) {
+	c, rng := nm.c, nm.rng
+	victim := live[rng.IntN(len(live))]
+	c.net.Pause(victim)
+	rest := others(live, victim)
+	for _, n := range rest {
+		c.view(n, rest...)
+	}
+	nm.faults["pause"]++
+	nm.pause(time.Duration(20+rng.IntN(100)) * time.Millisecond)
+	c.net.Resume(victim)
+	c.sync()
+}
+
+// partition cuts a node off from the others, each side seeing only itself.
+func (nm *nemesisRun) partition(live []string) {
+	c, rng := nm.c, nm.rng
+	victim := live[rng.IntN(len(live))]
+	rest := others(live, victim)
+	c.net.Partition([]string{victim}, rest)
+	c.view(victim, victim)
+	for _, n := range rest {
+		c.view(n, rest...)
+	}
+	nm.faults["partition"]++
+	nm.pause(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+	c.net.Heal()
+	c.sync()
+}
+
+// loseReplies makes delivered calls lose their replies on a few links.
+func (nm *nemesisRun) loseReplies(live []string) {
+	for range 1 + nm.rng.IntN(3) {
+		a, b := nm.link(live)
+		nm.c.net.LoseReplies(a, b, 0.2+0.4*nm.rng.Float64())
+	}
+	nm.faults["lost-replies"]++
+	nm.pause(time.Duration(50+nm.rng.IntN(100)) * time.Millisecond)
+	nm.c.net.Heal()
+}
+
+// oneWay fails one direction of a link while the other works.
+func (nm *nemesisRun) oneWay(live []string) {
+	a, b := nm.link(live)
+	nm.c.net.Cut(a, b)
+	nm.faults["one-way"]++
+	nm.pause(time.Duration(50+nm.rng.IntN(100)) * time.Millisecond)
+	nm.c.net.Heal()
+}
+
+// delay holds, and reorders, the calls to and from one node.
+func (nm *nemesisRun) delay(live []string) {
+	rng := nm.rng
+	victim := live[rng.IntN(len(live))]
+	d := time.Duration(5+rng.IntN(60)) * time.Millisecond
+	jitter := time.Duration(1+rng.IntN(40)) * time.Millisecond
+	for _, o := range live {
+		if o != victim {
+			nm.c.net.Delay(victim, o, d, jitter)
+			nm.c.net.Delay(o, victim, d, jitter)
+		}
+	}
+	nm.faults["delay"]++
+	nm.pause(time.Duration(100+rng.IntN(100)) * time.Millisecond)
+	nm.c.net.Heal()
 }
 
 // waitRedundant waits until every existing player has exactly one primary

@@ -275,6 +275,10 @@ type memEndpoint struct {
 	name string
 }
 
+// Call delivers m to the node named to as a real link would, with the
+// faults the test has set on that link. Each wait a fault imposes is a
+// step of its own below; a call on a healthy link passes each with one
+// check.
 func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, error) {
 	n := e.net
 	n.mu.Lock()
@@ -282,49 +286,20 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	hold := n.holdLocked(e.name, to.Name, m)
 	n.mu.Unlock()
 	if hold != nil {
-		hold.waiting.Add(1)
-		select {
-		case <-hold.released:
-			hold.waiting.Add(-1)
-		case <-ctx.Done():
-			hold.waiting.Add(-1)
-			return nil, fmt.Errorf("call %s: held by the test network: %w", to.Name, ctx.Err())
+		if err := hold.wait(ctx, to.Name); err != nil {
+			return nil, err
 		}
 	}
 	if refuse {
 		return nil, wire.Refused(to.Name, errors.New("connection refused (by a rule of the test network; the node is alive)"))
 	}
 	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("call %s: delayed by the test network: %w", to.Name, ctx.Err())
+		if err := delayCall(ctx, to.Name, delay); err != nil {
+			return nil, err
 		}
 	}
-	for {
-		n.mu.Lock()
-		if _, ok := n.nodes[e.name]; !ok {
-			n.mu.Unlock()
-			return nil, fmt.Errorf("call %s: this node was killed", to.Name)
-		}
-		if !n.paused[e.name] && !n.paused[to.Name] {
-			break
-		}
-		wake := n.resume
-		n.stuck++
-		n.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
-		}
-		n.mu.Lock()
-		n.stuck--
-		n.mu.Unlock()
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("call %s: %w", to.Name, err)
-		}
+	if err := n.lockUnpaused(ctx, e.name, to.Name); err != nil {
+		return nil, err
 	}
 	self := n.nodes[e.name]
 	from := self.id()
@@ -363,15 +338,78 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 		return nil, fmt.Errorf("call %s: reply lost by the test network: %w", to.Name, wire.ErrLinkLost)
 	}
 	if err != nil {
-		var we *wire.Error
-		if errors.As(err, &we) {
-			out, rerr := wire.Roundtrip(we)
-			if rerr != nil {
-				return nil, rerr
-			}
-			return nil, out.(*wire.Error)
-		}
-		return nil, &wire.Error{Code: wire.CodeInternal, Msg: err.Error()}
+		return nil, handlerError(err)
 	}
 	return wire.Roundtrip(rep)
+}
+
+// wait blocks a call to the node named to at h until h is released or
+// ctx ends, counting it as waiting meanwhile so the test can see it.
+func (h *Hold) wait(ctx context.Context, to string) error {
+	h.waiting.Add(1)
+	defer h.waiting.Add(-1)
+	select {
+	case <-h.released:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("call %s: held by the test network: %w", to, ctx.Err())
+	}
+}
+
+// delayCall waits out a link's delay before the call goes through; a call
+// whose ctx ends first is never delivered.
+func delayCall(ctx context.Context, to string, delay time.Duration) error {
+	t := time.NewTimer(delay)
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		return fmt.Errorf("call %s: delayed by the test network: %w", to, ctx.Err())
+	}
+}
+
+// lockUnpaused locks n.mu once neither end of the call from -> to is
+// paused, as a paused process neither sends nor answers. It returns with
+// n.mu held if and only if it returns nil: the caller goes on to read the
+// network's state under the same lock that saw both ends running.
+func (n *MemNetwork) lockUnpaused(ctx context.Context, from, to string) error {
+	for {
+		n.mu.Lock()
+		if _, ok := n.nodes[from]; !ok {
+			n.mu.Unlock()
+			return fmt.Errorf("call %s: this node was killed", to)
+		}
+		if !n.paused[from] && !n.paused[to] {
+			return nil
+		}
+		wake := n.resume
+		n.stuck++
+		n.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+		}
+		n.mu.Lock()
+		n.stuck--
+		n.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("call %s: %w", to, err)
+		}
+	}
+}
+
+// handlerError is what the caller of a handler that failed with err gets:
+// a wire error goes over the wire as it would between processes, and any
+// other error arrives as an internal one, as the transport sends it.
+func handlerError(err error) error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		out, rerr := wire.Roundtrip(we)
+		if rerr != nil {
+			return rerr
+		}
+		return out.(*wire.Error)
+	}
+	return &wire.Error{Code: wire.CodeInternal, Msg: err.Error()}
 }

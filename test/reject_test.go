@@ -582,48 +582,27 @@ type asymPhase struct {
 }
 
 func TestNetnsAsymmetric(t *testing.T) {
-	hold := 3 * time.Second
-	if v := os.Getenv("APPNODE_NETNS_HOLD"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			t.Fatalf("APPNODE_NETNS_HOLD=%q: want a duration", v)
-		}
-		hold = d
-	}
+	hold := asymHold(t)
 	const a, b, cc = 1, 2, 3 // hosts: A refuses B; C reaches both
 	all := []int{a, b, cc}
 	ipt := nsNeedIptables(t)
 	c := nsStartNodes(t, 3)
 	fw := nsFirewallSetup(t, c.lan, ipt)
-	r := newRecorder(c)
-	ms := time.Millisecond
+	x := &asymRun{
+		t: t, c: c, r: newRecorder(c), hold: hold, all: all, via: cc,
+		pa: c.ps[a-1], aPlayers: fmt.Sprintf(`["as%da","as%db"]`, a, a),
+	}
 	nameA, nameB := c.ps[a-1].name, c.ps[b-1].name
 
-	var players []string
-	owners, keepers := map[string]string{}, map[string]string{}
-	for _, h := range all {
-		for _, suffix := range []string{"a", "b"} {
-			pl := fmt.Sprintf("as%d%s", h, suffix)
-			r.rewardOK(-1, h, pl, 5)
-			owner, keeper := nsWhere(t, c.ps[cc-1], pl)
-			if owner != c.ps[h-1].name {
-				t.Fatalf("%s, created at h%d, is owned by %s", pl, h, owner)
-			}
-			players = append(players, pl)
-			owners[pl], keepers[pl] = owner, keeper
-			t.Logf("%s: owner %s, keeper %s", pl, owner, keeper)
-		}
-	}
-	pa := c.ps[a-1]
-	aPlayers := fmt.Sprintf(`["as%da","as%db"]`, a, a)
-	pa.expect("local_players", aPlayers)
+	x.placePlayers()
+	x.pa.expect("local_players", x.aPlayers)
 	rostersBefore := map[string]int{}
 	for _, p := range c.ps {
 		rostersBefore[p.name] = len(rosterEvents(p))
 	}
 
-	stopClients := r.startClients(all, players)
-	r.waitServed(all, players, 0, "every node serves every player before the rule")
+	stopClients := x.r.startClients(all, x.players)
+	x.r.waitServed(all, x.players, 0, "every node serves every player before the rule")
 
 	// The rules. The second replaces the first without a gap, so that
 	// the connections from B that the first broke stay refused, while
@@ -645,84 +624,160 @@ func TestNetnsAsymmetric(t *testing.T) {
 	}
 	var rules []window
 	for i, ph := range phases {
-		// A player whose owner cannot reach its keeper cannot be updated
-		// while the rule holds: neither is removed (most of the roster
-		// reaches both), so the owner keeps a keeper it cannot reach. The
-		// others must be served through C all along.
-		var served, blocked []string
-		for _, pl := range players {
-			if ph.blocked(owners[pl], keepers[pl]) && os.Getenv("APPNODE_NETNS_ASYM_ALL") == "" {
-				blocked = append(blocked, pl)
-			} else {
-				served = append(served, pl)
-			}
-		}
+		served, blocked := x.split(ph)
 		ph.install()
-		at := r.since()
-		t.Logf("rule %d from %v on: %s", i+1, at.Round(ms), ph.what)
-		// The rule lasts hold, and until C has served every player it must
-		// serve in a call made under the rule. Meanwhile, every 250 ms: A
-		// still runs its players' primaries; what `nodes` answers is
-		// logged.
-		nodesSeen := map[string]map[string]bool{}
-		tick := time.NewTicker(250 * ms)
-		for {
-			<-tick.C // polling interval, not synchronisation: the rule's length is hold
-			if got := pa.ask("local_players"); got != aPlayers {
-				t.Errorf("rule %d: %v into it, %s runs %s, want %s: its players must stay on it", i+1, (r.since() - at).Round(ms), pa.name, got, aPlayers)
-			}
-			for _, p := range c.ps {
-				if nodesSeen[p.name] == nil {
-					nodesSeen[p.name] = map[string]bool{}
-				}
-				nodesSeen[p.name][p.ask("nodes")] = true
-			}
-			missing := r.unserved([]int{cc}, served, at)
-			if r.since() >= at+hold && len(missing) == 0 {
-				break
-			}
-			if r.since() > at+hold+settleLimit {
-				tick.Stop()
-				t.Fatalf("rule %d: %v into it, h%d has not served %v in a call made since: rewards through C must keep working", i+1, (r.since() - at).Round(ms), cc, missing)
-			}
-		}
-		tick.Stop()
-		w := window{at, r.since()}
+		w := x.holdRule(i, ph, served)
 		rules = append(rules, w)
-		for _, p := range c.ps {
-			var seen []string
-			for s := range nodesSeen[p.name] {
-				seen = append(seen, s)
-			}
-			slices.Sort(seen)
-			t.Logf("rule %d: `nodes` at %s answered %v", i+1, p.name, seen)
-		}
-		for _, h := range all {
-			t.Logf("rule %d: answers at h%d: %s", i+1, h, r.answersIn(h, w))
-		}
-		servedAtC, servedAnywhere := map[string]int{}, map[string]int{}
-		for _, op := range r.acksIn(all, w) {
-			servedAnywhere[op.player]++
-			if op.host == cc {
-				servedAtC[op.player]++
-			}
-		}
-		for _, pl := range served {
-			t.Logf("rule %d: %s acknowledged %d times at h%d", i+1, pl, servedAtC[pl], cc)
-		}
-		for _, pl := range blocked {
-			t.Logf("rule %d: %s, owner %s and keeper %s, which it cannot reach, acknowledged %d times anywhere (%d at h%d); APPNODE_NETNS_ASYM_ALL=1 requires it served through h%d",
-				i+1, pl, owners[pl], keepers[pl], servedAnywhere[pl], servedAtC[pl], cc, cc)
-		}
+		x.logRule(i, w, served, blocked)
 	}
 	fw.clear(a)
-	healAt := r.since()
-	t.Logf("rules removed at %v, after %v", healAt.Round(ms), (healAt - rules[0].from).Round(ms))
+	healAt := x.r.since()
+	t.Logf("rules removed at %v, after %v", healAt.Round(time.Millisecond), (healAt - rules[0].from).Round(time.Millisecond))
 
 	c.h.waitMembers(c.ps...)
-	r.waitServed(all, players, healAt, "every node serves every player after the rules went")
+	x.r.waitServed(all, x.players, healAt, "every node serves every player after the rules went")
 	stopClients()
-	final := r.readAll(players)
+	x.checkHealed(rostersBefore)
+}
+
+// asymHold is how long each rule of TestNetnsAsymmetric holds at least:
+// 3 s, or APPNODE_NETNS_HOLD.
+func asymHold(t *testing.T) time.Duration {
+	hold := 3 * time.Second
+	if v := os.Getenv("APPNODE_NETNS_HOLD"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("APPNODE_NETNS_HOLD=%q: want a duration", v)
+		}
+		hold = d
+	}
+	return hold
+}
+
+// asymRun is TestNetnsAsymmetric's cluster, its players and where they
+// were placed, shared by the test's steps.
+type asymRun struct {
+	t        *testing.T
+	c        *nsCluster
+	r        *nsRecorder
+	hold     time.Duration
+	all      []int
+	via      int   // the host that reaches both sides of the rules
+	pa       *proc // the host whose rules these are
+	aPlayers string
+
+	players         []string
+	owners, keepers map[string]string
+}
+
+// placePlayers creates two players at each host, each owned by the host
+// that created it, and notes their owners and keepers.
+func (x *asymRun) placePlayers() {
+	t, c := x.t, x.c
+	x.owners, x.keepers = map[string]string{}, map[string]string{}
+	for _, h := range x.all {
+		for _, suffix := range []string{"a", "b"} {
+			pl := fmt.Sprintf("as%d%s", h, suffix)
+			x.r.rewardOK(-1, h, pl, 5)
+			owner, keeper := nsWhere(t, c.ps[x.via-1], pl)
+			if owner != c.ps[h-1].name {
+				t.Fatalf("%s, created at h%d, is owned by %s", pl, h, owner)
+			}
+			x.players = append(x.players, pl)
+			x.owners[pl], x.keepers[pl] = owner, keeper
+			t.Logf("%s: owner %s, keeper %s", pl, owner, keeper)
+		}
+	}
+}
+
+// split sorts the players into those that must be served under the rule
+// ph and those that need not be. A player whose owner cannot reach its
+// keeper cannot be updated while the rule holds: neither is removed (most
+// of the roster reaches both), so the owner keeps a keeper it cannot
+// reach. The others must be served through C all along.
+func (x *asymRun) split(ph asymPhase) (served, blocked []string) {
+	for _, pl := range x.players {
+		if ph.blocked(x.owners[pl], x.keepers[pl]) && os.Getenv("APPNODE_NETNS_ASYM_ALL") == "" {
+			blocked = append(blocked, pl)
+		} else {
+			served = append(served, pl)
+		}
+	}
+	return served, blocked
+}
+
+// holdRule keeps rule i (just installed) for hold, and until C has served
+// every player it must serve in a call made under the rule. Meanwhile,
+// every 250 ms: A still runs its players' primaries; what `nodes` answers
+// is logged. It returns when the rule held.
+func (x *asymRun) holdRule(i int, ph asymPhase, served []string) window {
+	t, c, r, ms := x.t, x.c, x.r, time.Millisecond
+	at := r.since()
+	t.Logf("rule %d from %v on: %s", i+1, at.Round(ms), ph.what)
+	nodesSeen := map[string]map[string]bool{}
+	tick := time.NewTicker(250 * ms)
+	for {
+		<-tick.C // polling interval, not synchronisation: the rule's length is hold
+		if got := x.pa.ask("local_players"); got != x.aPlayers {
+			t.Errorf("rule %d: %v into it, %s runs %s, want %s: its players must stay on it", i+1, (r.since() - at).Round(ms), x.pa.name, got, x.aPlayers)
+		}
+		for _, p := range c.ps {
+			if nodesSeen[p.name] == nil {
+				nodesSeen[p.name] = map[string]bool{}
+			}
+			nodesSeen[p.name][p.ask("nodes")] = true
+		}
+		missing := r.unserved([]int{x.via}, served, at)
+		if r.since() >= at+x.hold && len(missing) == 0 {
+			break
+		}
+		if r.since() > at+x.hold+settleLimit {
+			tick.Stop()
+			t.Fatalf("rule %d: %v into it, h%d has not served %v in a call made since: rewards through C must keep working", i+1, (r.since() - at).Round(ms), x.via, missing)
+		}
+	}
+	tick.Stop()
+	w := window{at, r.since()}
+	for _, p := range c.ps {
+		var seen []string
+		for s := range nodesSeen[p.name] {
+			seen = append(seen, s)
+		}
+		slices.Sort(seen)
+		t.Logf("rule %d: `nodes` at %s answered %v", i+1, p.name, seen)
+	}
+	return w
+}
+
+// logRule logs what each host answered while rule i held, and how often
+// each player was acknowledged.
+func (x *asymRun) logRule(i int, w window, served, blocked []string) {
+	t, r, cc := x.t, x.r, x.via
+	for _, h := range x.all {
+		t.Logf("rule %d: answers at h%d: %s", i+1, h, r.answersIn(h, w))
+	}
+	servedAtC, servedAnywhere := map[string]int{}, map[string]int{}
+	for _, op := range r.acksIn(x.all, w) {
+		servedAnywhere[op.player]++
+		if op.host == cc {
+			servedAtC[op.player]++
+		}
+	}
+	for _, pl := range served {
+		t.Logf("rule %d: %s acknowledged %d times at h%d", i+1, pl, servedAtC[pl], cc)
+	}
+	for _, pl := range blocked {
+		t.Logf("rule %d: %s, owner %s and keeper %s, which it cannot reach, acknowledged %d times anywhere (%d at h%d); APPNODE_NETNS_ASYM_ALL=1 requires it served through h%d",
+			i+1, pl, x.owners[pl], x.keepers[pl], servedAnywhere[pl], servedAtC[pl], cc, cc)
+	}
+}
+
+// checkHealed checks the cluster once the rules are gone and the clients
+// stopped: one placement, every player where it was, no roster changed
+// since rostersBefore, nobody declared failed, and every total accounted.
+func (x *asymRun) checkHealed(rostersBefore map[string]int) {
+	t, c, players := x.t, x.c, x.players
+	final := x.r.readAll(players)
 	c.players = players
 	var after []string
 	testenv.Eventually(t, settleLimit, "one primary per player, one placement seen from every node", func() (bool, string) {
@@ -733,8 +788,8 @@ func TestNetnsAsymmetric(t *testing.T) {
 	})
 	t.Logf("after the rules: %q", after)
 	for _, pl := range players {
-		if owner, _ := nsWhere(t, c.ps[cc-1], pl); owner != owners[pl] {
-			t.Errorf("%s moved from %s to %s, although no node was removed", pl, owners[pl], owner)
+		if owner, _ := nsWhere(t, c.ps[x.via-1], pl); owner != x.owners[pl] {
+			t.Errorf("%s moved from %s to %s, although no node was removed", pl, x.owners[pl], owner)
 		}
 	}
 	// Nobody was removed from the roster, nor declared failed.
@@ -749,6 +804,6 @@ func TestNetnsAsymmetric(t *testing.T) {
 			}
 		}
 	}
-	r.check(players, final)
-	c.logMembershipEvents(all)
+	x.r.check(players, final)
+	c.logMembershipEvents(x.all)
 }

@@ -194,18 +194,7 @@ func (sc *serverConn) readLoop() bool {
 		}
 		k, id, body, err := sc.fr.ReadFrame()
 		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			case errors.As(err, &ne) && ne.Timeout():
-				t.stats.idleClosed.Add(1)
-				t.logf("transport: closing connection from %s: nothing received for %v", sc.peerName(), idle)
-			case errors.Is(err, wire.ErrFrameTooLarge), errors.Is(err, wire.ErrFrameTooShort), errors.Is(err, io.ErrUnexpectedEOF):
-				t.stats.badFrames.Add(1)
-				t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
-			default:
-				t.logf("transport: connection from %s lost: %v", sc.peerName(), err)
-			}
+			sc.readFailed(err, idle)
 			return true
 		}
 		if !sc.client && t.blocked(sc.from.Name) {
@@ -254,6 +243,24 @@ func (sc *serverConn) readLoop() bool {
 			continue
 		}
 		t.serveRequest(request{sc, id, m})
+	}
+}
+
+// readFailed counts and logs why reading the connection ended; it is off
+// the read loop's path, which only ever comes here once, to close.
+func (sc *serverConn) readFailed(err error, idle time.Duration) {
+	t := sc.t
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	case errors.As(err, &ne) && ne.Timeout():
+		t.stats.idleClosed.Add(1)
+		t.logf("transport: closing connection from %s: nothing received for %v", sc.peerName(), idle)
+	case errors.Is(err, wire.ErrFrameTooLarge), errors.Is(err, wire.ErrFrameTooShort), errors.Is(err, io.ErrUnexpectedEOF):
+		t.stats.badFrames.Add(1)
+		t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
+	default:
+		t.logf("transport: connection from %s lost: %v", sc.peerName(), err)
 	}
 }
 

@@ -204,121 +204,171 @@ func lengthOf(c byte, b []byte) (n, size int, err error) {
 
 // Validate checks a message against the field limits above. Decode calls
 // it on everything it returns, and FrameWriter on everything it sends.
+//
+// The checks are grouped by message family, one helper each, so that a
+// family's limits read together; the limits value lives on this stack
+// frame and is passed by pointer, so validating allocates nothing unless
+// a limit is broken.
 func Validate(m Msg) error {
-	var err error
-	check := func(field string, n, max int) {
-		if err == nil && n > max {
-			err = fmt.Errorf("%s: %s is %d long, limit %d: %w", m.Kind(), field, n, max, ErrLimit)
-		}
+	l := limits{m: m}
+	switch m.(type) {
+	case *Hello, *Challenge, *HelloProof, *HelloReply:
+		l.handshake()
+	case *Error, *Reward, *RewardReply, *Where, *WhereReply, *Create, *Claim, *ClaimReply,
+		*Replicate, *Adopt, *Handoff, *KeeperGone:
+		l.players()
+	case *DeclaredDead, *Prepare, *Promise, *Accept, *Accepted, *Decided, *Reach, *JoinReply:
+		l.membership()
+	case *Command, *PlayersPage, *PlayersPageReply, *NodeInfoReply:
+		l.admin()
 	}
-	node := func(field string, id NodeID) { check(field, len(id.Name), MaxNodeName) }
-	player := func(p string) { check("player", len(p), MaxPlayer) }
-	roster := func(field string, r Roster) {
-		check(field+" members", len(r.Members), MaxRoster)
-		check(field+" dead", len(r.Dead), MaxRoster)
-		for _, id := range r.Members {
-			node(field+" member", id)
-		}
-		for _, id := range r.Dead {
-			node(field+" dead", id)
-		}
+	return l.err
+}
+
+// limits collects the first limit a message breaks.
+type limits struct {
+	m   Msg
+	err error
+}
+
+func (l *limits) check(field string, n, max int) {
+	if l.err == nil && n > max {
+		l.err = fmt.Errorf("%s: %s is %d long, limit %d: %w", l.m.Kind(), field, n, max, ErrLimit)
 	}
-	exact := func(field string, n, want int) {
-		if err == nil && n != want {
-			err = fmt.Errorf("%s: %s is %d bytes, want %d: %w", m.Kind(), field, n, want, ErrLimit)
-		}
+}
+
+func (l *limits) exact(field string, n, want int) {
+	if l.err == nil && n != want {
+		l.err = fmt.Errorf("%s: %s is %d bytes, want %d: %w", l.m.Kind(), field, n, want, ErrLimit)
 	}
-	switch m := m.(type) {
+}
+
+func (l *limits) node(field string, id NodeID) { l.check(field, len(id.Name), MaxNodeName) }
+
+func (l *limits) player(p string) { l.check("player", len(p), MaxPlayer) }
+
+func (l *limits) roster(field string, r Roster) {
+	l.check(field+" members", len(r.Members), MaxRoster)
+	l.check(field+" dead", len(r.Dead), MaxRoster)
+	for _, id := range r.Members {
+		l.node(field+" member", id)
+	}
+	for _, id := range r.Dead {
+		l.node(field+" dead", id)
+	}
+}
+
+// handshake checks the messages that open a connection.
+func (l *limits) handshake() {
+	switch m := l.m.(type) {
 	case *Hello:
-		node("from", m.From)
-		check("to", len(m.To), MaxNodeName)
+		l.node("from", m.From)
+		l.check("to", len(m.To), MaxNodeName)
 		// The nonce may be missing from a Hello of another version,
 		// which is refused for its version, not for this.
-		check("nonce", len(m.Nonce), NonceLen)
+		l.check("nonce", len(m.Nonce), NonceLen)
 	case *Challenge:
-		node("node", m.Node)
-		exact("nonce", len(m.Nonce), NonceLen)
+		l.node("node", m.Node)
+		l.exact("nonce", len(m.Nonce), NonceLen)
 	case *HelloProof:
-		exact("proof", len(m.Proof), ProofLen)
+		l.exact("proof", len(m.Proof), ProofLen)
 	case *HelloReply:
-		node("node", m.Node)
-		check("refusal", len(m.Refused), MaxRefusal)
+		l.node("node", m.Node)
+		l.check("refusal", len(m.Refused), MaxRefusal)
 		if len(m.Proof) != 0 {
-			exact("proof", len(m.Proof), ProofLen)
+			l.exact("proof", len(m.Proof), ProofLen)
 		}
+	}
+}
+
+// players checks the requests and replies about one player's total and
+// its copies (and the error any request may get).
+func (l *limits) players() {
+	switch m := l.m.(type) {
 	case *Error:
-		check("message", len(m.Msg), MaxText)
-		node("owner", m.Owner)
+		l.check("message", len(m.Msg), MaxText)
+		l.node("owner", m.Owner)
 	case *Reward:
-		player(m.Player)
-		check("points text", len(m.NotInt), MaxNotInt)
-	case *Where:
-		player(m.Player)
-	case *WhereReply:
-		node("owner", m.Owner)
-		node("keeper", m.Keeper)
-	case *Create:
-		player(m.Player)
-		node("claimant", m.Claimant)
-	case *Claim:
-		player(m.Player)
-		node("claimant", m.Claimant)
-	case *ClaimReply:
-		node("owner", m.Owner)
-		check("recent", len(m.Recent), MaxRecent)
-	case *Replicate:
-		player(m.Player)
-	case *Adopt:
-		player(m.Player)
-		node("owner", m.Owner)
-		check("recent", len(m.Recent), MaxRecent)
-	case *Handoff:
-		player(m.Player)
-	case *KeeperGone:
-		player(m.Player)
-	case *DeclaredDead:
-		node("target", m.Target)
-	case *Command:
-		check("line", len(m.Line), MaxText)
-	case *Prepare:
-		roster("base", m.Base)
-		check("ballot", len(m.Ballot.Name), MaxNodeName)
-	case *Promise:
-		check("ballot", len(m.Promised.Name)+len(m.Accepted.Name), 2*MaxNodeName)
-		roster("value", m.Value)
-		roster("latest", m.Latest)
-	case *Accept:
-		check("ballot", len(m.Ballot.Name), MaxNodeName)
-		roster("value", m.Value)
-		roster("base", m.Base)
-	case *Accepted:
-		check("ballot", len(m.Promised.Name), MaxNodeName)
-		roster("latest", m.Latest)
-	case *Decided:
-		roster("roster", m.Roster)
-	case *Reach:
-		node("target", m.Target)
-	case *JoinReply:
-		roster("roster", m.Roster)
-		check("why", len(m.Why), MaxText)
+		l.player(m.Player)
+		l.check("points text", len(m.NotInt), MaxNotInt)
 	case *RewardReply:
-		node("owner", m.Owner)
-		node("keeper", m.Keeper)
+		l.node("owner", m.Owner)
+		l.node("keeper", m.Keeper)
+	case *Where:
+		l.player(m.Player)
+	case *WhereReply:
+		l.node("owner", m.Owner)
+		l.node("keeper", m.Keeper)
+	case *Create:
+		l.player(m.Player)
+		l.node("claimant", m.Claimant)
+	case *Claim:
+		l.player(m.Player)
+		l.node("claimant", m.Claimant)
+	case *ClaimReply:
+		l.node("owner", m.Owner)
+		l.check("recent", len(m.Recent), MaxRecent)
+	case *Replicate:
+		l.player(m.Player)
+	case *Adopt:
+		l.player(m.Player)
+		l.node("owner", m.Owner)
+		l.check("recent", len(m.Recent), MaxRecent)
+	case *Handoff:
+		l.player(m.Player)
+	case *KeeperGone:
+		l.player(m.Player)
+	}
+}
+
+// membership checks the messages that agree on and spread the roster.
+func (l *limits) membership() {
+	switch m := l.m.(type) {
+	case *DeclaredDead:
+		l.node("target", m.Target)
+	case *Prepare:
+		l.roster("base", m.Base)
+		l.check("ballot", len(m.Ballot.Name), MaxNodeName)
+	case *Promise:
+		l.check("ballot", len(m.Promised.Name)+len(m.Accepted.Name), 2*MaxNodeName)
+		l.roster("value", m.Value)
+		l.roster("latest", m.Latest)
+	case *Accept:
+		l.check("ballot", len(m.Ballot.Name), MaxNodeName)
+		l.roster("value", m.Value)
+		l.roster("base", m.Base)
+	case *Accepted:
+		l.check("ballot", len(m.Promised.Name), MaxNodeName)
+		l.roster("latest", m.Latest)
+	case *Decided:
+		l.roster("roster", m.Roster)
+	case *Reach:
+		l.node("target", m.Target)
+	case *JoinReply:
+		l.roster("roster", m.Roster)
+		l.check("why", len(m.Why), MaxText)
+	}
+}
+
+// admin checks the operator's messages: commands, listings, node info.
+func (l *limits) admin() {
+	switch m := l.m.(type) {
+	case *Command:
+		l.check("line", len(m.Line), MaxText)
 	case *PlayersPage:
-		player(m.Cursor)
-		if err == nil && (m.Limit < 0 || m.Limit > MaxPage) {
-			err = fmt.Errorf("%s: limit %d is outside 0..%d: %w", m.Kind(), m.Limit, MaxPage, ErrLimit)
+		l.player(m.Cursor)
+		if l.err == nil && (m.Limit < 0 || m.Limit > MaxPage) {
+			l.err = fmt.Errorf("%s: limit %d is outside 0..%d: %w", m.Kind(), m.Limit, MaxPage, ErrLimit)
 		}
 	case *PlayersPageReply:
-		check("players", len(m.Players), MaxPage)
-		player(m.Next)
+		l.check("players", len(m.Players), MaxPage)
+		l.player(m.Next)
 		for _, e := range m.Players {
-			player(e.Player)
-			check("keeper", len(e.Keeper), MaxNodeName)
+			l.player(e.Player)
+			l.check("keeper", len(e.Keeper), MaxNodeName)
 		}
 	case *NodeInfoReply:
-		node("node", m.Node)
-		check("http", len(m.HTTP), MaxNodeName)
+		l.node("node", m.Node)
+		l.check("http", len(m.HTTP), MaxNodeName)
 	}
-	return err
 }
