@@ -226,8 +226,8 @@ func (c *cluster) tryNode(name string) *tnode {
 	return c.nodes[name]
 }
 
-// nemesis injects faults until ctx ends, within the failure model SPEC.md
-// guarantees: one node at a time is killed, paused or cut off, or some
+// nemesis injects faults until ctx ends, within the failure model the
+// guarantees cover: one node at a time is killed, paused or cut off, or some
 // links lose replies of delivered calls, drop one way, or delay (none of
 // which a live node's membership notices), and the next fault comes only
 // after the cluster has restored two copies of every player (sequential
