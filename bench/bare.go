@@ -24,9 +24,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -259,17 +257,7 @@ func serveBare(args []string, stdout, stderr io.Writer) int {
 			go bareServeConn(c, st, bk)
 		}
 	}()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer stop()
-	stdinClosed := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		close(stdinClosed)
-	}()
-	select {
-	case <-ctx.Done():
-	case <-stdinClosed:
-	}
+	untilTold()
 	return 0
 }
 

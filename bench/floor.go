@@ -86,6 +86,13 @@ func serveFloor(args []string, stdout, stderr io.Writer) int {
 	defer t.Close()
 	fmt.Fprintln(stdout, t.Addr())
 
+	untilTold()
+	return 0
+}
+
+// untilTold returns when a server the bench spawned is told to stop: a
+// signal, or the bench closing its standard input (the bench exited).
+func untilTold() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 	stdinClosed := make(chan struct{})
@@ -99,7 +106,6 @@ func serveFloor(args []string, stdout, stderr io.Writer) int {
 	case <-ctx.Done():
 	case <-stdinClosed:
 	}
-	return 0
 }
 
 // floorCluster is a floor server's view of its cluster: itself and the
