@@ -168,13 +168,25 @@ func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused 
 func rewardOnce(c *cluster, crng *rand.Rand, at string, in replicatest.Input, id wire.ReqID) (int64, error) {
 	var total int64
 	var err error
+	// Once an attempt's outcome is unknown, only a success settles it: a
+	// later attempt refused before it reached the player (a node out of
+	// quorum) says nothing of the earlier one, which may have been
+	// applied.
+	maybe := false
 	for try := 0; try < 4; try++ {
 		if n := c.tryNode(at); n != nil {
 			callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
 			total, err = n.store.RewardOnce(callCtx, in.Player, strconv.FormatInt(in.Delta, 10), id)
 			cancelCall()
-			if wire.OutcomeOf(err) != wire.OutcomeUnknown {
-				break
+			switch wire.OutcomeOf(err) {
+			case wire.OutcomeApplied:
+				return total, nil
+			case wire.OutcomeUnknown:
+				maybe = true
+			default:
+				if !maybe {
+					return total, err
+				}
 			}
 		}
 		live := c.names()
@@ -182,6 +194,9 @@ func rewardOnce(c *cluster, crng *rand.Rand, at string, in replicatest.Input, id
 			break
 		}
 		at = live[crng.IntN(len(live))]
+	}
+	if maybe && err != nil {
+		return 0, wire.Errorf(wire.CodeUnknown, "%s: an earlier attempt's outcome is unknown and no later one settled it: %v", in.Player, err)
 	}
 	return total, err
 }
