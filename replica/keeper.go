@@ -68,6 +68,20 @@ func (s *Store) uncountCopyLocked(owner wire.NodeID) {
 	}
 }
 
+// mayChangeLocked says why this node may not change what it holds for
+// player now, at a peer's request (a creation, a claim, an adoption): it
+// does not serve, or it is activating the player itself (a moment's
+// overlap: the peer retries).
+func (s *Store) mayChangeLocked(player string) error {
+	if err := s.checkServingLocked(); err != nil {
+		return err
+	}
+	if s.flights[player] != nil {
+		return wire.Errorf(wire.CodeBusy, "%s is being activated on %s", player, s.view.Self().Name)
+	}
+	return nil
+}
+
 // handleCreate serves the arbiter's side of creating a new player.
 func (s *Store) handleCreate(from wire.NodeID, m *wire.Create) (wire.Msg, error) {
 	if m.Claimant != from {
@@ -75,11 +89,8 @@ func (s *Store) handleCreate(from wire.NodeID, m *wire.Create) (wire.Msg, error)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkServingLocked(); err != nil {
+	if err := s.mayChangeLocked(m.Player); err != nil {
 		return nil, err
-	}
-	if s.flights[m.Player] != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.view.Self().Name)
 	}
 	if s.primaries.get(m.Player) != nil {
 		return &wire.ClaimReply{Owner: s.view.Self()}, nil
@@ -157,11 +168,8 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 // claimableLocked returns the copy to claim, nil with no error when this
 // node is itself the player's primary, or an error.
 func (s *Store) claimableLocked(player string) (*keeperCopy, error) {
-	if err := s.checkServingLocked(); err != nil {
+	if err := s.mayChangeLocked(player); err != nil {
 		return nil, err
-	}
-	if s.flights[player] != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", player, s.view.Self().Name)
 	}
 	if s.primaries.get(player) != nil {
 		return nil, nil
@@ -213,11 +221,8 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkServingLocked(); err != nil {
+	if err := s.mayChangeLocked(m.Player); err != nil {
 		return nil, err
-	}
-	if s.flights[m.Player] != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "%s is being activated on %s", m.Player, s.view.Self().Name)
 	}
 	if p := s.primaries.get(m.Player); p != nil {
 		st := p.snapshot()

@@ -94,10 +94,6 @@ func (s *Store) kickRoster() {
 	}
 }
 
-// kickRosterLocked is kickRoster; it does not block, so it may run under
-// the lock.
-func (s *Store) kickRosterLocked() { s.kickRoster() }
-
 // rosterLoop turns hints into agreed roster changes, one at a time.
 func (s *Store) rosterLoop() {
 	wait := rosterRetry
@@ -713,7 +709,7 @@ func (s *Store) handleJoinAsk(from wire.NodeID, m *wire.JoinAsk) (wire.Msg, erro
 		return &wire.JoinReply{OK: true, Roster: mine}, nil // it missed the news
 	}
 	s.admit[from] = true
-	s.kickRosterLocked()
+	s.kickRoster() // does not block: fine under the lock
 	return &wire.JoinReply{OK: true, Roster: mine}, nil
 }
 

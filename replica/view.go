@@ -273,11 +273,3 @@ func (v *View) Peers() []wire.NodeID {
 // Size returns how many members are reachable and how many the roster has.
 func (v *View) Size() (reachable, members int) { return v.seen(), len(v.roster.Members) }
 
-// ClusterNames returns the roster's member names, sorted.
-func (v *View) ClusterNames() []string {
-	out := make([]string, 0, len(v.roster.Members))
-	for _, m := range v.roster.Members {
-		out = append(out, m.Name)
-	}
-	return out
-}
