@@ -272,4 +272,3 @@ func (v *View) Peers() []wire.NodeID {
 
 // Size returns how many members are reachable and how many the roster has.
 func (v *View) Size() (reachable, members int) { return v.seen(), len(v.roster.Members) }
-
