@@ -9,21 +9,26 @@ import (
 // Handle serves one message from peer `from`. Every message naming a player
 // is validated first: a peer's bytes are as untrusted as a person's typing.
 func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
-	if player := playerOf(m); player != "" || needsPlayer(m) {
-		if err := ValidatePlayer(player); err != nil {
+	aboutPlayer := needsPlayer(m)
+	if aboutPlayer {
+		if err := ValidatePlayer(playerOf(m)); err != nil {
 			return nil, err
 		}
 	}
-	if s.Fenced(from) {
+	// One look under the lock: this is on every Replicate's path.
+	s.mu.Lock()
+	fenced, member, self, epoch := s.view.Fenced(from), s.view.IsMember(from), s.view.Self(), s.view.Roster().Epoch
+	s.mu.Unlock()
+	if fenced {
 		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
 	}
-	if needsPlayer(m) && !s.isMember(from) {
+	if aboutPlayer && !member {
 		// Only members hold players: a node not (yet) admitted, or one
 		// this node has not yet heard was admitted, waits for the roster.
 		// In case this node is the one behind (it missed the news of an
 		// admission), it asks the sender for its roster.
 		s.catchUpFrom(from)
-		return nil, wire.Errorf(wire.CodeBusy, "%s is not a member of the cluster as %s knows it (roster %d); retry once the roster has it", from.Name, s.Self().Name, s.Roster().Epoch)
+		return nil, wire.Errorf(wire.CodeBusy, "%s is not a member of the cluster as %s knows it (roster %d); retry once the roster has it", from.Name, self.Name, epoch)
 	}
 	// No deadline is added here: every call a handler makes to a peer is
 	// bounded by CallTimeout (Store.call), and the reward path waits only

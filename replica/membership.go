@@ -144,12 +144,6 @@ func (s *Store) Fenced(id wire.NodeID) bool {
 	return s.view.Fenced(id)
 }
 
-func (s *Store) isMember(id wire.NodeID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.view.IsMember(id)
-}
-
 // isMemberLocked says whether id is a member of the roster at this
 // incarnation; a player whose owner or keeper is not may be taken over.
 func (s *Store) isMemberLocked(id wire.NodeID) bool { return s.view.IsMember(id) }

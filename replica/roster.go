@@ -173,6 +173,7 @@ func (s *Store) rosterStep() (done bool) {
 			change.Remove = append(change.Remove, id)
 		case mostCan:
 			// Not dead, just not reachable from here.
+			s.count.dismissed.Add(1)
 			s.mu.Lock()
 			delete(s.suspects, id)
 			s.mu.Unlock()
@@ -289,7 +290,8 @@ func (s *Store) askWhoReaches(ctx context.Context, roster wire.Roster, suspect w
 	defer cancel()
 	need := quorum.Majority(roster)
 	var mu sync.Mutex
-	cannot, can := 0, 0
+	cannot, can := 0, 1 // the suspect reaches itself
+	v := undecided
 	var wg sync.WaitGroup
 	for _, m := range roster.Members {
 		if m.Name == suspect.Name {
@@ -311,24 +313,27 @@ func (s *Store) askWhoReaches(ctx context.Context, roster wire.Roster, suspect w
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			if v != undecided {
+				return // decided: an answer cut short by the cancel below counts for nothing
+			}
 			if reached {
 				can++
 			} else {
 				cannot++
 			}
-			if cannot >= need || can+1 >= need {
-				cancel() // decided: the others need not be waited for
+			switch {
+			case cannot >= need:
+				v = mostCannot
+			case can >= need:
+				v = mostCan
+			default:
+				return
 			}
+			cancel() // the others need not be waited for
 		}()
 	}
 	wg.Wait()
-	switch {
-	case cannot >= need:
-		return mostCannot
-	case can+1 >= need: // the suspect reaches itself
-		return mostCan
-	}
-	return undecided
+	return v
 }
 
 // reach says whether this node can reach id now.

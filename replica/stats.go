@@ -22,6 +22,7 @@ type Stats struct {
 	Failovers uint64 // players this node took over from another owner (claimed or promoted)
 	Restarts  uint64 // primaries restarted by the supervisor after a crash
 	StepDowns uint64 // primaries that stepped down, superseded by a newer owner
+	Dismissed uint64 // suspicions most of the roster dismissed: it still reached the suspect
 	Repairs   uint64 // repair passes run (each walks the players, or stops at once in a minority)
 	Primaries int    // primaries running here
 	Copies    int    // keeper copies held here
@@ -32,7 +33,7 @@ type Stats struct {
 
 // counters are the Store's running totals for Stats.
 type counters struct {
-	forwards, creates, failovers, restarts, stepDowns, repairs atomic.Uint64
+	forwards, creates, failovers, restarts, stepDowns, repairs, dismissed atomic.Uint64
 }
 
 // Stats returns the counters so far and what the Store holds now.
@@ -51,6 +52,7 @@ func (s *Store) Stats() Stats {
 	st.Restarts = s.count.restarts.Load()
 	st.StepDowns = s.count.stepDowns.Load()
 	st.Repairs = s.count.repairs.Load()
+	st.Dismissed = s.count.dismissed.Load()
 	return st
 }
 

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -247,19 +249,11 @@ func waitPending(t *testing.T, c *clientConn, n int) {
 	if c == nil {
 		t.Fatal("no connection")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("%d calls in flight, one of them reading", n), func() (bool, string) {
 		c.mu.Lock()
-		got, reading := len(c.pending), c.reading
-		c.mu.Unlock()
-		if got >= n && reading {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls in flight, want %d", got, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer c.mu.Unlock()
+		return len(c.pending) >= n && c.reading, fmt.Sprintf("%d in flight, reading %v", len(c.pending), c.reading)
+	})
 }
 
 type writerFunc func([]byte) (int, error)
