@@ -446,7 +446,27 @@ const adoptRounds = 4
 // have been superseded through its old keeper, and a fresh node that knows
 // nothing would accept it as the owner. Another primary, or a copy from a
 // later epoch or for another owner, means this one must step down.
+//
+// A peer busy activating the player (a repair pass looking at a leftover
+// copy, say) is done in milliseconds: a few short rounds let it finish,
+// rather than leave the caller in doubt for a moment's overlap.
 func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64) error {
+	var err error
+	for round := range adoptRounds {
+		if round > 0 {
+			if e := s.backoff(ctx, round); e != nil {
+				break
+			}
+		}
+		err = s.checkStillOwnerOnce(ctx, player, epoch)
+		if code, _ := wire.CodeOf(err); err == nil || code != wire.CodeBusy {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *Store) checkStillOwnerOnce(ctx context.Context, player string, epoch uint64) error {
 	s.mu.Lock()
 	peers := s.peersLocked()
 	self := s.view.Self()
