@@ -53,6 +53,9 @@ func (s *Store) activate(ctx context.Context, player string, fn func(context.Con
 // primary then stays here, where the load balancer sent the player); else
 // create the player here, with a keeper on another node.
 func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
+	if owner, ok := s.locate(ctx, player); ok {
+		return owner, nil
+	}
 	f, err := s.survey(ctx, player, false)
 	switch {
 	case err != nil || f.primaryAt != nil:
@@ -68,6 +71,9 @@ func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, e
 // findOnly is findOrCreate for a read: a player no node holds is
 // CodeNotFound, not created.
 func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error) {
+	if owner, ok := s.locate(ctx, player); ok {
+		return owner, nil
+	}
 	f, err := s.survey(ctx, player, false)
 	switch {
 	case err != nil || f.primaryAt != nil:
@@ -92,6 +98,80 @@ func (s *Store) takeOverOrphan(ctx context.Context, player string) (wire.NodeID,
 		return s.promoteCopy(ctx, player, "")
 	}
 	return wire.NodeID{}, nil
+}
+
+// locate is the short way to a player's running primary, in at most three
+// messages however large the cluster. Its keeper knows the owner, and
+// sits first or second in the player's placement order: placement puts it
+// there, and removing a member only moves it up the order (a node that
+// joined since may have pushed it down, and then locate finds nothing).
+// So this node asks its own copy, or else those two nodes in turn, who
+// the owner is, and then asks the owner. Only a primary that answers for
+// itself is trusted, as survey trusts one; anything else (no copy there,
+// an owner that runs none, a node that does not answer) is left to
+// survey, which asks every member and alone may decide to claim a copy or
+// create the player.
+func (s *Store) locate(ctx context.Context, player string) (wire.NodeID, bool) {
+	s.mu.Lock()
+	self := s.view.Self()
+	var owner wire.NodeID
+	var epoch uint64
+	if s.primaries.get(player) != nil {
+		s.mu.Unlock()
+		return self, true
+	}
+	c := s.copies.get(player)
+	if c != nil {
+		owner, epoch = c.owner, c.epoch
+	}
+	members := s.membersLocked()
+	s.mu.Unlock()
+	if c == nil {
+		order := placementOrder(player, members)
+		for _, cand := range order[:min(2, len(order))] {
+			if cand == self {
+				continue
+			}
+			wr, err := s.askWhere(ctx, cand, player)
+			if err != nil {
+				return wire.NodeID{}, false
+			}
+			if wr.Role == wire.RolePrimary {
+				return cand, true
+			}
+			if wr.Role == wire.RoleKeeper {
+				owner, epoch = wr.Owner, wr.Epoch
+				break
+			}
+		}
+	}
+	if owner.IsZero() || owner == self {
+		return wire.NodeID{}, false
+	}
+	s.mu.Lock()
+	member := s.isMemberLocked(owner)
+	s.mu.Unlock()
+	if !member {
+		return wire.NodeID{}, false
+	}
+	wr, err := s.askWhere(ctx, owner, player)
+	if err != nil || wr.Role != wire.RolePrimary || wr.Epoch < epoch {
+		return wire.NodeID{}, false
+	}
+	return owner, true
+}
+
+// askWhere asks peer what it holds for player.
+func (s *Store) askWhere(ctx context.Context, peer wire.NodeID, player string) (*wire.WhereReply, error) {
+	rep, err := s.callPeer(ctx, peer, &wire.Where{Player: player})
+	if err != nil {
+		return nil, err
+	}
+	wr, ok := rep.(*wire.WhereReply)
+	if !ok {
+		return nil, fmt.Errorf("%s answered where with %s", peer.Name, rep.Kind())
+	}
+	return wr, nil
 }
 
 // findings is what survey learnt of a player from every live member.

@@ -38,6 +38,7 @@ type MemNetwork struct {
 	// calls that were stuck on it.
 	resume chan struct{}
 	stuck  int // calls waiting on a paused node
+	tap    func(from, to string, m wire.Msg)
 }
 
 // LinkFault is what a directed link does to the calls on it, besides
@@ -86,6 +87,14 @@ func (n *MemNetwork) Attach(name string, id func() wire.NodeID,
 	defer n.mu.Unlock()
 	n.nodes[name] = &memNode{id: id, handler: handler, fenced: fenced, onFenced: onFenced}
 	return &memEndpoint{net: n, name: name}
+}
+
+// Tap has fn see every call made on the network, before its link's faults
+// apply: a test counts with it what an operation costs in messages.
+func (n *MemNetwork) Tap(fn func(from, to string, m wire.Msg)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.tap = fn
 }
 
 // Kill removes a node: calls to it fail with wire.ErrGone, as a refused
@@ -284,7 +293,11 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	n.mu.Lock()
 	refuse, delay, loseReply := n.linkFateLocked(e.name, to.Name, m)
 	hold := n.holdLocked(e.name, to.Name, m)
+	tap := n.tap
 	n.mu.Unlock()
+	if tap != nil {
+		tap(e.name, to.Name, m)
+	}
 	if hold != nil {
 		if err := hold.wait(ctx, to.Name); err != nil {
 			return nil, err

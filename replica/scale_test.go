@@ -1,0 +1,165 @@
+package replica_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/appnode/appnode/internal/testenv"
+	"github.com/appnode/appnode/wire"
+)
+
+// tally counts the messages the nodes send about players, by kind.
+type tally struct {
+	mu     sync.Mutex
+	byKind map[wire.Kind]int
+	total  int
+}
+
+func (c *cluster) tally() *tally {
+	t := &tally{byKind: map[wire.Kind]int{}}
+	c.net.Tap(func(_, _ string, m wire.Msg) {
+		if playerIn(m) == "" {
+			return // membership, roster and liveness traffic: not per player
+		}
+		t.mu.Lock()
+		t.byKind[m.Kind()]++
+		t.total++
+		t.mu.Unlock()
+	})
+	return t
+}
+
+// take returns the count so far and starts again from zero.
+func (t *tally) take() (int, map[wire.Kind]int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, kinds := t.total, t.byKind
+	t.total, t.byKind = 0, map[wire.Kind]int{}
+	return n, kinds
+}
+
+func playerIn(m wire.Msg) string {
+	switch m := m.(type) {
+	case *wire.Reward:
+		return m.Player
+	case *wire.Where:
+		return m.Player
+	case *wire.Create:
+		return m.Player
+	case *wire.Claim:
+		return m.Player
+	case *wire.Replicate:
+		return m.Player
+	case *wire.Adopt:
+		return m.Player
+	case *wire.Handoff:
+		return m.Player
+	case *wire.KeeperGone:
+		return m.Player
+	}
+	return ""
+}
+
+// perOp is what one kind of operation cost, in messages, at one size.
+type perOp struct{ creation, reward, firstTouch, failover float64 }
+
+// The messages a player's operations cost, counted in an in-memory cluster
+// of 3, 6, 12 and 24 nodes. A reward and a first touch (a node with no
+// route to the player) must cost the same at every size: the keeper sits
+// first or second in the player's placement order and knows the owner
+// (Store.locate). A creation and a failover still ask every member
+// (survey): they are logged, as the figures issue 14 reports.
+func TestMessagesPerOperationAsTheClusterGrows(t *testing.T) {
+	const players = 8
+	sizes := []int{3, 6, 12, 24}
+	got := map[int]perOp{}
+	for _, size := range sizes {
+		t.Run(fmt.Sprintf("nodes=%d", size), func(t *testing.T) {
+			got[size] = messagesPerOp(t, size, players)
+		})
+	}
+	for _, size := range sizes {
+		g := got[size]
+		t.Logf("%2d nodes: creation %.1f, reward %.1f, first touch %.1f, failover %.1f messages", size, g.creation, g.reward, g.firstTouch, g.failover)
+	}
+}
+
+func messagesPerOp(t *testing.T, size, players int) perOp {
+	names := make([]string, size)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%02d", i+1)
+	}
+	c := newCluster(t, names...)
+	count := c.tally()
+	var out perOp
+	var victims []string
+	for i := range players {
+		p := fmt.Sprintf("player%d", i)
+		creator := names[0]
+
+		count.take()
+		c.mustReward(creator, p, 1, 1)
+		n, _ := count.take()
+		out.creation += float64(n) / float64(players)
+
+		c.mustReward(creator, p, 1, 2)
+		n, kinds := count.take()
+		out.reward += float64(n) / float64(players)
+		if n > 1 {
+			t.Errorf("%s: a reward at its owner cost %d messages (%v), want 1 (the update to its keeper)", p, n, kinds)
+		}
+
+		owners, keepers := c.holders(p)
+		if len(owners) != 1 || len(keepers) != 1 {
+			t.Fatalf("%s: primaries on %v, copies on %v", p, owners, keepers)
+		}
+		stranger := ""
+		for _, name := range names {
+			if name != owners[0] && name != keepers[0] {
+				stranger = name
+				break
+			}
+		}
+		c.mustReward(stranger, p, 1, 3)
+		n, kinds = count.take()
+		out.firstTouch += float64(n) / float64(players)
+		// At most two nodes asked for the owner, the owner asked, the
+		// reward forwarded and replicated: 5, at any size.
+		if n > 5 {
+			t.Errorf("%s: the first reward at %s, which knew no route, cost %d messages (%v) in %d nodes, want at most 5", p, stranger, n, kinds, size)
+		}
+		victims = append(victims, owners[0])
+	}
+
+	// Every player was created at names[0] and so is owned there: one
+	// kill fails them all over at once.
+	owner := names[0]
+	for _, v := range victims {
+		if v != owner {
+			t.Fatalf("players are owned by %v, want all by %s", victims, owner)
+		}
+	}
+	count.take()
+	c.kill(owner)
+	c.sync()
+	c.waitRemoved(owner, names[1:]...)
+	for i := range players {
+		p := fmt.Sprintf("player%d", i)
+		c.mustReward(names[1], p, 1, 4)
+	}
+	testenv.WaitFor(t, 10*time.Second, "every player to have a primary and a keeper again", func() bool {
+		for i := range players {
+			owners, keepers := c.holders(fmt.Sprintf("player%d", i))
+			if len(owners) != 1 || len(keepers) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	n, kinds := count.take()
+	t.Logf("%d nodes: failover of %d players cost %d messages: %v", size, players, n, kinds)
+	out.failover = float64(n) / float64(players)
+	return out
+}
