@@ -204,7 +204,7 @@ func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (fin
 	if c := s.copies.get(player); c != nil {
 		// Even with a live owner recorded, ask: the owner may have lost
 		// its primary (a failed restart), and only the peers can say.
-		f.local = &whereResult{from: s.view.Self(), reply: &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Epoch: c.epoch, Seq: c.seq}}
+		f.local = &whereResult{from: s.view.Self(), reply: &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Epoch: c.epoch, Seq: c.seq, Placement: c.placement}}
 	}
 	peers := s.peersLocked()
 	s.mu.Unlock()
@@ -241,7 +241,10 @@ func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (fin
 }
 
 // fresher orders keeper copies: a higher epoch is a later owner; within an
-// epoch, a higher sequence number is a later update. Of two equal copies,
+// epoch, a higher sequence number is a later update; at the same sequence
+// number, a later placement is the owner's keeper and the other a copy an
+// Adopt with a lost reply left behind, holding an update the owner never
+// applied (wire.Adopt.Placement). Of two equal copies,
 // the one held by the node it names as owner wins: that node was promoting
 // its copy and gave the other away (an Adopt whose reply may have been
 // lost), and it finishes the promotion; dropping its copy instead would
@@ -256,6 +259,9 @@ func fresher(a, b *whereResult) bool {
 	}
 	if a.reply.Seq != b.reply.Seq {
 		return a.reply.Seq > b.reply.Seq
+	}
+	if a.reply.Placement != b.reply.Placement {
+		return a.reply.Placement > b.reply.Placement
 	}
 	aOwns, bOwns := a.from == a.reply.Owner, b.from == b.reply.Owner
 	if aOwns != bOwns {
@@ -369,7 +375,7 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 	}
 	arbiter := placementOrder(player, members)[0]
 	if arbiter.Name == self.Name {
-		st := state{epoch: 1}
+		st := state{epoch: 1, placement: 1}
 		keeper, err := s.adoptSomewhere(ctx, player, st, record{})
 		if err != nil {
 			return wire.NodeID{}, err
@@ -433,8 +439,13 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.N
 	if old != s.view.Self() {
 		s.setCopyOwnerLocked(player, c, s.view.Self())
 		c.epoch++
+		c.placement = 0
 	}
-	st := state{epoch: c.epoch, seq: c.seq, total: c.total}
+	// Each attempt to place the keeper is numbered, failed ones included:
+	// a retry of the promotion must supersede what an attempt whose reply
+	// was lost left behind.
+	c.placement++
+	st := state{epoch: c.epoch, seq: c.seq, total: c.total, placement: c.placement}
 	recent := c.recent.record(s.now())
 	self := s.view.Self()
 	s.mu.Unlock()
@@ -486,7 +497,7 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 			if contains(skip, cand.Name) {
 				continue
 			}
-			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent.recent, Since: recent.age})
+			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent.recent, Since: recent.age, Placement: st.placement})
 			if err == nil {
 				return cand, nil
 			}

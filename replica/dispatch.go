@@ -145,7 +145,7 @@ func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
 		return &wire.WhereReply{Role: wire.RolePrimary, Owner: s.view.Self(), Keeper: st.keeper, Epoch: st.epoch, Seq: st.seq, OwnerAlive: true}, nil
 	}
 	if c := s.copies.get(m.Player); c != nil {
-		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, OwnerAlive: s.isMemberLocked(c.owner)}, nil
+		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, Placement: c.placement, OwnerAlive: s.isMemberLocked(c.owner)}, nil
 	}
 	return &wire.WhereReply{Role: wire.RoleNone}, nil
 }

@@ -58,3 +58,16 @@ func (s *Store) PutCopy(player string, owner wire.NodeID, epoch, seq uint64, tot
 	defer s.mu.Unlock()
 	s.putCopyLocked(player, &keeperCopy{owner: owner, epoch: epoch, seq: seq, total: total})
 }
+
+// PlacementOrder ranks nodes for player as placement does.
+func PlacementOrder(player string, nodes []string) []string {
+	ids := make([]wire.NodeID, len(nodes))
+	for i, n := range nodes {
+		ids[i] = wire.NodeID{Name: n}
+	}
+	var out []string
+	for _, id := range placementOrder(player, ids) {
+		out = append(out, id.Name)
+	}
+	return out
+}

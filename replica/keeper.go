@@ -9,11 +9,12 @@ import (
 
 // keeperCopy is the backup of a player owned by another node.
 type keeperCopy struct {
-	owner  wire.NodeID
-	epoch  uint64
-	seq    uint64
-	total  int64
-	recent dedup
+	owner     wire.NodeID
+	epoch     uint64
+	seq       uint64
+	placement uint64 // wire.Adopt.Placement
+	total     int64
+	recent    dedup
 }
 
 // putCopyLocked stores c as the copy of player. Its owner is unconfirmed
@@ -162,6 +163,7 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 	}
 	s.setCopyOwnerLocked(m.Player, c, from)
 	c.epoch++
+	c.placement = 0
 	return &wire.ClaimReply{Granted: true, Owner: from, Epoch: c.epoch, Seq: c.seq, Total: c.total, Recent: c.recent.list(), Since: c.recent.record(s.now()).age}, nil
 }
 
@@ -236,11 +238,15 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 		if !sameOwner && m.Epoch <= c.epoch {
 			return nil, wire.Errorf(wire.CodeFenced, "%s: %s holds a copy for %s at epoch %d", m.Player, s.view.Self().Name, c.owner.Name, c.epoch)
 		}
-		if sameOwner && m.Seq < c.seq {
-			return nil, wire.Errorf(wire.CodeBadRequest, "%s: adopt at %d is older than the copy at %d", m.Player, m.Seq, c.seq)
+		// The same owner's later placement replaces the copy whatever
+		// its Seq: what an earlier attempt left here may hold an update
+		// the owner never applied (wire.Adopt.Placement). An earlier
+		// placement arriving late is refused.
+		if sameOwner && (m.Placement < c.placement || (m.Placement == c.placement && m.Seq < c.seq)) {
+			return nil, wire.Errorf(wire.CodeBadRequest, "%s: adopt at %d (placement %d) is older than the copy at %d (placement %d)", m.Player, m.Seq, m.Placement, c.seq, c.placement)
 		}
 	}
-	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, total: m.Total, recent: newDedup(record{m.Recent, m.Since}, s.now())})
+	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, placement: m.Placement, total: m.Total, recent: newDedup(record{m.Recent, m.Since}, s.now())})
 	return &wire.Ack{}, nil
 }
 

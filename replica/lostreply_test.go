@@ -1,11 +1,13 @@
 package replica_test
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/appnode/appnode/internal/testenv"
+	"github.com/appnode/appnode/replica"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -182,4 +184,79 @@ func TestLeftoverCopyFromEarlierEpoch(t *testing.T) {
 	c.sync()
 	c.mustReward("n1", "p", 1, 6)
 	requireRedundant(t, c, "p", 6)
+}
+
+// An Adopt whose reply was lost leaves a copy holding an update its primary
+// never applied (the reward was answered "unknown"); when the primary then
+// places its keeper elsewhere (the first candidate refusing it for a
+// moment) and goes on, the leftover and the real keeper can reach the same
+// epoch and sequence number with different totals. When the owner then
+// fails, the real keeper's copy, with the acknowledged reward, must win,
+// although the leftover's node sorts first.
+func TestLeftoverWithSameSeqLosesToTheKeeper(t *testing.T) {
+	names := []string{"n1", "n2", "n3", "n4", "n5"}
+	c := newCluster(t, names...)
+	var player, keeper, first, second string
+	for i := range 100 {
+		p := fmt.Sprintf("p%d", i)
+		var cands []string
+		for _, n := range replica.PlacementOrder(p, names) {
+			if n != "n1" {
+				cands = append(cands, n)
+			}
+		}
+		if cands[1] < cands[2] {
+			player, keeper, first, second = p, cands[0], cands[1], cands[2]
+			break
+		}
+	}
+	c.mustReward("n1", player, 5, 5)
+	if _, k := c.where("n1", player); k != keeper {
+		t.Fatalf("%s: keeper on %s, want %s (first in placement order)", player, k, keeper)
+	}
+
+	// +100 is held on its way to the keeper, which then fails; the
+	// primary's Adopt of it to the next candidate arrives but its reply is
+	// lost, and that candidate refuses the Adopts that follow.
+	held := c.net.Hold("n1", keeper, isMsg[*wire.Replicate])
+	var lost atomic.Bool
+	c.net.SetFault("n1", first, replica.LinkFault{
+		LoseNext: func(m wire.Msg) bool {
+			_, ok := m.(*wire.Adopt)
+			if ok {
+				lost.Store(true)
+			}
+			return ok
+		},
+		RefuseIf: func(m wire.Msg) bool { _, ok := m.(*wire.Adopt); return ok && lost.Load() },
+	})
+	done := make(chan error, 1)
+	go func() { _, err := c.reward("n1", player, 100); done <- err }()
+	testenv.WaitFor(t, 5*time.Second, "the update to be on its way to the keeper", func() bool { return held.Waiting() > 0 })
+	c.kill(keeper)
+	c.sync()
+	errU := <-done
+	if !lost.Load() {
+		t.Fatalf("the Adopt to %s was never sent (reward: %v)", first, errU)
+	}
+	total, err := c.reward("n1", player, 1)
+	if err != nil {
+		t.Fatalf("reward %s 1 at n1 (after +100: %v): %v", player, errU, err)
+	}
+	switch {
+	case errU == nil && total != 106, errU != nil && total != 6 && total != 106:
+		t.Fatalf("%s = %d after +100 (%v) and +1", player, total, errU)
+	}
+	t.Logf("+100: %v; +1 acknowledged, total %d; copies on %s: %s; on %s: %s", errU, total, first, c.node(first).store.DebugCopies(), second, c.node(second).store.DebugCopies())
+
+	c.kill("n1")
+	c.sync()
+	c.waitRemoved("n1", first, second)
+	got, err := c.reward(second, player, 0)
+	if err != nil {
+		t.Fatalf("read %s at %s after its owner failed: %v", player, second, err)
+	}
+	if got != total {
+		t.Fatalf("%s = %d after its owner failed, want %d: an acknowledged reward was lost to a leftover copy", player, got, total)
+	}
 }

@@ -47,6 +47,10 @@ type LinkFault struct {
 	// Refuse makes every call fail as a refused connection does
 	// (wire.Refused), although the peer is alive.
 	Refuse bool
+	// RefuseIf, if set, refuses the calls whose message it accepts, as a
+	// link that refuses new connections for a moment does to the calls
+	// that need one. It is asked before LoseNext.
+	RefuseIf func(wire.Msg) bool
 	// LoseReply is the probability that a delivered call's reply is lost:
 	// the handler runs, the caller gets wire.ErrLinkLost.
 	LoseReply float64
@@ -171,7 +175,7 @@ func (n *MemNetwork) Cut(from, to string) {
 func (n *MemNetwork) SetFault(from, to string, f LinkFault) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !f.Refuse && f.LoseReply == 0 && f.LoseNext == nil && f.Delay == 0 && f.Jitter == 0 {
+	if !f.Refuse && f.RefuseIf == nil && f.LoseReply == 0 && f.LoseNext == nil && f.Delay == 0 && f.Jitter == 0 {
 		delete(n.faults, [2]string{from, to})
 		return
 	}
@@ -251,6 +255,9 @@ func (n *MemNetwork) linkFateLocked(from, to string, m wire.Msg) (refuse bool, d
 	delay = f.Delay
 	if f.Jitter > 0 {
 		delay += time.Duration(n.rng.Int64N(int64(f.Jitter)))
+	}
+	if f.RefuseIf != nil && f.RefuseIf(m) {
+		return true, delay, false
 	}
 	if f.LoseNext != nil && f.LoseNext(m) {
 		f.LoseNext = nil

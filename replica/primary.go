@@ -53,6 +53,9 @@ type state struct {
 	seq    uint64 // numbers the states the keeper acknowledged: see replicate
 	total  int64
 	keeper wire.NodeID
+	// placement counts the attempts to place a keeper in this epoch,
+	// failed ones included (wire.Adopt.Placement).
+	placement uint64
 }
 
 // op is a message in a primary's mailbox. fail answers it without handling
@@ -516,6 +519,13 @@ func (p *primary) replaceKeeper(ctx context.Context, st state, total int64, id w
 // holds it (a re-send is answered from that record).
 func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applied, exclude ...string) error {
 	old := st.keeper
+	// Numbered before it is sent, and counted even if it fails: a copy
+	// that a lost reply leaves behind must lose to the keeper a later
+	// attempt places (wire.Adopt.Placement).
+	p.mu.Lock()
+	p.st.placement++
+	st.placement = p.st.placement
+	p.mu.Unlock()
 	recent := p.applied.recordWith(pending, p.s.now())
 	keeper, err := p.s.adoptSomewhere(ctx, p.player, st, recent, exclude...)
 	if err != nil {

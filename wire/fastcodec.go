@@ -142,6 +142,9 @@ func appendError(b []byte, m *Error) []byte {
 
 func appendWhereReply(b []byte, m *WhereReply) []byte {
 	n := 5
+	if m.Placement != 0 {
+		n++
+	}
 	if m.OwnerAlive {
 		n++
 	}
@@ -151,6 +154,9 @@ func appendWhereReply(b []byte, m *WhereReply) []byte {
 	b = appendNodeID(appendKey(b, "k"), m.Keeper)
 	b = appendUint(appendKey(b, "e"), m.Epoch)
 	b = appendUint(appendKey(b, "s"), m.Seq)
+	if m.Placement != 0 {
+		b = appendUint(appendKey(b, "pl"), m.Placement)
+	}
 	if m.OwnerAlive {
 		b = append(appendKey(b, "alive"), 0xc3)
 	}
@@ -386,6 +392,8 @@ func (r *reader) whereReply(m *WhereReply) {
 			m.Epoch = r.uint()
 		case "s":
 			m.Seq = r.uint()
+		case "pl":
+			m.Placement = r.uint()
 		case "alive":
 			m.OwnerAlive = r.bool()
 		default:

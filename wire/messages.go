@@ -255,6 +255,10 @@ type WhereReply struct {
 	Keeper NodeID `msgpack:"k"`
 	Epoch  uint64 `msgpack:"e"`
 	Seq    uint64 `msgpack:"s"`
+	// Placement is the keeper copy's Adopt.Placement: of two copies at
+	// the same epoch and sequence number, the later placement's is the
+	// keeper.
+	Placement uint64 `msgpack:"pl,omitempty"`
 	// OwnerAlive is the answering keeper's view of its owner. A keeper
 	// whose owner is dead is the place to claim the player.
 	OwnerAlive bool `msgpack:"alive,omitempty"`
@@ -318,6 +322,13 @@ type KeeperState struct {
 // when a player is created, when a keeper is lost with its node, and when a
 // keeper moves.
 //
+// Placement numbers the owner's attempts to place a keeper within Epoch;
+// an attempt whose reply was lost may have left a copy behind, holding an
+// update the owner never applied, and the owner's next attempt, elsewhere,
+// then builds on the state without it. The two copies can reach the same
+// Seq with different totals; the later Placement is the owner's keeper.
+// A copy is replaced by a later placement of its owner whatever its Seq.
+//
 // Recent is the player's record of the requests applied to it, oldest
 // first. Since says how far back it is complete: every request applied
 // less than Since nanoseconds before the message was sent is in it (zero:
@@ -331,6 +342,8 @@ type Adopt struct {
 	Total  int64     `msgpack:"t"`
 	Recent []Applied `msgpack:"rc,omitempty"`
 	Since  int64     `msgpack:"since,omitempty"`
+	// Placement: see above. Zero from a node that predates it.
+	Placement uint64 `msgpack:"pl,omitempty"`
 }
 
 // Handoff is sent by an owner that is leaving gracefully to its keeper:
