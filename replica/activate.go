@@ -53,8 +53,8 @@ func (s *Store) activate(ctx context.Context, player string, fn func(context.Con
 // primary then stays here, where the load balancer sent the player); else
 // create the player here, with a keeper on another node.
 func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
-	if owner, ok := s.locate(ctx, player); ok {
-		return owner, nil
+	if owner, found, err := s.locate(ctx, player); found || err != nil {
+		return owner, err
 	}
 	f, err := s.survey(ctx, player, false)
 	switch {
@@ -63,7 +63,7 @@ func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, e
 	case f.best == nil:
 		return s.create(ctx, player)
 	case f.best == f.local:
-		return s.promoteCopy(ctx, player, "")
+		return s.promoteCopy(ctx, player, "", false)
 	}
 	return s.claim(ctx, player, f.best.from)
 }
@@ -71,8 +71,8 @@ func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, e
 // findOnly is findOrCreate for a read: a player no node holds is
 // CodeNotFound, not created.
 func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error) {
-	if owner, ok := s.locate(ctx, player); ok {
-		return owner, nil
+	if owner, found, err := s.locate(ctx, player); found || err != nil {
+		return owner, err
 	}
 	f, err := s.survey(ctx, player, false)
 	switch {
@@ -81,7 +81,7 @@ func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error
 	case f.best == nil:
 		return wire.NodeID{}, wire.Errorf(wire.CodeNotFound, "%s: no node holds this player (never rewarded)", player)
 	case f.best == f.local:
-		return s.promoteCopy(ctx, player, "")
+		return s.promoteCopy(ctx, player, "", false)
 	}
 	return s.claim(ctx, player, f.best.from)
 }
@@ -90,75 +90,115 @@ func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error
 // when this node holds the freshest copy of a player with no live primary,
 // and then promotes it here. It never claims elsewhere and never creates.
 func (s *Store) takeOverOrphan(ctx context.Context, player string) (wire.NodeID, error) {
+	if s.holdsCurrentCopy(player) {
+		return s.promoteCopy(ctx, player, "", true)
+	}
 	f, err := s.survey(ctx, player, true)
 	switch {
 	case err != nil || f.primaryAt != nil:
 		return f.owner(), err
 	case f.best != nil && f.best == f.local:
-		return s.promoteCopy(ctx, player, "")
+		return s.promoteCopy(ctx, player, "", false)
 	}
 	return wire.NodeID{}, nil
 }
 
-// locate is the short way to a player's running primary, in at most three
-// messages however large the cluster. Its keeper knows the owner, and
-// sits first or second in the player's placement order: placement puts it
-// there, and removing a member only moves it up the order (a node that
-// joined since may have pushed it down, and then locate finds nothing).
-// So this node asks its own copy, or else those two nodes in turn, who
-// the owner is, and then asks the owner. Only a primary that answers for
-// itself is trusted, as survey trusts one; anything else (no copy there,
-// an owner that runs none, a node that does not answer) is left to
-// survey, which asks every member and alone may decide to claim a copy or
-// create the player.
-func (s *Store) locate(ctx context.Context, player string) (wire.NodeID, bool) {
+// holdsCurrentCopy says whether this node holds the owner's keeper copy of
+// player (keeperCopy.current) and runs no primary for it.
+func (s *Store) holdsCurrentCopy(player string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.copies.get(player)
+	return c != nil && c.current && s.primaries.get(player) == nil
+}
+
+// locate is the short way to a player's primary, in a few messages
+// however large the cluster. Its keeper knows the owner, and sits first or
+// second in the player's placement order: placement puts it there, and
+// removing a member only moves it up the order (a node that joined since
+// may have pushed it down, and then locate finds nothing). So this node
+// asks its own copy, or else those two nodes in turn, who the owner is,
+// and then asks the owner. Only a primary that answers for itself is
+// trusted, as survey trusts one.
+//
+// An owner that is gone leaves the player to its keeper's copy: if it is
+// the owner's current copy (keeperCopy.current), no other can be fresher,
+// and it is promoted here if this node holds it, else claimed from its
+// keeper, without asking anyone else. Anything else (no copy on those nodes, an owner that
+// runs no primary, a node that does not answer) is left to survey, which
+// asks every member and alone may decide to claim a copy or create the
+// player: found is false and err nil.
+func (s *Store) locate(ctx context.Context, player string) (owner wire.NodeID, found bool, err error) {
 	s.mu.Lock()
 	self := s.view.Self()
-	var owner wire.NodeID
-	var epoch uint64
 	if s.primaries.get(player) != nil {
 		s.mu.Unlock()
-		return self, true
+		return self, true, nil
 	}
+	var epoch uint64
 	c := s.copies.get(player)
+	current := false
 	if c != nil {
-		owner, epoch = c.owner, c.epoch
+		owner, epoch, current = c.owner, c.epoch, c.current
 	}
 	members := s.membersLocked()
 	s.mu.Unlock()
+	keeper := self
 	if c == nil {
-		order := placementOrder(player, members)
-		for _, cand := range order[:min(2, len(order))] {
-			if cand == self {
-				continue
-			}
-			wr, err := s.askWhere(ctx, cand, player)
-			if err != nil {
-				return wire.NodeID{}, false
-			}
-			if wr.Role == wire.RolePrimary {
-				return cand, true
-			}
-			if wr.Role == wire.RoleKeeper {
-				owner, epoch = wr.Owner, wr.Epoch
-				break
-			}
+		var wr *wire.WhereReply
+		var at wire.NodeID
+		wr, at = s.askSlots(ctx, player, members)
+		switch {
+		case wr == nil:
+			return wire.NodeID{}, false, nil
+		case wr.Role == wire.RolePrimary:
+			return at, true, nil
+		}
+		owner, epoch, keeper, current = wr.Owner, wr.Epoch, at, wr.Current
+		if !wr.OwnerAlive {
+			owner = wire.NodeID{}
 		}
 	}
-	if owner.IsZero() || owner == self {
-		return wire.NodeID{}, false
-	}
 	s.mu.Lock()
-	member := s.isMemberLocked(owner)
+	gone := owner.IsZero() || owner == self || !s.isMemberLocked(owner)
 	s.mu.Unlock()
-	if !member {
-		return wire.NodeID{}, false
+	switch {
+	case gone && !current:
+		return wire.NodeID{}, false, nil
+	case gone && keeper == self:
+		o, err := s.promoteCopy(ctx, player, "", true)
+		return o, err == nil, err
+	case gone:
+		o, err := s.claim(ctx, player, keeper)
+		return o, err == nil, err
 	}
 	wr, err := s.askWhere(ctx, owner, player)
 	if err != nil || wr.Role != wire.RolePrimary || wr.Epoch < epoch {
-		return wire.NodeID{}, false
+		return wire.NodeID{}, false, nil
 	}
-	return owner, true
+	return owner, true, nil
+}
+
+// askSlots asks the first two members in player's placement order, other
+// than this node, in turn, and returns the first answer that names a
+// primary or a keeper copy, and who gave it; nil if neither holds the
+// player or one does not answer.
+func (s *Store) askSlots(ctx context.Context, player string, members []wire.NodeID) (*wire.WhereReply, wire.NodeID) {
+	self := s.Self()
+	order := placementOrder(player, members)
+	for _, cand := range order[:min(2, len(order))] {
+		if cand == self {
+			continue
+		}
+		wr, err := s.askWhere(ctx, cand, player)
+		if err != nil {
+			return nil, wire.NodeID{}
+		}
+		if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper {
+			return wr, cand
+		}
+	}
+	return nil, wire.NodeID{}
 }
 
 // askWhere asks peer what it holds for player.
@@ -241,10 +281,13 @@ func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (fin
 }
 
 // fresher orders keeper copies: a higher epoch is a later owner; within an
-// epoch, a higher sequence number is a later update; at the same sequence
-// number, a later placement is the owner's keeper and the other a copy an
-// Adopt with a lost reply left behind, holding an update the owner never
-// applied (wire.Adopt.Placement). Of two equal copies,
+// epoch, a later placement is the owner's later keeper, and the other a
+// copy an Adopt with a lost reply left behind, which may even hold an
+// update more (one the owner never applied: wire.Adopt.Placement); within
+// a placement, a higher sequence number is a later update. An owner moves
+// its keeper only away from one that is gone, empty or leaving, and none
+// of those takes a player over, so the owner's current copy
+// (keeperCopy.current) is the freshest of those that can. Of two equal copies,
 // the one held by the node it names as owner wins: that node was promoting
 // its copy and gave the other away (an Adopt whose reply may have been
 // lost), and it finishes the promotion; dropping its copy instead would
@@ -257,11 +300,11 @@ func fresher(a, b *whereResult) bool {
 	if a.reply.Epoch != b.reply.Epoch {
 		return a.reply.Epoch > b.reply.Epoch
 	}
-	if a.reply.Seq != b.reply.Seq {
-		return a.reply.Seq > b.reply.Seq
-	}
 	if a.reply.Placement != b.reply.Placement {
 		return a.reply.Placement > b.reply.Placement
+	}
+	if a.reply.Seq != b.reply.Seq {
+		return a.reply.Seq > b.reply.Seq
 	}
 	aOwns, bOwns := a.from == a.reply.Owner, b.from == b.reply.Owner
 	if aOwns != bOwns {
@@ -301,7 +344,18 @@ func (s *Store) checkOwnerRuns(ctx context.Context, player string) error {
 	case wr.Role == wire.RolePrimary && wr.Epoch >= epoch:
 		s.mu.Lock()
 		if cur := s.copies.get(player); cur == c && c.owner == owner && c.epoch == epoch {
-			s.confirmOwnerLocked(player)
+			switch {
+			case wr.Epoch == epoch && wr.Placement >= c.placement && wr.Keeper == s.view.Self():
+				c.placement = wr.Placement // as a Replicate would (handleReplicate)
+				c.current = true
+				s.confirmOwnerLocked(player)
+			case wr.Epoch == epoch && wr.Placement > c.placement && wr.Keeper != s.view.Self():
+				// The owner has placed its keeper elsewhere since: this
+				// copy is what an Adopt with a lost reply left behind.
+				s.dropCopyLocked(player)
+			default:
+				s.confirmOwnerLocked(player)
+			}
 		}
 		s.mu.Unlock()
 		return nil
@@ -423,15 +477,17 @@ func tooFewNodes(player string) error {
 // load balancer sent the player): fence the old owner by taking the copy under
 // a new epoch, give the state to a new keeper elsewhere, then start the
 // primary and drop the local copy. exclude names a node that must not
-// become the keeper (one that is leaving).
-func (s *Store) promoteCopy(ctx context.Context, player, exclude string) (wire.NodeID, error) {
+// become the keeper (one that is leaving). With onlyCurrent, it promotes
+// only the owner's keeper copy (keeperCopy.current), which no one asked
+// every member about.
+func (s *Store) promoteCopy(ctx context.Context, player, exclude string, onlyCurrent bool) (wire.NodeID, error) {
 	s.mu.Lock()
 	if err := s.checkServingLocked(); err != nil {
 		s.mu.Unlock()
 		return wire.NodeID{}, err
 	}
 	c := s.copies.get(player)
-	if c == nil {
+	if c == nil || (onlyCurrent && !c.current) {
 		s.mu.Unlock()
 		return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper copy moved away; retrying", player)
 	}

@@ -142,10 +142,10 @@ func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
 	}
 	if p := s.primaries.get(m.Player); p != nil {
 		st := p.snapshot()
-		return &wire.WhereReply{Role: wire.RolePrimary, Owner: s.view.Self(), Keeper: st.keeper, Epoch: st.epoch, Seq: st.seq, OwnerAlive: true}, nil
+		return &wire.WhereReply{Role: wire.RolePrimary, Owner: s.view.Self(), Keeper: st.keeper, Epoch: st.epoch, Seq: st.seq, Placement: st.placement, OwnerAlive: true}, nil
 	}
 	if c := s.copies.get(m.Player); c != nil {
-		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, Placement: c.placement, OwnerAlive: s.isMemberLocked(c.owner)}, nil
+		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, Placement: c.placement, Current: c.current, OwnerAlive: s.isMemberLocked(c.owner)}, nil
 	}
 	return &wire.WhereReply{Role: wire.RoleNone}, nil
 }

@@ -15,6 +15,12 @@ type keeperCopy struct {
 	placement uint64 // wire.Adopt.Placement
 	total     int64
 	recent    dedup
+	// current says the owner showed this is its keeper copy: it sent a
+	// Replicate at this epoch and placement, or answered repair's question
+	// naming them. Every change of owner then goes through this copy, so
+	// if the owner fails, no other copy can be fresher and this node takes
+	// the player over without asking every member (takeOverOrphan).
+	current bool
 }
 
 // putCopyLocked stores c as the copy of player. Its owner is unconfirmed
@@ -41,6 +47,7 @@ func (s *Store) dropCopyLocked(player string) {
 func (s *Store) setCopyOwnerLocked(player string, c *keeperCopy, owner wire.NodeID) {
 	s.uncountCopyLocked(c.owner)
 	c.owner = owner
+	c.current = false
 	s.copyOwners[owner]++
 	s.unconfirmOwnerLocked(player, owner)
 }
@@ -198,6 +205,14 @@ func (s *Store) handleReplicate(from wire.NodeID, m *wire.Replicate) (wire.Msg, 
 	if !s.view.Quorate() {
 		return nil, s.checkServingLocked()
 	}
+	if m.Placement >= c.placement {
+		// The owner replicates to its keeper only. A later placement
+		// number is an attempt to move the keeper that failed (this
+		// node is leaving): the owner stayed here, and the copy goes on
+		// under that number, ahead of what the attempt left elsewhere.
+		c.placement = m.Placement
+		c.current = true
+	}
 	if m.Prev != c.seq {
 		// The update was computed from another state than the copy's:
 		// most often an earlier update reached this copy but its ack was
@@ -271,7 +286,7 @@ func (s *Store) handleHandoff(ctx context.Context, from wire.NodeID, m *wire.Han
 		return nil, wire.Errorf(wire.CodeFenced, "%s: %s is not its keeper for %s at epoch %d", m.Player, self.Name, from.Name, m.Epoch)
 	}
 	_, err := s.activate(ctx, m.Player, func(ctx context.Context) (wire.NodeID, error) {
-		return s.promoteCopy(ctx, m.Player, from.Name)
+		return s.promoteCopy(ctx, m.Player, from.Name, false)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("take over %s from %s: %w", m.Player, from.Name, err)

@@ -473,7 +473,7 @@ func (p *primary) sendToKeeper(ctx context.Context, st state, prev uint64, total
 	if p.s.cfg.Observer != nil {
 		began = time.Now()
 	}
-	rep, err = p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id, Prev: prev})
+	rep, err = p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id, Prev: prev, Placement: st.placement})
 	if p.s.cfg.Observer != nil {
 		p.s.cfg.Observer.Replicated(time.Since(began), err)
 	}

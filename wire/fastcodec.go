@@ -112,6 +112,9 @@ func appendReplicate(b []byte, m *Replicate) []byte {
 	if m.Prev != 0 {
 		n++
 	}
+	if m.Placement != 0 {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendStr(appendKey(b, "p"), m.Player)
 	b = appendUint(appendKey(b, "e"), m.Epoch)
@@ -122,6 +125,9 @@ func appendReplicate(b []byte, m *Replicate) []byte {
 	}
 	if m.Prev != 0 {
 		b = appendUint(appendKey(b, "pv"), m.Prev)
+	}
+	if m.Placement != 0 {
+		b = appendUint(appendKey(b, "pl"), m.Placement)
 	}
 	return b
 }
@@ -145,6 +151,9 @@ func appendWhereReply(b []byte, m *WhereReply) []byte {
 	if m.Placement != 0 {
 		n++
 	}
+	if m.Current {
+		n++
+	}
 	if m.OwnerAlive {
 		n++
 	}
@@ -156,6 +165,9 @@ func appendWhereReply(b []byte, m *WhereReply) []byte {
 	b = appendUint(appendKey(b, "s"), m.Seq)
 	if m.Placement != 0 {
 		b = appendUint(appendKey(b, "pl"), m.Placement)
+	}
+	if m.Current {
+		b = append(appendKey(b, "cur"), 0xc3)
 	}
 	if m.OwnerAlive {
 		b = append(appendKey(b, "alive"), 0xc3)
@@ -327,6 +339,8 @@ func (r *reader) replicate(m *Replicate) {
 			r.reqID(&m.ID)
 		case "pv":
 			m.Prev = r.uint()
+		case "pl":
+			m.Placement = r.uint()
 		default:
 			r.skip()
 		}
@@ -394,6 +408,8 @@ func (r *reader) whereReply(m *WhereReply) {
 			m.Seq = r.uint()
 		case "pl":
 			m.Placement = r.uint()
+		case "cur":
+			m.Current = r.bool()
 		case "alive":
 			m.OwnerAlive = r.bool()
 		default:

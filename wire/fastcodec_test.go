@@ -57,18 +57,19 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 		&Reward{Age: math.MinInt64},
 		&Replicate{ID: ReqID{Origin: math.MaxUint64}},
 		&Replicate{Prev: math.MaxUint64},
+		&Replicate{Placement: math.MaxUint64},
 		&Error{Code: math.MaxUint8, Msg: strings.Repeat("m", MaxText), Owner: NodeID{Name: strings.Repeat("n", MaxNodeName), Boot: math.MaxUint64}},
-		&WhereReply{Role: math.MaxUint8, Epoch: math.MaxUint64, Seq: math.MaxUint64, Placement: math.MaxUint64, OwnerAlive: true},
+		&WhereReply{Role: math.MaxUint8, Epoch: math.MaxUint64, Seq: math.MaxUint64, Placement: math.MaxUint64, Current: true, OwnerAlive: true},
 	}
 	for range n {
 		out = append(out,
 			&Reward{Player: randStr(rng), Points: randInt(rng), NotInt: randStr(rng), ID: randReqID(rng), Age: randInt(rng)},
 			&RewardReply{Total: randInt(rng), Owner: randNodeID(rng), Keeper: randNodeID(rng)},
-			&Replicate{Player: randStr(rng), Epoch: randUint(rng), Seq: randUint(rng), Total: randInt(rng), ID: randReqID(rng), Prev: randUint(rng)},
+			&Replicate{Player: randStr(rng), Epoch: randUint(rng), Seq: randUint(rng), Total: randInt(rng), ID: randReqID(rng), Prev: randUint(rng), Placement: randUint(rng)},
 			&Error{Code: Code(randUint(rng)), Msg: randStr(rng), Owner: randNodeID(rng)},
 			&Where{Player: randStr(rng)},
 			&WhereReply{Role: Role(randUint(rng)), Owner: randNodeID(rng), Keeper: randNodeID(rng),
-				Epoch: randUint(rng), Seq: randUint(rng), Placement: randUint(rng), OwnerAlive: rng.IntN(2) == 0},
+				Epoch: randUint(rng), Seq: randUint(rng), Placement: randUint(rng), Current: rng.IntN(2) == 0, OwnerAlive: rng.IntN(2) == 0},
 		)
 	}
 	return out

@@ -259,6 +259,11 @@ type WhereReply struct {
 	// the same epoch and sequence number, the later placement's is the
 	// keeper.
 	Placement uint64 `msgpack:"pl,omitempty"`
+	// Current says the answering keeper holds its owner's current copy
+	// (the owner replicated to it at its epoch and placement): should the
+	// owner be gone, no other copy can be fresher, and a claim there needs
+	// no survey of every member first. Never set by a node that predates it.
+	Current bool `msgpack:"cur,omitempty"`
 	// OwnerAlive is the answering keeper's view of its owner. A keeper
 	// whose owner is dead is the place to claim the player.
 	OwnerAlive bool `msgpack:"alive,omitempty"`
@@ -306,6 +311,11 @@ type Replicate struct {
 	Total  int64  `msgpack:"t"`
 	ID     ReqID  `msgpack:"id,omitempty"` // the reward this update applies
 	Prev   uint64 `msgpack:"pv,omitempty"`
+	// Placement is the primary's keeper placement (Adopt.Placement). A
+	// keeper that receives its own copy's Placement knows it is the
+	// owner's keeper, not a copy left behind: should the owner fail, it
+	// may take the player over without asking every member first.
+	Placement uint64 `msgpack:"pl,omitempty"`
 }
 
 // KeeperState answers a Replicate whose Prev is not the keeper copy's Seq:
