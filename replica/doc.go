@@ -11,6 +11,10 @@
 //     the player's epoch when it does; a keeper accepts writes only from its
 //     recorded owner at its recorded epoch, so a superseded primary can
 //     never have a write acknowledged;
+//   - the copy restored when an owner is gone is the freshest (epoch, then
+//     keeper placement, then update): the owner's current copy
+//     (keeperCopy.current) is, so its keeper acts on it alone; any other
+//     is chosen only after every member was asked (survey);
 //   - an incarnation that the majority declared failed is tombstoned: every
 //     node refuses its messages, and it must drop its state and come back
 //     with a new boot id (Reset);

@@ -15,7 +15,7 @@ func (s *Store) DebugCopies() string {
 	defer s.mu.Unlock()
 	var out []string
 	for p, c := range s.copies.all() {
-		out = append(out, fmt.Sprintf("%s{owner %s/%d alive %v epoch %d seq %d total %d flight %v}", p, c.owner.Name, c.owner.Boot, s.isMemberLocked(c.owner), c.epoch, c.seq, c.total, s.flights[p] != nil))
+		out = append(out, fmt.Sprintf("%s{owner %s/%d alive %v epoch %d placement %d seq %d total %d current %v flight %v}", p, c.owner.Name, c.owner.Boot, s.isMemberLocked(c.owner), c.epoch, c.placement, c.seq, c.total, c.current, s.flights[p] != nil))
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")
