@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/appnode/appnode/wire"
 )
@@ -53,10 +54,11 @@ func (s *Store) activate(ctx context.Context, player string, fn func(context.Con
 // primary then stays here, where the load balancer sent the player); else
 // create the player here, with a keeper on another node.
 func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
-	if owner, found, err := s.locate(ctx, player); found || err != nil {
-		return owner, err
+	l, err := s.locate(ctx, player)
+	if l.found || err != nil {
+		return l.owner, err
 	}
-	f, err := s.survey(ctx, player, false)
+	f, err := s.survey(ctx, player, false, l.empty...)
 	switch {
 	case err != nil || f.primaryAt != nil:
 		return f.owner(), err
@@ -71,10 +73,11 @@ func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, e
 // findOnly is findOrCreate for a read: a player no node holds is
 // CodeNotFound, not created.
 func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error) {
-	if owner, found, err := s.locate(ctx, player); found || err != nil {
-		return owner, err
+	l, err := s.locate(ctx, player)
+	if l.found || err != nil {
+		return l.owner, err
 	}
-	f, err := s.survey(ctx, player, false)
+	f, err := s.survey(ctx, player, false, l.empty...)
 	switch {
 	case err != nil || f.primaryAt != nil:
 		return f.owner(), err
@@ -103,13 +106,22 @@ func (s *Store) takeOverOrphan(ctx context.Context, player string) (wire.NodeID,
 	return wire.NodeID{}, nil
 }
 
-// holdsCurrentCopy says whether this node holds the owner's keeper copy of
-// player (keeperCopy.current) and runs no primary for it.
+// holdsCurrentCopy says whether this node holds the current copy
+// (keeperCopy.current) of a player whose owner the roster removed.
 func (s *Store) holdsCurrentCopy(player string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.copies.get(player)
-	return c != nil && c.current && s.primaries.get(player) == nil
+	return s.currentOrphanLocked(s.copies.get(player)) && s.primaries.get(player) == nil
+}
+
+// currentOrphanLocked says whether c is the current copy of an owner that
+// the roster removed: the copy to take over without asking anyone. An owner
+// that is a member may have claimed the player back through this copy since
+// it was looked at (it is current again once the owner replicates), so
+// its liveness is checked with the copy, under the same lock as the
+// promotion that follows.
+func (s *Store) currentOrphanLocked(c *keeperCopy) bool {
+	return c != nil && c.current && !s.isMemberLocked(c.owner)
 }
 
 // locate is the short way to a player's primary, in a few messages
@@ -128,13 +140,15 @@ func (s *Store) holdsCurrentCopy(player string) bool {
 // runs no primary, a node that does not answer) is left to survey, which
 // asks every member and alone may decide to claim a copy or create the
 // player: found is false and err nil.
-func (s *Store) locate(ctx context.Context, player string) (owner wire.NodeID, found bool, err error) {
+func (s *Store) locate(ctx context.Context, player string) (located, error) {
 	s.mu.Lock()
 	self := s.view.Self()
 	if s.primaries.get(player) != nil {
 		s.mu.Unlock()
-		return self, true, nil
+		return located{owner: self, found: true}, nil
 	}
+	var l located
+	var owner wire.NodeID
 	var epoch uint64
 	c := s.copies.get(player)
 	current := false
@@ -147,12 +161,15 @@ func (s *Store) locate(ctx context.Context, player string) (owner wire.NodeID, f
 	if c == nil {
 		var wr *wire.WhereReply
 		var at wire.NodeID
-		wr, at = s.askSlots(ctx, player, members)
+		var err error
+		wr, at, l.empty, err = s.askSlots(ctx, player, members)
 		switch {
+		case err != nil:
+			return l, err
 		case wr == nil:
-			return wire.NodeID{}, false, nil
+			return l, nil
 		case wr.Role == wire.RolePrimary:
-			return at, true, nil
+			return located{owner: at, found: true}, nil
 		}
 		owner, epoch, keeper, current = wr.Owner, wr.Epoch, at, wr.Current
 		if !wr.OwnerAlive {
@@ -164,26 +181,37 @@ func (s *Store) locate(ctx context.Context, player string) (owner wire.NodeID, f
 	s.mu.Unlock()
 	switch {
 	case gone && !current:
-		return wire.NodeID{}, false, nil
+		return l, nil
 	case gone && keeper == self:
 		o, err := s.promoteCopy(ctx, player, "", true)
-		return o, err == nil, err
+		return located{owner: o, found: err == nil}, err
 	case gone:
 		o, err := s.claim(ctx, player, keeper)
-		return o, err == nil, err
+		return located{owner: o, found: err == nil}, err
 	}
 	wr, err := s.askWhere(ctx, owner, player)
 	if err != nil || wr.Role != wire.RolePrimary || wr.Epoch < epoch {
-		return wire.NodeID{}, false, nil
+		return l, nil
 	}
-	return owner, true, nil
+	return located{owner: owner, found: true}, nil
+}
+
+// located is what locate found: the owner, if found; else the members
+// that answered they hold nothing, which survey need not ask again.
+type located struct {
+	owner wire.NodeID
+	found bool
+	empty []wire.NodeID
 }
 
 // askSlots asks the first two members in player's placement order, other
 // than this node, in turn, and returns the first answer that names a
 // primary or a keeper copy, and who gave it; nil if neither holds the
-// player or one does not answer.
-func (s *Store) askSlots(ctx context.Context, player string, members []wire.NodeID) (*wire.WhereReply, wire.NodeID) {
+// player or one does not answer. empty lists those that hold nothing. A
+// node busy activating the player (a keeper taking it over, most often)
+// is done in a moment: its busy answer is the error, to retry on, as
+// survey would fail on it too.
+func (s *Store) askSlots(ctx context.Context, player string, members []wire.NodeID) (wr *wire.WhereReply, at wire.NodeID, empty []wire.NodeID, err error) {
 	self := s.Self()
 	order := placementOrder(player, members)
 	for _, cand := range order[:min(2, len(order))] {
@@ -191,14 +219,18 @@ func (s *Store) askSlots(ctx context.Context, player string, members []wire.Node
 			continue
 		}
 		wr, err := s.askWhere(ctx, cand, player)
+		if code, _ := wire.CodeOf(err); code == wire.CodeBusy {
+			return nil, wire.NodeID{}, empty, err
+		}
 		if err != nil {
-			return nil, wire.NodeID{}
+			return nil, wire.NodeID{}, empty, nil
 		}
 		if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper {
-			return wr, cand
+			return wr, cand, empty, nil
 		}
+		empty = append(empty, cand)
 	}
-	return nil, wire.NodeID{}
+	return nil, wire.NodeID{}, empty, nil
 }
 
 // askWhere asks peer what it holds for player.
@@ -232,8 +264,10 @@ func (f findings) owner() wire.NodeID {
 // only after every live peer was asked: a node that was cut off may hold a
 // copy that a newer one elsewhere has superseded, and promoting it would
 // bring back an old total. A local copy that a fresher one supersedes is
-// dropped. With onlyIfHeld, a node holding no copy asks no one.
-func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (findings, error) {
+// dropped. With onlyIfHeld, a node holding no copy asks no one. asked
+// lists peers that answered they hold nothing since this activation
+// began (locate asked them), which need not be asked again.
+func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool, asked ...wire.NodeID) (findings, error) {
 	var f findings
 	s.mu.Lock()
 	if s.primaries.get(player) != nil {
@@ -250,6 +284,9 @@ func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool) (fin
 	s.mu.Unlock()
 	if onlyIfHeld && f.local == nil {
 		return f, nil
+	}
+	if len(asked) > 0 {
+		peers = slices.DeleteFunc(slices.Clone(peers), func(p wire.NodeID) bool { return slices.Contains(asked, p) })
 	}
 
 	replies, err := s.whereAll(ctx, player, peers)
@@ -478,8 +515,8 @@ func tooFewNodes(player string) error {
 // a new epoch, give the state to a new keeper elsewhere, then start the
 // primary and drop the local copy. exclude names a node that must not
 // become the keeper (one that is leaving). With onlyCurrent, it promotes
-// only the owner's keeper copy (keeperCopy.current), which no one asked
-// every member about.
+// only the current copy of an owner the roster removed
+// (currentOrphanLocked), which no one asked every member about.
 func (s *Store) promoteCopy(ctx context.Context, player, exclude string, onlyCurrent bool) (wire.NodeID, error) {
 	s.mu.Lock()
 	if err := s.checkServingLocked(); err != nil {
@@ -487,7 +524,7 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string, onlyCur
 		return wire.NodeID{}, err
 	}
 	c := s.copies.get(player)
-	if c == nil || (onlyCurrent && !c.current) {
+	if c == nil || (onlyCurrent && !s.currentOrphanLocked(c)) {
 		s.mu.Unlock()
 		return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper copy moved away; retrying", player)
 	}

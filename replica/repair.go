@@ -70,6 +70,13 @@ func (s *Store) repairLoop() {
 	}
 }
 
+// orphanLocked says whether c, this node's copy of player, is an orphan:
+// its owner is no member, or it is this node, which runs no primary (a
+// copy whose promotion failed half way, which repair finishes).
+func (s *Store) orphanLocked(player string, c *keeperCopy) bool {
+	return c != nil && (!s.isMemberLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil))
+}
+
 // repair runs one pass. It reports whether it found work (done or not):
 // the next interval then runs another pass, to finish what failed.
 //
@@ -100,8 +107,7 @@ func (s *Store) repair() (found bool) {
 				// A copy owned by this node itself is one whose promotion
 				// failed half way (no keeper could be placed then): finish
 				// it.
-				orphan := !s.isMemberLocked(c.owner) || (c.owner == s.view.Self() && s.primaries.get(player) == nil)
-				if orphan && s.flights[player] == nil {
+				if s.orphanLocked(player, c) && s.flights[player] == nil {
 					orphans = append(orphans, player)
 				}
 			}
@@ -139,6 +145,14 @@ func (s *Store) repair() (found bool) {
 	for _, player := range orphans {
 		if !run(player, func(ctx context.Context) error {
 			_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
+				s.mu.Lock()
+				orphan := s.orphanLocked(player, s.copies.get(player))
+				s.mu.Unlock()
+				if !orphan {
+					// Claimed since the pass listed it (a request for it
+					// reached another node first): nothing to take over.
+					return wire.NodeID{}, nil
+				}
 				return s.takeOverOrphan(ctx, player)
 			})
 			return err

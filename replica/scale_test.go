@@ -150,6 +150,19 @@ func messagesPerOp(t *testing.T, size, players int) perOp {
 		p := fmt.Sprintf("player%d", i)
 		c.mustReward(names[1], p, 1, 4)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.names() {
+				t.Logf("%s: %s; copies %s", n, c.node(n).store.Describe(), c.node(n).store.DebugCopies())
+			}
+			for i := range players {
+				p := fmt.Sprintf("player%d", i)
+				o, k := c.holders(p)
+				t.Logf("%s: primaries %v keepers %v", p, o, k)
+			}
+			c.logEvents()
+		}
+	})
 	testenv.WaitFor(t, 10*time.Second, "every player to have a primary and a keeper again", func() bool {
 		for i := range players {
 			owners, keepers := c.holders(fmt.Sprintf("player%d", i))
@@ -164,10 +177,14 @@ func messagesPerOp(t *testing.T, size, players int) perOp {
 	out.failover = float64(n) / float64(players)
 	// Each keeper holds its owner's current copy (the owner replicated to
 	// it), so it is promoted or claimed without a question to every
-	// member: an Adopt or a Claim, a Where or two, the reward forwarded
-	// and replicated.
-	if out.failover > 6 {
-		t.Errorf("a failover cost %.1f messages per player in %d nodes (%v), want at most 6", out.failover, size, kinds)
+	// member. Per player: the Adopt of the new keeper (a second if the
+	// first candidate was busy with the same player), the Where that
+	// confirms it with its owner, the node a reward reached asking the
+	// first two in placement order and perhaps again after a busy Claim,
+	// and the reward forwarded and replicated: at most 8, however many
+	// nodes.
+	if out.failover > 8 {
+		t.Errorf("a failover cost %.1f messages per player in %d nodes (%v), want at most 8", out.failover, size, kinds)
 	}
 	return out
 }

@@ -240,6 +240,7 @@ func TestPausedKeeperIsReplaced(t *testing.T) {
 		return c.node(keeper).store.Self() != oldKeeper
 	})
 	c.sync()
+	c.waitRoster() // admitted: the new incarnation serves
 	if o, k := c.holders("p"); len(o) != 1 || len(k) != 1 || o[0] == k[0] {
 		t.Fatalf("after the keeper's return: primaries %v keepers %v", o, k)
 	}
