@@ -70,6 +70,22 @@ func (s *Store) repairLoop() {
 	}
 }
 
+// takeOverIfOrphan takes over player, which the pass listed as an orphan,
+// unless it was claimed since (a request for it reached another node
+// first): then there is nothing to take over.
+func (s *Store) takeOverIfOrphan(ctx context.Context, player string) error {
+	_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
+		s.mu.Lock()
+		orphan := s.orphanLocked(player, s.copies.get(player))
+		s.mu.Unlock()
+		if !orphan {
+			return wire.NodeID{}, nil
+		}
+		return s.takeOverOrphan(ctx, player)
+	})
+	return err
+}
+
 // orphanLocked says whether c, this node's copy of player, is an orphan:
 // its owner is no member, or it is this node, which runs no primary (a
 // copy whose promotion failed half way, which repair finishes).
@@ -143,20 +159,7 @@ func (s *Store) repair() (found bool) {
 		return true
 	}
 	for _, player := range orphans {
-		if !run(player, func(ctx context.Context) error {
-			_, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) {
-				s.mu.Lock()
-				orphan := s.orphanLocked(player, s.copies.get(player))
-				s.mu.Unlock()
-				if !orphan {
-					// Claimed since the pass listed it (a request for it
-					// reached another node first): nothing to take over.
-					return wire.NodeID{}, nil
-				}
-				return s.takeOverOrphan(ctx, player)
-			})
-			return err
-		}) {
+		if !run(player, func(ctx context.Context) error { return s.takeOverIfOrphan(ctx, player) }) {
 			break
 		}
 	}

@@ -83,7 +83,11 @@ func TestMessagesPerOperationAsTheClusterGrows(t *testing.T) {
 	}
 	for _, size := range sizes {
 		g := got[size]
-		t.Logf("%2d nodes: creation %.1f, reward %.1f, first touch %.1f, failover %.1f, keeper lost %.1f messages", size, g.creation, g.reward, g.firstTouch, g.failover, g.keeperLoss)
+		keeperLost := "-" // no node kept players without owning one
+		if g.keeperLoss > 0 {
+			keeperLost = fmt.Sprintf("%.1f", g.keeperLoss)
+		}
+		t.Logf("%2d nodes: creation %.1f, reward %.1f, first touch %.1f, failover %.1f, keeper lost %s messages", size, g.creation, g.reward, g.firstTouch, g.failover, keeperLost)
 	}
 }
 
@@ -134,15 +138,25 @@ func messagesPerOp(t *testing.T, size, players int) perOp {
 		victims = append(victims, owners[0])
 	}
 
+	out.failover = failoverCost(t, c, size, players, victims)
+	out.keeperLoss = keeperLossCost(t, c, size, players)
+	return out
+}
+
+// failoverCost kills the node owning every player (victims, by player) and
+// returns the messages per player until each has a primary and a keeper
+// again, a reward for each at another node included.
+func failoverCost(t *testing.T, c *cluster, size, players int, victims []string) float64 {
 	// Every player was created at names[0] and so is owned there: one
 	// kill fails them all over at once.
+	names := c.names()
 	owner := names[0]
 	for _, v := range victims {
 		if v != owner {
 			t.Fatalf("players are owned by %v, want all by %s", victims, owner)
 		}
 	}
-	count.take()
+	count := c.tally()
 	c.kill(owner)
 	c.sync()
 	c.waitRemoved(owner, names[1:]...)
@@ -174,7 +188,7 @@ func messagesPerOp(t *testing.T, size, players int) perOp {
 	})
 	n, kinds := count.take()
 	t.Logf("%d nodes: failover of %d players cost %d messages: %v", size, players, n, kinds)
-	out.failover = float64(n) / float64(players)
+	failover := float64(n) / float64(players)
 	// Each keeper holds its owner's current copy (the owner replicated to
 	// it), so it is promoted or claimed without a question to every
 	// member. Per player: the Adopt of the new keeper (a second if the
@@ -183,11 +197,10 @@ func messagesPerOp(t *testing.T, size, players int) perOp {
 	// first two in placement order and perhaps again after a busy Claim,
 	// and the reward forwarded and replicated: at most 8, however many
 	// nodes.
-	if out.failover > 8 {
-		t.Errorf("a failover cost %.1f messages per player in %d nodes (%v), want at most 8", out.failover, size, kinds)
+	if failover > 8 {
+		t.Errorf("a failover cost %.1f messages per player in %d nodes (%v), want at most 8", failover, size, kinds)
 	}
-	out.keeperLoss = keeperLossCost(t, c, size, players)
-	return out
+	return failover
 }
 
 // keeperLossCost kills the node keeping the most players (owning none) and
