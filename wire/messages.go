@@ -18,8 +18,13 @@ import (
 // cookie proofs to the handshake and the keepalive frame; version 3 the
 // agreed roster (Prepare to JoinReply), a keeper that refuses a Replicate
 // not built on its copy (Prev, KeeperState) and the age of a re-sent
-// reward.
-const Version = 3
+// reward; version 4 numbers keeper placements (Adopt, Replicate and
+// WhereReply.Placement) and lets a keeper holding its owner's current copy
+// take the player over alone (WhereReply.Current). The fields are
+// compatible on the wire, but the rule is not: a version 3 node orders
+// copies by update before placement and could restore a copy that a
+// version 4 keeper has superseded alone, so the two do not mix.
+const Version = 4
 
 // Kind names the message carried by a frame. The numbers are part of the
 // protocol: never reuse one.
