@@ -136,10 +136,10 @@ func (s *Store) currentOrphanLocked(c *keeperCopy) bool {
 // An owner that is gone leaves the player to its keeper's copy: if it is
 // the owner's current copy (keeperCopy.current), no other can be fresher,
 // and it is promoted here if this node holds it, else claimed from its
-// keeper, without asking anyone else. Anything else (no copy on those nodes, an owner that
-// runs no primary, a node that does not answer) is left to survey, which
-// asks every member and alone may decide to claim a copy or create the
-// player: found is false and err nil.
+// keeper, without asking anyone else. Anything else (no copy on those
+// nodes, an owner that runs no primary, a node that does not answer) is
+// left to survey, which asks every member and alone may decide to claim
+// any other copy or create the player: found is false and err nil.
 func (s *Store) locate(ctx context.Context, player string) (located, error) {
 	s.mu.Lock()
 	self := s.view.Self()
@@ -324,8 +324,9 @@ func (s *Store) survey(ctx context.Context, player string, onlyIfHeld bool, aske
 // a placement, a higher sequence number is a later update. An owner moves
 // its keeper only away from one that is gone, empty or leaving, and none
 // of those takes a player over, so the owner's current copy
-// (keeperCopy.current) is the freshest of those that can. Of two equal copies,
-// the one held by the node it names as owner wins: that node was promoting
+// (keeperCopy.current) is the freshest of those that can.
+//
+// Of two equal copies, the one held by the node it names as owner wins: that node was promoting
 // its copy and gave the other away (an Adopt whose reply may have been
 // lost), and it finishes the promotion; dropping its copy instead would
 // leave one copy naming an owner that runs no primary. Other ties go to
