@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bench.sh [OUTPUT]: run the benchmarks of issue 4's targets table
-# with `appnode bench` and write BENCHMARKS.md (or OUTPUT) from their JSON.
+# with `appnode bench` and write them, in issue 4's format, to OUTPUT
+# (default bin/bench-issue4.md: BENCHMARKS.md is kept by hand, with the
+# peers' rows from ../shared/peers/peers.sh beside appnode's).
 #
 # Each figure comes from one `appnode bench` run against 3 freshly spawned
 # nodes on 127.0.0.1; runs that compare with the floor measure it in the
@@ -12,7 +14,7 @@
 # SETTLE wait for memory to settle (30s). Needs jq.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${1:-$here/BENCHMARKS.md}"
+out="${1:-$here/bin/bench-issue4.md}"
 DURATION="${DURATION:-10s}"
 POPULATE="${POPULATE:-1000000}"
 KILL_AFTER="${KILL_AFTER:-5s}"
