@@ -1,0 +1,78 @@
+#!/bin/bash
+# scripts/peers.sh [OUTDIR]: appnode beside the bare wire and its peers, in
+# one run on this machine: a copy of ../shared/peers/peers.sh that waits for
+# the bare wire's backup to listen before starting the primary that dials
+# it, and adds the HTTP front door's rows (the bench's Go client and
+# scripts/wrk-http.sh). PEERS_DUR sets the seconds per phase (10); the
+# peers come from PEERS_DIR (../shared/peers). Run from the project's
+# root. Needs erlang-base, erlang-dev, redis-server and wrk (Debian
+# packages). Every server it starts, it stops.
+#   bare wire  msgpack over TCP: client -> A -> B (ack) -> A -> client
+#   appnode    `appnode bench --spawn 3`, entry owner and any, and its floor
+#   erlang     the original design on Erlang/OTP (3 nodes, rpc from a client)
+#   redis      Redis 7 primary + replica, INCRBY then WAIT 1 0
+set -u
+peers=${PEERS_DIR:-$(pwd)/../shared/peers}
+out=${1:-${TMPDIR:-/tmp}/appnode-peers}; mkdir -p "$out"
+export PEERS_WORK="$out/work"
+D=${PEERS_DUR:-10}
+go build -o "$out/appnode" ./cmd/appnode || exit 1
+(cd "$peers/wire" && go build -o "$out/rediswait" ./cmd/rediswait && go build -o "$out/mpbench" ./cmd/mpbench) || exit 1
+"$peers/erlang/build.sh" || exit 1
+echo "system,callers,ops_per_s,p50_us,p99_us" >"$out/peers.csv"
+up() { for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+"$out/mpbench" server -listen 127.0.0.1:9192 >/dev/null 2>&1 & m1=$!
+up 9192
+"$out/mpbench" server -listen 127.0.0.1:9193 -backup 127.0.0.1:9192 >/dev/null 2>&1 & m2=$!
+up 9193
+"$out/mpbench" client -addr 127.0.0.1:9193 -mode seq -conns 1 -dur ${D}s -label x | awk -F, '{printf "bare wire 2 hops,1,%.0f,%.0f,%.0f\n", $3, $4, $5}' >>"$out/peers.csv"
+"$out/mpbench" client -addr 127.0.0.1:9193 -mode pipe -inflight 64 -dur ${D}s -label x | awk -F, '{printf "bare wire 2 hops,64,%.0f,%.0f,%.0f\n", $3, $4, $5}' >>"$out/peers.csv"
+kill $m1 $m2 2>/dev/null
+
+HOME=$out "$out/appnode" bench --spawn 3 --floor --clients 1 --players 1000 --entry owner --duration ${D}s --json >"$out/a-floor.json" 2>/dev/null
+python3 -c "import json,sys; f=json.load(open(sys.argv[1]))['floor']; print(f'appnode transport floor,1,{f[\"throughput\"]:.0f},{f[\"p50_us\"]:.0f},{f[\"p99_us\"]:.0f}')" "$out/a-floor.json" >>"$out/peers.csv"
+for c in 1 64; do
+  for e in owner any; do
+    HOME=$out "$out/appnode" bench --spawn 3 --clients $c --players 1000 --entry $e --duration ${D}s --json >"$out/a-$c-$e.json" 2>/dev/null
+    python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode entry={sys.argv[3]},{sys.argv[2]},{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a-$c-$e.json" $c $e >>"$out/peers.csv"
+  done
+done
+
+"$peers/erlang/bench.sh" latency 5000 1000 >"$out/erl-1.txt" 2>&1
+"$peers/erlang/bench.sh" throughput 1000 64 $D >"$out/erl-64.txt" 2>&1
+"$peers/erlang/epmd.sh" stop >/dev/null 2>&1
+python3 - "$out/erl-1.txt" "$out/erl-64.txt" >>"$out/peers.csv" <<'PY'
+import re, sys
+lat = open(sys.argv[1]).read(); thr = open(sys.argv[2]).read()
+def num(pat, t):
+    m = re.search(pat, t, re.S)
+    return float(m.group(1)) if m else float('nan')
+p50 = num(r'all => #\{[^}]*p50 => ([0-9.]+)', lat)
+p99 = num(r'all => #\{[^}]*p99 => ([0-9.]+)', lat)
+mean = num(r'all => #\{[^}]*mean => ([0-9.]+)', lat)
+print(f"erlang seed (OTP) entry=any,1,{1e6 / mean:.0f},{p50:.0f},{p99:.0f}")
+print(f"erlang seed (OTP) entry=any,64,{num(r'rewards_per_s => ([0-9.]+)', thr):.0f},nan,nan")
+PY
+
+mkdir -p "$out/redis"
+redis-server --bind 127.0.0.1 --port 7001 --save "" --appendonly no --dir "$out/redis" --logfile "$out/redis/7001.log" & r1=$!
+up 7001
+redis-server --bind 127.0.0.1 --port 7002 --save "" --appendonly no --replicaof 127.0.0.1 7001 --dir "$out/redis" --logfile "$out/redis/7002.log" & r2=$!
+for i in $(seq 100); do redis-cli -p 7002 info replication 2>/dev/null | grep -q 'master_link_status:up' && break; sleep 0.1; done
+for c in 1 64; do
+  "$out/rediswait" -dur ${D}s -workers $c -label x | awk -F, -v c=$c '{printf "redis 7 INCRBY+WAIT,%s,%.0f,%.0f,%.0f\n", c, $3, $4, $5}' >>"$out/peers.csv"
+done
+kill $r1 $r2 2>/dev/null
+HOME=$out "$out/appnode" bench --spawn 3 --http --clients 64 --players 1000 --entry any --duration ${D}s --json >"$out/a-http.json" 2>/dev/null
+python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode over HTTP (bench Go client) entry=any,64,{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a-http.json" >>"$out/peers.csv"
+DURATION=${D}s scripts/wrk-http.sh >"$out/wrk.txt" 2>&1
+python3 - "$out/wrk.txt" >>"$out/peers.csv" <<'PY'
+import re,sys
+t=open(sys.argv[1]).read().split('== local')
+def us(v,u): return float(v)*{'us':1,'ms':1000,'s':1e6}[u]
+for name,part in (("appnode over HTTP (wrk) random players via node 1",t[0]),("appnode over HTTP (wrk) node 1's own players",t[1] if len(t)>1 else "")):
+    rps=re.search(r'Requests/sec:\s+([0-9.]+)',part); p50=re.search(r'50%\s+([0-9.]+)(us|ms|s)',part); p99=re.search(r'99%\s+([0-9.]+)(us|ms|s)',part)
+    if rps: print(f"{name},64,{float(rps.group(1)):.0f},{us(*p50.groups()):.0f},{us(*p99.groups()):.0f}")
+PY
+column -s, -t "$out/peers.csv"
