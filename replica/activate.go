@@ -428,23 +428,9 @@ func (s *Store) checkOwnerRuns(ctx context.Context, player string) error {
 // claim asks keeper to make this node the owner.
 func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (wire.NodeID, error) {
 	self := s.Self()
-	rep, err := s.callPeer(ctx, keeper, &wire.Claim{Player: player, Claimant: self})
-	if err != nil {
-		if unreachable(err) {
-			s.suspectPeer(keeper, "it refused the connection")
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: its keeper %s does not answer; waiting for the cluster to agree whether it is down", player, keeper.Name)
-		}
-		return wire.NodeID{}, fmt.Errorf("%s: claim at keeper %s: %w", player, keeper.Name, err)
-	}
-	cr, ok := rep.(*wire.ClaimReply)
-	if !ok {
-		return wire.NodeID{}, fmt.Errorf("%s: keeper %s answered a claim with %s", player, keeper.Name, rep.Kind())
-	}
-	if !cr.Granted {
-		if cr.Owner.IsZero() || cr.Owner == self {
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: keeper %s did not grant the claim", player, keeper.Name)
-		}
-		return cr.Owner, nil
+	cr, owner, err := s.askToOwn(ctx, player, keeper, &wire.Claim{Player: player, Claimant: self}, "its keeper "+keeper.Name)
+	if cr == nil {
+		return owner, err
 	}
 	s.mu.Lock()
 	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: keeper}, record{cr.Recent, cr.Since})
@@ -480,23 +466,9 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
 		return self, nil
 	}
-	rep, err := s.callPeer(ctx, arbiter, &wire.Create{Player: player, Claimant: self})
-	if err != nil {
-		if unreachable(err) {
-			s.suspectPeer(arbiter, "it refused the connection")
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s, which arbitrates its creation, does not answer; waiting for the cluster to agree whether it is down", player, arbiter.Name)
-		}
-		return wire.NodeID{}, fmt.Errorf("%s: create at %s: %w", player, arbiter.Name, err)
-	}
-	cr, ok := rep.(*wire.ClaimReply)
-	if !ok {
-		return wire.NodeID{}, fmt.Errorf("%s: %s answered a create with %s", player, arbiter.Name, rep.Kind())
-	}
-	if !cr.Granted {
-		if cr.Owner.IsZero() || cr.Owner == self {
-			return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s did not grant the creation", player, arbiter.Name)
-		}
-		return cr.Owner, nil
+	cr, owner, err := s.askToOwn(ctx, player, arbiter, &wire.Create{Player: player, Claimant: self}, arbiter.Name+", which arbitrates its creation,")
+	if cr == nil {
+		return owner, err
 	}
 	s.mu.Lock()
 	s.startPrimaryLocked(player, state{epoch: cr.Epoch, seq: cr.Seq, total: cr.Total, keeper: arbiter}, record{})
@@ -504,6 +476,31 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 	s.count.creates.Add(1)
 	s.emit(Info, "%s is a new player: primary here, keeper on %s", player, arbiter.Name)
 	return self, nil
+}
+
+// askToOwn sends m (a Claim or a Create) to peer, which either grants this
+// node the player (cr, with the state to start from) or names its owner to
+// forward to (owner); anything else is err. who names peer in the errors.
+func (s *Store) askToOwn(ctx context.Context, player string, peer wire.NodeID, m wire.Msg, who string) (cr *wire.ClaimReply, owner wire.NodeID, err error) {
+	rep, err := s.callPeer(ctx, peer, m)
+	if err != nil {
+		if unreachable(err) {
+			s.suspectPeer(peer, "it refused the connection")
+			return nil, wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s does not answer; waiting for the cluster to agree whether it is down", player, who)
+		}
+		return nil, wire.NodeID{}, fmt.Errorf("%s: %s at %s: %w", player, m.Kind(), peer.Name, err)
+	}
+	cr, ok := rep.(*wire.ClaimReply)
+	if !ok {
+		return nil, wire.NodeID{}, fmt.Errorf("%s: %s answered a %s with %s", player, peer.Name, m.Kind(), rep.Kind())
+	}
+	if !cr.Granted {
+		if cr.Owner.IsZero() || cr.Owner == s.Self() {
+			return nil, wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s did not grant the %s", player, who, m.Kind())
+		}
+		return nil, cr.Owner, nil
+	}
+	return cr, wire.NodeID{}, nil
 }
 
 func tooFewNodes(player string) error {
