@@ -71,3 +71,6 @@ func PlacementOrder(player string, nodes []string) []string {
 	}
 	return out
 }
+
+// PlayerOf names the player a message is about, "" for none.
+var PlayerOf = playerOf

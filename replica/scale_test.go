@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/appnode/appnode/internal/testenv"
+	"github.com/appnode/appnode/replica"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -20,7 +21,7 @@ type tally struct {
 func (c *cluster) tally() *tally {
 	t := &tally{byKind: map[wire.Kind]int{}}
 	c.net.Tap(func(_, _ string, m wire.Msg) {
-		if playerIn(m) == "" {
+		if replica.PlayerOf(m) == "" {
 			return // membership, roster and liveness traffic: not per player
 		}
 		t.mu.Lock()
@@ -38,28 +39,6 @@ func (t *tally) take() (int, map[wire.Kind]int) {
 	n, kinds := t.total, t.byKind
 	t.total, t.byKind = 0, map[wire.Kind]int{}
 	return n, kinds
-}
-
-func playerIn(m wire.Msg) string {
-	switch m := m.(type) {
-	case *wire.Reward:
-		return m.Player
-	case *wire.Where:
-		return m.Player
-	case *wire.Create:
-		return m.Player
-	case *wire.Claim:
-		return m.Player
-	case *wire.Replicate:
-		return m.Player
-	case *wire.Adopt:
-		return m.Player
-	case *wire.Handoff:
-		return m.Player
-	case *wire.KeeperGone:
-		return m.Player
-	}
-	return ""
 }
 
 // perOp is what one kind of operation cost, in messages, at one size.
@@ -177,15 +156,7 @@ func failoverCost(t *testing.T, c *cluster, size, players int, victims []string)
 			c.logEvents()
 		}
 	})
-	testenv.WaitFor(t, 10*time.Second, "every player to have a primary and a keeper again", func() bool {
-		for i := range players {
-			owners, keepers := c.holders(fmt.Sprintf("player%d", i))
-			if len(owners) != 1 || len(keepers) != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitTwoCopies(players, "every player to have a primary and a keeper again")
 	n, kinds := count.take()
 	t.Logf("%d nodes: failover of %d players cost %d messages: %v", size, players, n, kinds)
 	failover := float64(n) / float64(players)
@@ -231,8 +202,18 @@ func keeperLossCost(t *testing.T, c *cluster, size, players int) float64 {
 	count := c.tally()
 	c.kill(victim)
 	c.sync()
-	testenv.WaitFor(t, 10*time.Second, "every player to have a primary and a keeper again after "+victim+" died", func() bool {
-		for i := range players {
+	c.waitTwoCopies(players, "every player to have a primary and a keeper again after "+victim+" died")
+	n, kinds := count.take()
+	t.Logf("%d nodes: the loss of %s, keeper of %d players, cost %d messages: %v", size, victim, kept[victim], n, kinds)
+	return float64(n) / float64(kept[victim])
+}
+
+// waitTwoCopies waits until each of player0 to player(n-1) has one primary
+// and one keeper copy, and no other copy.
+func (c *cluster) waitTwoCopies(n int, what string) {
+	c.t.Helper()
+	testenv.WaitFor(c.t, 10*time.Second, what, func() bool {
+		for i := range n {
 			owners, keepers := c.holders(fmt.Sprintf("player%d", i))
 			if len(owners) != 1 || len(keepers) != 1 {
 				return false
@@ -240,7 +221,4 @@ func keeperLossCost(t *testing.T, c *cluster, size, players int) float64 {
 		}
 		return true
 	})
-	n, kinds := count.take()
-	t.Logf("%d nodes: the loss of %s, keeper of %d players, cost %d messages: %v", size, victim, kept[victim], n, kinds)
-	return float64(n) / float64(kept[victim])
 }
