@@ -54,18 +54,28 @@ func TestReaderTimingOutPassesTheRole(t *testing.T) {
 	n.set("f", fake.ln.Addr().String())
 	reward(t, a, fake.id, 0) // connect: the first connection answers nothing else
 
-	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	if err := secondAfterFirstGaveUp(t, a, fake.id, 200*time.Millisecond, gaveUp); err != nil {
+		t.Fatalf("second call, answered after the first gave up: %v", err)
+	}
+}
+
+// secondAfterFirstGaveUp makes a call with deadline d, which the fake at
+// to leaves unanswered, and once it is in flight (and reading) a second.
+// When the first has given up at its deadline it closes gaveUp, which
+// lets the fake answer the second, and returns the second call's error.
+func secondAfterFirstGaveUp(t *testing.T, a *testNode, to wire.NodeID, d time.Duration, gaveUp chan struct{}) error {
+	t.Helper()
+	short, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	first := make(chan error, 1)
 	go func() {
-		_, err := a.Call(short, fake.id, &wire.Reward{Player: "p", Points: 1})
+		_, err := a.Call(short, to, &wire.Reward{Player: "p", Points: 1})
 		first <- err
 	}()
-	// The first call is in flight (and reading) before the second.
-	waitPending(t, a.current("f"), 1)
+	waitPending(t, a.current(to.Name), 1)
 	second := make(chan error, 1)
 	go func() {
-		r, err := a.Call(context.Background(), fake.id, &wire.Reward{Player: "p", Points: 2})
+		r, err := a.Call(context.Background(), to, &wire.Reward{Player: "p", Points: 2})
 		if err == nil && r.(*wire.RewardReply).Total != 2 {
 			err = errors.New("wrong reply")
 		}
@@ -75,9 +85,7 @@ func TestReaderTimingOutPassesTheRole(t *testing.T) {
 		t.Fatalf("first call: %v, want its deadline", err)
 	}
 	close(gaveUp)
-	if err := <-second; err != nil {
-		t.Fatalf("second call, answered after the first gave up: %v", err)
-	}
+	return <-second
 }
 
 // A reply whose first half arrives before its reader gives up (at its
@@ -108,27 +116,7 @@ func TestReadCutMidFrameLosesNothing(t *testing.T) {
 	n.set("f", fake.ln.Addr().String())
 	reward(t, a, fake.id, 0)
 
-	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	first := make(chan error, 1)
-	go func() {
-		_, err := a.Call(short, fake.id, &wire.Reward{Player: "p", Points: 1})
-		first <- err
-	}()
-	waitPending(t, a.current("f"), 1)
-	second := make(chan error, 1)
-	go func() {
-		r, err := a.Call(context.Background(), fake.id, &wire.Reward{Player: "p", Points: 2})
-		if err == nil && r.(*wire.RewardReply).Total != 2 {
-			err = errors.New("wrong reply")
-		}
-		second <- err
-	}()
-	if err := <-first; !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("first call: %v, want its deadline", err)
-	}
-	close(gaveUp)
-	if err := <-second; err != nil {
+	if err := secondAfterFirstGaveUp(t, a, fake.id, 300*time.Millisecond, gaveUp); err != nil {
 		t.Fatalf("second call, whose reply was split around the first's deadline: %v", err)
 	}
 }
