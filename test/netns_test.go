@@ -54,17 +54,26 @@ func (n *nsNet) run(args ...string) {
 	}
 }
 
+// nsTool returns the path of the command name, looked up in PATH and then
+// in /usr/sbin (root's tools, which a user's PATH may lack); without it
+// the test cannot run, and nsCannot says why.
+func nsTool(t *testing.T, name, why string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	p := "/usr/sbin/" + name
+	if _, err := os.Stat(p); err != nil {
+		nsCannot(t, why)
+	}
+	return p
+}
+
 // nsSetup makes the network, or skips the test if namespaces cannot be
 // made here. Everything it makes is removed when the test ends.
 func nsSetup(t *testing.T, hosts int) *nsNet {
 	t.Helper()
-	ip, err := exec.LookPath("ip")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/ip"); serr != nil {
-			nsCannot(t, "needs iproute2's ip command to make network namespaces (not found in PATH or /usr/sbin)")
-		}
-		ip = "/usr/sbin/ip"
-	}
+	ip := nsTool(t, "ip", "needs iproute2's ip command to make network namespaces (not found in PATH or /usr/sbin)")
 	pid := os.Getpid()
 	n := &nsNet{
 		t:      t,

@@ -58,14 +58,7 @@ type nsFirewall struct {
 // under CI=true) if there is none.
 func nsNeedIptables(t *testing.T) string {
 	t.Helper()
-	ipt, err := exec.LookPath("iptables")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/iptables"); serr != nil {
-			nsCannot(t, "needs iptables to make REJECT rules (not found in PATH or /usr/sbin; Debian package iptables)")
-		}
-		ipt = "/usr/sbin/iptables"
-	}
-	return ipt
+	return nsTool(t, "iptables", "needs iptables to make REJECT rules (not found in PATH or /usr/sbin; Debian package iptables)")
 }
 
 // nsFirewallSetup makes the chain in every host's namespace with ipt, or
@@ -110,27 +103,31 @@ func (f *nsFirewall) must(host int, args ...string) {
 // ICMP is not matched at all.
 func (f *nsFirewall) reject(host int, from ...int) {
 	f.t.Helper()
-	var srcs []string
-	for _, h := range from {
-		srcs = append(srcs, f.n.addr(h))
-	}
-	src := strings.Join(srcs, ",")
-	f.must(host, "-A", nsChain, "-s", src, "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "RETURN")
-	f.must(host, "-A", nsChain, "-s", src, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
-	f.must(host, "-A", nsChain, "-s", src, "-p", "udp", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+	f.rejectRules("-A", host, from)
 }
 
 // unreject removes the rules reject(host, from...) made.
 func (f *nsFirewall) unreject(host int, from ...int) {
 	f.t.Helper()
+	f.rejectRules("-D", host, from)
+}
+
+// rejectRules appends (op -A) or deletes (-D) reject's rules.
+func (f *nsFirewall) rejectRules(op string, host int, from []int) {
+	f.t.Helper()
+	src := f.sources(from)
+	f.must(host, op, nsChain, "-s", src, "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "RETURN")
+	f.must(host, op, nsChain, "-s", src, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+	f.must(host, op, nsChain, "-s", src, "-p", "udp", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+}
+
+// sources is the hosts' addresses as an iptables -s list.
+func (f *nsFirewall) sources(hosts []int) string {
 	var srcs []string
-	for _, h := range from {
+	for _, h := range hosts {
 		srcs = append(srcs, f.n.addr(h))
 	}
-	src := strings.Join(srcs, ",")
-	f.must(host, "-D", nsChain, "-s", src, "-p", "tcp", "--tcp-flags", "RST", "RST", "-j", "RETURN")
-	f.must(host, "-D", nsChain, "-s", src, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
-	f.must(host, "-D", nsChain, "-s", src, "-p", "udp", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+	return strings.Join(srcs, ",")
 }
 
 // rejectNew makes host refuse new connections, and datagrams of new
@@ -138,11 +135,7 @@ func (f *nsFirewall) unreject(host int, from ...int) {
 // flows host opened itself get through. Its rules go first in the chain.
 func (f *nsFirewall) rejectNew(host int, from ...int) {
 	f.t.Helper()
-	var srcs []string
-	for _, h := range from {
-		srcs = append(srcs, f.n.addr(h))
-	}
-	src := strings.Join(srcs, ",")
+	src := f.sources(from)
 	f.must(host, "-I", nsChain, "1", "-s", src, "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW", "-j", "REJECT", "--reject-with", "tcp-reset")
 	f.must(host, "-I", nsChain, "1", "-s", src, "-p", "udp", "-m", "conntrack", "--ctstate", "NEW", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
 }
