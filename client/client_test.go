@@ -187,17 +187,7 @@ func TestDialErrors(t *testing.T) {
 // A node bound to one of this host's interface addresses, not loopback, is
 // found by this host's name as well: its name service listens there.
 func TestFindNodeBoundToInterface(t *testing.T) {
-	var bind string
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			bind = n.IP.String()
-			break
-		}
-	}
-	if bind == "" {
-		t.Skip("this host has no IPv4 address other than loopback")
-	}
+	bind := testenv.InterfaceIPv4(t)
 	port := testenv.FreePort(t)
 	f := startFake(t, client.FullName("app"), bind, port)
 	c := dial(t, "app", client.Config{NamesPort: port, Cookie: secret})

@@ -2,9 +2,9 @@ package test
 
 import (
 	"encoding/json"
-	"net"
 	"testing"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/wire"
 )
 
@@ -59,17 +59,7 @@ func TestRPCJSONAndID(t *testing.T) {
 // host's addresses, not loopback, is found by `appnode rpc NAME` on this
 // host: its host's name service listens on that address.
 func TestRPCNodeBoundElsewhere(t *testing.T) {
-	var bind string
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			bind = n.IP.String()
-			break
-		}
-	}
-	if bind == "" {
-		t.Skip("this host has no IPv4 address other than loopback")
-	}
+	bind := testenv.InterfaceIPv4(t)
 	h := newHarness(t)
 	p := h.start("app_node1", "--bind", bind) // the last --bind wins
 	p.waitUp()

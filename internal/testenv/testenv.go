@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -56,4 +57,19 @@ func FreePort(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return port
+}
+
+// InterfaceIPv4 returns one of this host's IPv4 addresses other than
+// loopback and link-local, for a test of a node bound off loopback; the
+// test is skipped on a host that has none (nothing to install fixes that).
+func InterfaceIPv4(t testing.TB) string {
+	t.Helper()
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("this host has no IPv4 address other than loopback")
+	return ""
 }
