@@ -572,25 +572,17 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 	self := s.view.Self()
 	s.mu.Unlock()
 	skip := append([]string{self.Name}, exclude...)
-	var last error
-	// A candidate that is busy activating the player itself (it got a
-	// request for it and is asking around, this node included) is done
-	// in milliseconds: a few short rounds let it finish rather than fail
-	// a handoff or a keeper placement for a moment's overlap.
-	for round := range adoptRounds {
-		if round > 0 {
-			if err := s.backoff(ctx, round); err != nil {
-				break
-			}
-		}
-		busy := false
+	var keeper wire.NodeID
+	var last, stop error
+	s.whileBusy(ctx, func() (busy bool) {
 		for _, cand := range placementOrder(player, members) {
 			if contains(skip, cand.Name) {
 				continue
 			}
 			_, err := s.callPeer(ctx, cand, &wire.Adopt{Player: player, Owner: self, Epoch: st.epoch, Seq: st.seq, Total: st.total, Recent: recent.recent, Since: recent.age, Placement: st.placement})
 			if err == nil {
-				return cand, nil
+				keeper = cand
+				return false
 			}
 			last = err
 			if unreachable(err) {
@@ -601,50 +593,64 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 			code, ok := wire.CodeOf(err)
 			if ok && code == wire.CodeFenced {
 				// A newer owner exists: this node must not become the owner.
-				return wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
+				stop = wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
+				return false
 			}
 			if !ok || (code != wire.CodeBusy && code != wire.CodeNoQuorum) {
 				// The candidate may hold the copy after all; trying another
 				// could leave two copies that later claim the player twice.
-				return wire.NodeID{}, wire.Errorf(wire.CodeUnavailable, "%s: %s did not confirm it holds the keeper copy (%v); retry", player, cand.Name, err)
+				stop = wire.Errorf(wire.CodeUnavailable, "%s: %s did not confirm it holds the keeper copy (%v); retry", player, cand.Name, err)
+				return false
 			}
 			busy = busy || code == wire.CodeBusy
 		}
-		if !busy {
-			break
-		}
-	}
-	if last == nil {
+		return busy
+	})
+	switch {
+	case !keeper.IsZero():
+		return keeper, nil
+	case stop != nil:
+		return wire.NodeID{}, stop
+	case last == nil:
 		return wire.NodeID{}, tooFewNodes(player)
 	}
 	return wire.NodeID{}, fmt.Errorf("%s: no live node accepted its keeper copy: %w", player, last)
 }
 
-// adoptRounds bounds how often adoptSomewhere goes round busy candidates.
-const adoptRounds = 4
+// whileBusy runs try, and again after a short backoff, up to busyRounds
+// times in all, for as long as it reports that a peer was busy activating
+// the player (it got a request for it and is asking around, this node
+// included). That is over in milliseconds: a few short rounds let it
+// finish, rather than fail a handoff, a keeper placement or an owner's
+// check for a moment's overlap.
+func (s *Store) whileBusy(ctx context.Context, try func() (busy bool)) {
+	for round := range busyRounds {
+		if round > 0 && s.backoff(ctx, round) != nil {
+			return
+		}
+		if !try() {
+			return
+		}
+	}
+}
+
+// busyRounds bounds whileBusy.
+const busyRounds = 4
 
 // checkStillOwner asks every live peer about player before this node, its
 // owner at epoch, re-creates a lost keeper: a primary that was cut off may
 // have been superseded through its old keeper, and a fresh node that knows
 // nothing would accept it as the owner. Another primary, or a copy from a
 // later epoch or for another owner, means this one must step down.
-//
 // A peer busy activating the player (a repair pass looking at a leftover
-// copy, say) is done in milliseconds: a few short rounds let it finish,
-// rather than leave the caller in doubt for a moment's overlap.
+// copy, say) is waited out (whileBusy).
 func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64) error {
 	var err error
-	for round := range adoptRounds {
-		if round > 0 {
-			if e := s.backoff(ctx, round); e != nil {
-				break
-			}
-		}
+	s.whileBusy(ctx, func() bool {
 		err = s.checkStillOwnerOnce(ctx, player, epoch)
-		if code, _ := wire.CodeOf(err); err == nil || code != wire.CodeBusy {
-			return err
-		}
-	}
+		code, _ := wire.CodeOf(err)
+		return err != nil && code == wire.CodeBusy
+	})
 	return err
 }
 
