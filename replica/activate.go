@@ -233,19 +233,6 @@ func (s *Store) askSlots(ctx context.Context, player string, members []wire.Node
 	return nil, wire.NodeID{}, empty, nil
 }
 
-// askWhere asks peer what it holds for player.
-func (s *Store) askWhere(ctx context.Context, peer wire.NodeID, player string) (*wire.WhereReply, error) {
-	rep, err := s.callPeer(ctx, peer, &wire.Where{Player: player})
-	if err != nil {
-		return nil, err
-	}
-	wr, ok := rep.(*wire.WhereReply)
-	if !ok {
-		return nil, fmt.Errorf("%s answered where with %s", peer.Name, rep.Kind())
-	}
-	return wr, nil
-}
-
 // findings is what survey learnt of a player from every live member.
 type findings struct {
 	primaryAt *whereResult // a live primary, if any: nothing else matters then
@@ -367,16 +354,12 @@ func (s *Store) checkOwnerRuns(ctx context.Context, player string) error {
 	}
 	owner, epoch := c.owner, c.epoch
 	s.mu.Unlock()
-	rep, err := s.callPeer(ctx, owner, &wire.Where{Player: player})
+	wr, err := s.askWhere(ctx, owner, player)
 	if err != nil {
 		if unreachable(err) {
 			s.suspectPeer(owner, "it refused the connection")
 		}
 		return err
-	}
-	wr, ok := rep.(*wire.WhereReply)
-	if !ok {
-		return fmt.Errorf("%s answered where with %s", owner.Name, rep.Kind())
 	}
 	switch {
 	case wr.Role == wire.RolePrimary && wr.Epoch >= epoch:
@@ -413,14 +396,12 @@ func (s *Store) checkOwnerRuns(ctx context.Context, player string) error {
 	// the player) that nothing needs, and repair stops asking about it.
 	// One from an earlier epoch is a superseded primary that has not
 	// heard yet: this copy stays in question.
-	if rep, err := s.callPeer(ctx, now, &wire.Where{Player: player}); err == nil {
-		if wr, ok := rep.(*wire.WhereReply); ok && wr.Role == wire.RolePrimary && wr.Epoch > epoch {
-			s.mu.Lock()
-			if cur := s.copies.get(player); cur == c && c.owner == owner && c.epoch == epoch {
-				s.confirmOwnerLocked(player)
-			}
-			s.mu.Unlock()
+	if wr, err := s.askWhere(ctx, now, player); err == nil && wr.Role == wire.RolePrimary && wr.Epoch > epoch {
+		s.mu.Lock()
+		if cur := s.copies.get(player); cur == c && c.owner == owner && c.epoch == epoch {
+			s.confirmOwnerLocked(player)
 		}
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -642,6 +623,7 @@ const busyRounds = 4
 // have been superseded through its old keeper, and a fresh node that knows
 // nothing would accept it as the owner. Another primary, or a copy from a
 // later epoch or for another owner, means this one must step down.
+//
 // A peer busy activating the player (a repair pass looking at a leftover
 // copy, say) is waited out (whileBusy).
 func (s *Store) checkStillOwner(ctx context.Context, player string, epoch uint64) error {

@@ -145,17 +145,15 @@ func (s *Store) handleClaim(ctx context.Context, from wire.NodeID, m *wire.Claim
 	s.mu.Unlock()
 
 	if needCheck {
-		rep, err := s.callPeer(ctx, owner, &wire.Where{Player: m.Player})
+		wr, err := s.askWhere(ctx, owner, m.Player)
 		switch {
 		case unreachable(err):
 			s.suspectPeer(owner, "it refused the connection")
 			return nil, wire.Errorf(wire.CodeBusy, "%s: its owner %s does not answer; the claim waits until the cluster agrees whether it is down", m.Player, owner.Name)
 		case err != nil:
 			return nil, wire.Errorf(wire.CodeUnavailable, "%s: its owner %s did not answer (%v); it is not declared down, so the claim waits", m.Player, owner.Name, err)
-		default:
-			if wr, ok := rep.(*wire.WhereReply); ok && wr.Role == wire.RolePrimary {
-				return &wire.ClaimReply{Owner: owner}, nil
-			}
+		case wr.Role == wire.RolePrimary:
+			return &wire.ClaimReply{Owner: owner}, nil
 		}
 	}
 

@@ -92,14 +92,9 @@ func (s *Store) whereAll(ctx context.Context, player string, peers []wire.NodeID
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep, err := s.callPeer(ctx, peer, &wire.Where{Player: player})
+			wr, err := s.askWhere(ctx, peer, player)
 			if err != nil {
 				errs[i] = err
-				return
-			}
-			wr, ok := rep.(*wire.WhereReply)
-			if !ok {
-				errs[i] = fmt.Errorf("answered where with %s", rep.Kind())
 				return
 			}
 			out[i] = whereResult{from: peer, reply: wr}
@@ -133,6 +128,19 @@ func (s *Store) whereAll(ctx context.Context, player string, peers []wire.NodeID
 		return nil, wire.Errorf(wire.CodeUnavailable, "%s: cannot tell whether %s holds this player (%v); retry when it answers or is declared down", player, peers[i].Name, err)
 	}
 	return res, nil
+}
+
+// askWhere asks peer what it holds for player.
+func (s *Store) askWhere(ctx context.Context, peer wire.NodeID, player string) (*wire.WhereReply, error) {
+	rep, err := s.callPeer(ctx, peer, &wire.Where{Player: player})
+	if err != nil {
+		return nil, err
+	}
+	wr, ok := rep.(*wire.WhereReply)
+	if !ok {
+		return nil, fmt.Errorf("%s answered where with %s", peer.Name, rep.Kind())
+	}
+	return wr, nil
 }
 
 type whereResult struct {
