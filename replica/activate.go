@@ -19,9 +19,6 @@ type flight struct {
 // activate runs one activation of player at a time on this node; callers
 // that arrive during it share its result.
 func (s *Store) activate(ctx context.Context, player string, fn func(context.Context) (wire.NodeID, error)) (wire.NodeID, error) {
-	if fn == nil {
-		fn = func(ctx context.Context) (wire.NodeID, error) { return s.findOrCreate(ctx, player) }
-	}
 	s.mu.Lock()
 	if f := s.flights[player]; f != nil {
 		s.mu.Unlock()
@@ -48,12 +45,13 @@ func (s *Store) activate(ctx context.Context, player string, fn func(context.Con
 	return f.owner, f.err
 }
 
-// findOrCreate is what a node does for a player with no known live
-// primary: forward to a live primary if there is one; else restore from the
+// find is what a node does for a player with no known live primary:
+// forward to a live primary if there is one; else restore from the
 // freshest keeper copy, wherever it is (this node's own included: the
-// primary then stays here, where the load balancer sent the player); else
-// create the player here, with a keeper on another node.
-func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, error) {
+// primary then stays here, where the load balancer sent the player); else,
+// with create, create the player here, with a keeper on another node, and
+// without (a read), answer CodeNotFound.
+func (s *Store) find(ctx context.Context, player string, create bool) (wire.NodeID, error) {
 	l, err := s.locate(ctx, player)
 	if l.found || err != nil {
 		return l.owner, err
@@ -62,25 +60,8 @@ func (s *Store) findOrCreate(ctx context.Context, player string) (wire.NodeID, e
 	switch {
 	case err != nil || f.primaryAt != nil:
 		return f.owner(), err
-	case f.best == nil:
+	case f.best == nil && create:
 		return s.create(ctx, player)
-	case f.best == f.local:
-		return s.promoteCopy(ctx, player, "", false)
-	}
-	return s.claim(ctx, player, f.best.from)
-}
-
-// findOnly is findOrCreate for a read: a player no node holds is
-// CodeNotFound, not created.
-func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error) {
-	l, err := s.locate(ctx, player)
-	if l.found || err != nil {
-		return l.owner, err
-	}
-	f, err := s.survey(ctx, player, false, l.empty...)
-	switch {
-	case err != nil || f.primaryAt != nil:
-		return f.owner(), err
 	case f.best == nil:
 		return wire.NodeID{}, wire.Errorf(wire.CodeNotFound, "%s: no node holds this player (never rewarded)", player)
 	case f.best == f.local:
@@ -89,7 +70,7 @@ func (s *Store) findOnly(ctx context.Context, player string) (wire.NodeID, error
 	return s.claim(ctx, player, f.best.from)
 }
 
-// takeOverOrphan is the repair loop's half of findOrCreate: it acts only
+// takeOverOrphan is the repair loop's half of find: it acts only
 // when this node holds the freshest copy of a player with no live primary,
 // and then promotes it here. It never claims elsewhere and never creates.
 func (s *Store) takeOverOrphan(ctx context.Context, player string) (wire.NodeID, error) {

@@ -216,11 +216,7 @@ func (s *Store) route(ctx context.Context, player string, create bool) (*primary
 		return nil, r, nil
 	}
 	s.mu.Unlock()
-	var find func(context.Context) (wire.NodeID, error)
-	if !create {
-		find = func(ctx context.Context) (wire.NodeID, error) { return s.findOnly(ctx, player) }
-	}
-	owner, err := s.activate(ctx, player, find)
+	owner, err := s.activate(ctx, player, func(ctx context.Context) (wire.NodeID, error) { return s.find(ctx, player, create) })
 	if err != nil {
 		return nil, owner, err
 	}
