@@ -491,13 +491,7 @@ func (c *nsCluster) agree() {
 			})
 		}
 	}
-	var after []string
-	testenv.Eventually(t, settleLimit, "one primary per player, one placement seen from every node", func() (bool, string) {
-		var ok bool
-		var detail string
-		after, ok, detail = c.placement()
-		return ok, detail
-	})
+	after := c.waitSettled(t)
 	var final []string
 	for _, pl := range c.players {
 		final = append(final, fmt.Sprintf("%s=%d", pl, c.totals[pl].lo))
@@ -510,6 +504,19 @@ func (c *nsCluster) agree() {
 		}
 	}
 	t.Logf("h3's events about membership:\n%s", strings.TrimSpace(stderr.String()))
+}
+
+// waitSettled waits until placement agrees everywhere, and returns it.
+func (c *nsCluster) waitSettled(t *testing.T) []string {
+	t.Helper()
+	var after []string
+	testenv.Eventually(t, settleLimit, "one primary per player, one placement seen from every node", func() (bool, string) {
+		var ok bool
+		var detail string
+		after, ok, detail = c.placement()
+		return ok, detail
+	})
+	return after
 }
 
 // placement checks that each player has one primary and that every node

@@ -455,13 +455,7 @@ func TestNetnsReject(t *testing.T) {
 
 	final := r.readAll(players)
 	c.players = players
-	var after []string
-	testenv.Eventually(t, settleLimit, "one primary per player, one placement seen from every node", func() (bool, string) {
-		var ok bool
-		var detail string
-		after, ok, detail = c.placement()
-		return ok, detail
-	})
+	after := c.waitSettled(t)
 	t.Logf("after the heal: %q", after)
 
 	// The minority never acknowledged a reward while it was cut off.
@@ -772,13 +766,7 @@ func (x *asymRun) checkHealed(rostersBefore map[string]int) {
 	t, c, players := x.t, x.c, x.players
 	final := x.r.readAll(players)
 	c.players = players
-	var after []string
-	testenv.Eventually(t, settleLimit, "one primary per player, one placement seen from every node", func() (bool, string) {
-		var ok bool
-		var detail string
-		after, ok, detail = c.placement()
-		return ok, detail
-	})
+	after := c.waitSettled(t)
 	t.Logf("after the rules: %q", after)
 	for _, pl := range players {
 		if owner, _ := nsWhere(t, c.ps[x.via-1], pl); owner != x.owners[pl] {
