@@ -59,7 +59,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 		&Replicate{Prev: math.MaxUint64},
 		&Replicate{Placement: math.MaxUint64},
 		&Error{Code: math.MaxUint8, Msg: strings.Repeat("m", MaxText), Owner: NodeID{Name: strings.Repeat("n", MaxNodeName), Boot: math.MaxUint64}},
-		&WhereReply{Role: math.MaxUint8, Epoch: math.MaxUint64, Seq: math.MaxUint64, Placement: math.MaxUint64, Current: true, OwnerAlive: true},
+		&WhereReply{Role: math.MaxUint8, Epoch: math.MaxUint64, Seq: math.MaxUint64, Placement: math.MaxUint64, Current: true, OwnerAlive: true, Absent: true},
 	}
 	for range n {
 		out = append(out,
@@ -69,7 +69,7 @@ func randomHot(rng *rand.Rand, n int) []Msg {
 			&Error{Code: Code(randUint(rng)), Msg: randStr(rng), Owner: randNodeID(rng)},
 			&Where{Player: randStr(rng)},
 			&WhereReply{Role: Role(randUint(rng)), Owner: randNodeID(rng), Keeper: randNodeID(rng),
-				Epoch: randUint(rng), Seq: randUint(rng), Placement: randUint(rng), Current: rng.IntN(2) == 0, OwnerAlive: rng.IntN(2) == 0},
+				Epoch: randUint(rng), Seq: randUint(rng), Placement: randUint(rng), Current: rng.IntN(2) == 0, OwnerAlive: rng.IntN(2) == 0, Absent: rng.IntN(2) == 0},
 		)
 	}
 	return out
@@ -349,6 +349,11 @@ func rewriteMap(t *testing.T, rng *rand.Rand, d *msgpack.Decoder, depth int) []b
 	var out []byte
 	switch rng.IntN(3) {
 	case 0:
+		if len(entries) > 15 {
+			// A fixmap holds at most 15 entries.
+			out = binary.BigEndian.AppendUint16(append(out, 0xde), uint16(len(entries)))
+			break
+		}
 		out = append(out, 0x80|byte(len(entries)))
 	case 1:
 		out = binary.BigEndian.AppendUint16(append(out, 0xde), uint16(len(entries)))
