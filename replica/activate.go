@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -56,12 +57,21 @@ func (s *Store) find(ctx context.Context, player string, create bool) (wire.Node
 	if l.found || err != nil {
 		return l.owner, err
 	}
+	if l.absent {
+		if !create {
+			return wire.NodeID{}, wire.Errorf(wire.CodeNotFound, "%s: no node holds this player (never rewarded)", player)
+		}
+		owner, err := s.create(ctx, player, true)
+		if !errors.Is(err, errAskAll) {
+			return owner, err
+		}
+	}
 	f, err := s.survey(ctx, player, false, l.empty...)
 	switch {
 	case err != nil || f.primaryAt != nil:
 		return f.owner(), err
 	case f.best == nil && create:
-		return s.create(ctx, player)
+		return s.create(ctx, player, false)
 	case f.best == nil:
 		return wire.NodeID{}, wire.Errorf(wire.CodeNotFound, "%s: no node holds this player (never rewarded)", player)
 	case f.best == f.local:
@@ -149,6 +159,9 @@ func (s *Store) locate(ctx context.Context, player string) (located, error) {
 			return l, err
 		case wr == nil:
 			return l, nil
+		case wr.Absent:
+			l.absent = true
+			return l, nil
 		case wr.Role == wire.RolePrimary:
 			return located{owner: at, found: true}, nil
 		}
@@ -177,26 +190,35 @@ func (s *Store) locate(ctx context.Context, player string) (located, error) {
 	return located{owner: owner, found: true}, nil
 }
 
-// located is what locate found: the owner, if found; else the members
+// located is what locate found: the owner, if found; else whether the
+// arbiter vouched that no member holds a copy (absent), and the members
 // that answered they hold nothing, which survey need not ask again.
 type located struct {
-	owner wire.NodeID
-	found bool
-	empty []wire.NodeID
+	owner  wire.NodeID
+	found  bool
+	absent bool
+	empty  []wire.NodeID
 }
 
 // askSlots asks the first two members in player's placement order, other
 // than this node, in turn, and returns the first answer that names a
-// primary or a keeper copy, and who gave it; nil if neither holds the
-// player or one does not answer. empty lists those that hold nothing. A
-// node busy activating the player (a keeper taking it over, most often)
-// is done in a moment: its busy answer is the error, to retry on, as
-// survey would fail on it too.
+// primary or a keeper copy, or the arbiter's (the first) that vouches no
+// member holds one (WhereReply.Absent), and who gave it; nil if neither
+// holds the player or one does not answer. empty lists those that hold
+// nothing. A node busy activating the player (a keeper taking it over,
+// most often) is done in a moment: its busy answer is the error, to retry
+// on, as survey would fail on it too.
 func (s *Store) askSlots(ctx context.Context, player string, members []wire.NodeID) (wr *wire.WhereReply, at wire.NodeID, empty []wire.NodeID, err error) {
 	self := s.Self()
 	order := placementOrder(player, members)
 	for _, cand := range order[:min(2, len(order))] {
 		if cand == self {
+			s.mu.Lock()
+			absent := s.vouchAbsentLocked(player)
+			s.mu.Unlock()
+			if absent {
+				return &wire.WhereReply{Absent: true}, self, empty, nil
+			}
 			continue
 		}
 		wr, err := s.askWhere(ctx, cand, player)
@@ -206,7 +228,7 @@ func (s *Store) askSlots(ctx context.Context, player string, members []wire.Node
 		if err != nil {
 			return nil, wire.NodeID{}, empty, nil
 		}
-		if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper {
+		if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper || wr.Absent {
 			return wr, cand, empty, nil
 		}
 		empty = append(empty, cand)
@@ -404,16 +426,28 @@ func (s *Store) claim(ctx context.Context, player string, keeper wire.NodeID) (w
 
 // create makes a brand new player owned by this node. The arbiter (first in
 // placement order) serialises racing creators; it becomes the keeper unless
-// it is this node, which then places the keeper itself.
-func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) {
+// it is this node, which then places the keeper itself. With fast, no one
+// was asked whether the player exists: the arbiter's directory must vouch
+// that it does not, or create fails with errAskAll.
+func (s *Store) create(ctx context.Context, player string, fast bool) (wire.NodeID, error) {
 	s.mu.Lock()
 	members := s.membersLocked()
 	self := s.view.Self()
+	epoch := s.view.Roster().Epoch
+	arbiter := arbiterOf(player, members)
+	if arbiter.Name == self.Name {
+		if fast && !s.vouchAbsentLocked(player) {
+			s.mu.Unlock()
+			return wire.NodeID{}, errAskAll
+		}
+		// Listed before it exists: a creation that fails half way
+		// leaves an entry, which costs a later creation a survey only.
+		s.recordPlayerLocked(player)
+	}
 	s.mu.Unlock()
 	if len(members) < 2 {
 		return wire.NodeID{}, tooFewNodes(player)
 	}
-	arbiter := placementOrder(player, members)[0]
 	if arbiter.Name == self.Name {
 		st := state{epoch: 1, placement: 1}
 		keeper, err := s.adoptSomewhere(ctx, player, st, record{})
@@ -428,7 +462,7 @@ func (s *Store) create(ctx context.Context, player string) (wire.NodeID, error) 
 		s.emit(Info, "%s is a new player: primary here, keeper on %s", player, keeper.Name)
 		return self, nil
 	}
-	cr, owner, err := s.askToOwn(ctx, player, arbiter, &wire.Create{Player: player, Claimant: self}, arbiter.Name+", which arbitrates its creation,")
+	cr, owner, err := s.askToOwn(ctx, player, arbiter, &wire.Create{Player: player, Claimant: self, Fast: fast, Epoch: epoch}, arbiter.Name+", which arbitrates its creation,")
 	if cr == nil {
 		return owner, err
 	}
@@ -456,6 +490,9 @@ func (s *Store) askToOwn(ctx context.Context, player string, peer wire.NodeID, m
 	if !ok {
 		return nil, wire.NodeID{}, fmt.Errorf("%s: %s answered a %s with %s", player, peer.Name, m.Kind(), rep.Kind())
 	}
+	if cr.AskAll {
+		return nil, wire.NodeID{}, errAskAll
+	}
 	if !cr.Granted {
 		if cr.Owner.IsZero() || cr.Owner == s.Self() {
 			return nil, wire.NodeID{}, wire.Errorf(wire.CodeBusy, "%s: %s did not grant the %s", player, who, m.Kind())
@@ -464,6 +501,10 @@ func (s *Store) askToOwn(ctx context.Context, player string, peer wire.NodeID, m
 	}
 	return cr, wire.NodeID{}, nil
 }
+
+// errAskAll is a fast creation the arbiter could not vouch for: every
+// member must be asked first.
+var errAskAll = errors.New("the arbiter cannot vouch that the player is new")
 
 func tooFewNodes(player string) error {
 	return wire.Errorf(wire.CodeTooFewNodes, "%s: fewer than two live nodes, so no keeper can hold a copy; connect another node and retry (nothing was changed)", player)

@@ -67,6 +67,8 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 		return s.handleReach(ctx, m)
 	case *wire.JoinAsk:
 		return s.handleJoinAsk(from, m)
+	case *wire.Register:
+		return s.handleRegister(from, m)
 	}
 	return nil, wire.Errorf(wire.CodeBadRequest, "unexpected %s message", m.Kind())
 }
@@ -147,7 +149,7 @@ func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
 	if c := s.copies.get(m.Player); c != nil {
 		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, Placement: c.placement, Current: c.current, OwnerAlive: s.isMemberLocked(c.owner)}, nil
 	}
-	return &wire.WhereReply{Role: wire.RoleNone}, nil
+	return &wire.WhereReply{Role: wire.RoleNone, Absent: s.vouchAbsentLocked(m.Player)}, nil
 }
 
 // handleKeeperGone serves a leaving keeper: place the copy elsewhere.

@@ -74,3 +74,14 @@ func PlacementOrder(player string, nodes []string) []string {
 
 // PlayerOf names the player a message is about, "" for none.
 var PlayerOf = playerOf
+
+// DirectoryComplete says whether every member of s's roster has listed its
+// players with s (directory.go): s may then vouch that a player is new.
+func (s *Store) DirectoryComplete() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.directoryCompleteLocked()
+}
+
+// ArbiterOf is the member that arbitrates player's creation.
+func ArbiterOf(player string, members []wire.NodeID) wire.NodeID { return arbiterOf(player, members) }

@@ -106,6 +106,22 @@ func (c *cluster) waitRoster() {
 	})
 }
 
+// waitDirectories waits until every live node's directory has heard from
+// every member: each arbiter may then vouch that a player is new.
+func (c *cluster) waitDirectories() {
+	c.t.Helper()
+	testenv.WaitFor(c.t, 10*time.Second, "every node to have every member's list of players", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, n := range c.nodes {
+			if !n.store.DirectoryComplete() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // newSeededCluster is newCluster whose nodes draw their random choices
 // (backoff jitter) from seed, so that a schedule replays with it.
 func newSeededCluster(t *testing.T, seed uint64, names ...string) *cluster {

@@ -115,9 +115,13 @@ func (s *Store) handleCreate(from wire.NodeID, m *wire.Create) (wire.Msg, error)
 	}
 	// Only the arbiter in this node's own view may decide; a disagreement
 	// about membership settles within a gossip round.
-	if first := placementOrder(m.Player, s.membersLocked())[0]; first.Name != s.view.Self().Name {
+	if first := arbiterOf(m.Player, s.membersLocked()); first.Name != s.view.Self().Name {
 		return nil, wire.Errorf(wire.CodeBusy, "%s is not %s's arbiter in its view (that is %s); membership is still settling", s.view.Self().Name, m.Player, first.Name)
 	}
+	if m.Fast && (m.Epoch != s.view.Roster().Epoch || !s.vouchAbsentLocked(m.Player)) {
+		return &wire.ClaimReply{AskAll: true}, nil
+	}
+	s.recordPlayerLocked(m.Player)
 	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: 1})
 	return &wire.ClaimReply{Granted: true, Epoch: 1}, nil
 }

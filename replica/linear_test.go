@@ -83,21 +83,25 @@ func runSchedule(t *testing.T, seed uint64, checkFor time.Duration) (int, bool) 
 	names := []string{"n1", "n2", "n3", "n4", "n5"}[:3+rng.IntN(3)]
 	c := newSeededCluster(t, seed, names...)
 	c.net.Seed(seed)
-	// Eight players: the unknown outcomes that lost replies and one-way
-	// links leave are spread thin enough for porcupine to decide.
-	players := []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"}
+	// Eight players from the start, and eight more that clients start
+	// rewarding one at a time as the schedule goes on, so that creations
+	// meet the faults too (directory.go): the unknown outcomes that lost
+	// replies and one-way links leave are spread thin enough for porcupine
+	// to decide.
+	players := []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10", "p11", "p12", "p13", "p14", "p15", "p16"}
 	h := replicatest.NewHistory()
 	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
 	defer cancel()
 
 	var refused refusals
 	var clients sync.WaitGroup
+	start := time.Now()
 	for i := 0; i < 2*len(names); i++ {
 		crng := rand.New(rand.NewPCG(seed+uint64(i)+1, 7))
 		clients.Add(1)
 		go func() {
 			defer clients.Done()
-			runClient(ctx, c, h, &refused, seed, i, crng, players)
+			runClient(ctx, c, h, &refused, seed, i, crng, players, start)
 		}()
 	}
 
@@ -129,8 +133,9 @@ func runSchedule(t *testing.T, seed uint64, checkFor time.Duration) (int, bool) 
 
 // runClient is client i of a schedule: up to 150 rewards of random
 // players at random live nodes, a third of them named and retried while
-// their outcome is unknown, each recorded in h.
-func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused *refusals, seed uint64, i int, crng *rand.Rand, players []string) {
+// their outcome is unknown, each recorded in h. The first eight players
+// are there from the start; one more joins them every latePlayerEvery.
+func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused *refusals, seed uint64, i int, crng *rand.Rand, players []string, start time.Time) {
 	for ops := 0; ops < 150 && ctx.Err() == nil; ops++ {
 		// Paced over the schedule, so that the load meets the
 		// faults (unpaced, 150 rewards take a few milliseconds).
@@ -141,7 +146,8 @@ func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused 
 			return
 		}
 		at := live[crng.IntN(len(live))]
-		in := replicatest.Input{Player: players[crng.IntN(len(players))], Delta: int64(crng.IntN(20) - 5)}
+		known := min(len(players), 8+int(time.Since(start)/latePlayerEvery))
+		in := replicatest.Input{Player: players[crng.IntN(known)], Delta: int64(crng.IntN(20) - 5)}
 		n := c.tryNode(at)
 		if n == nil {
 			continue
@@ -161,6 +167,10 @@ func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused 
 		refused.note(h, i, in, call, err)
 	}
 }
+
+// latePlayerEvery spreads the first rewards of the late players over a
+// schedule's 1.2 s.
+const latePlayerEvery = 140 * time.Millisecond
 
 // rewardOnce is a client that names its request and, while the outcome
 // is unknown, sends it again (to any node): one operation, from its first

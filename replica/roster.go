@@ -577,6 +577,7 @@ func (s *Store) takeRosterLocked(r wire.Roster) {
 // roster fenced rejoins as a new incarnation.
 func (s *Store) afterRosterChange() {
 	s.kickRepair()
+	s.kickDirectory()
 	s.kickRoster()
 	self := s.Self()
 	s.mu.Lock()

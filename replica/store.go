@@ -111,6 +111,8 @@ type Store struct {
 	refusedJoin  map[string]string    // why a node refused to admit this one
 	catchingUp   map[string]bool      // senders asked for their roster now
 	rosterKick   chan struct{}
+	dirKick      chan struct{} // wakes the directory loop
+	dir          directory     // the players this node arbitrates (directory.go)
 	primaries    playerTable[*primary]
 	copies       playerTable[*keeperCopy]
 	// copyOwners counts the copies by owner, so that repair can tell at a
@@ -167,6 +169,7 @@ func New(cfg Config) (*Store, error) {
 		refusedJoin: map[string]string{},
 		catchingUp:  map[string]bool{},
 		rosterKick:  make(chan struct{}, 1),
+		dirKick:     make(chan struct{}, 1),
 		copyOwners:  map[wire.NodeID]int{},
 		routes:      map[string]wire.NodeID{},
 		flights:     map[string]*flight{},
@@ -176,6 +179,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s.spawn(s.repairLoop)
 	s.spawn(s.rosterLoop)
+	s.spawn(s.directoryLoop)
 	return s, nil
 }
 
@@ -256,7 +260,9 @@ func (s *Store) Reset(newSelf wire.NodeID) {
 	s.copyOwners = map[wire.NodeID]int{}
 	s.unconfirmed = map[string]struct{}{}
 	s.routes = map[string]wire.NodeID{}
+	s.dir = directory{} // the new incarnation has told no one anything
 	s.mu.Unlock()
+	s.kickDirectory()
 	for _, p := range prims {
 		p.stopAndWait()
 	}

@@ -157,6 +157,9 @@ func appendWhereReply(b []byte, m *WhereReply) []byte {
 	if m.OwnerAlive {
 		n++
 	}
+	if m.Absent {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendUint(appendKey(b, "r"), uint64(m.Role))
 	b = appendNodeID(appendKey(b, "o"), m.Owner)
@@ -171,6 +174,9 @@ func appendWhereReply(b []byte, m *WhereReply) []byte {
 	}
 	if m.OwnerAlive {
 		b = append(appendKey(b, "alive"), 0xc3)
+	}
+	if m.Absent {
+		b = append(appendKey(b, "abs"), 0xc3)
 	}
 	return b
 }
@@ -412,6 +418,8 @@ func (r *reader) whereReply(m *WhereReply) {
 			m.Current = r.bool()
 		case "alive":
 			m.OwnerAlive = r.bool()
+		case "abs":
+			m.Absent = r.bool()
 		default:
 			r.skip()
 		}

@@ -54,6 +54,7 @@ const (
 	KindPing         Kind = 23 // any -> any: are you the incarnation I think? (Ack)
 	KindDeclaredDead Kind = 24 // majority node -> an incarnation it declared failed: rejoin clean (Ack)
 	KindKeeperState  Kind = 29 // keeper -> owner: reply to a Replicate that does not build on the copy
+	KindRegister     Kind = 32 // any node -> arbiter: these players exist; with Done, that is all of them (Ack)
 
 	KindPlayersPage      Kind = 25 // any -> node: a page of the players whose primary runs there (PlayersPageReply)
 	KindPlayersPageReply Kind = 26
@@ -95,8 +96,8 @@ var kindNames = map[Kind]string{
 	KindPing: "ping", KindDeclaredDead: "declared-dead",
 	KindPlayersPage: "players-page", KindPlayersPageReply: "players-page-reply",
 	KindNodeInfo: "node-info", KindNodeInfoReply: "node-info-reply",
-	KindKeeperState: "keeper-state",
-	KindCommand:     "command", KindCommandReply: "command-reply",
+	KindKeeperState: "keeper-state", KindRegister: "register",
+	KindCommand: "command", KindCommandReply: "command-reply",
 	KindPrepare: "prepare", KindPromise: "promise", KindAccept: "accept", KindAccepted: "accepted",
 	KindDecided: "decided", KindReach: "reach", KindReachReply: "reach-reply",
 	KindJoinAsk: "join-ask", KindJoinReply: "join-reply",
@@ -272,14 +273,26 @@ type WhereReply struct {
 	// OwnerAlive is the answering keeper's view of its owner. A keeper
 	// whose owner is dead is the place to claim the player.
 	OwnerAlive bool `msgpack:"alive,omitempty"`
+	// Absent, with Role None, is the player's arbiter vouching that no
+	// member holds a copy: its directory has heard from every member of
+	// its roster (Register) and does not list the player. A creator may
+	// then create it without asking every member (Create.Fast).
+	Absent bool `msgpack:"abs,omitempty"`
 }
 
 // Create asks the player's arbiter (the first live node in its placement
 // order) to register a brand new player owned by Claimant. The arbiter
 // becomes its keeper; two racing creators are serialised there.
+//
+// With Fast, the creator has not asked every member whether the player
+// exists: the arbiter grants only if its directory vouches that it does not
+// (see WhereReply.Absent) under roster Epoch, the creator's; else it
+// answers AskAll.
 type Create struct {
 	Player   string `msgpack:"p"`
 	Claimant NodeID `msgpack:"c"`
+	Fast     bool   `msgpack:"f,omitempty"`
+	Epoch    uint64 `msgpack:"re,omitempty"`
 }
 
 // Claim asks a keeper to make Claimant the player's owner. The keeper grants
@@ -300,6 +313,9 @@ type ClaimReply struct {
 	Total   int64     `msgpack:"t"`
 	Recent  []Applied `msgpack:"rc,omitempty"`
 	Since   int64     `msgpack:"since,omitempty"` // as Adopt.Since
+	// AskAll answers a Create.Fast that the arbiter cannot vouch for: the
+	// creator must ask every member first, then create as usual.
+	AskAll bool `msgpack:"all,omitempty"`
 }
 
 // Replicate carries a primary's new state to its keeper. The keeper applies
@@ -375,6 +391,26 @@ type KeeperGone struct {
 	Player string `msgpack:"p"`
 	Epoch  uint64 `msgpack:"e"`
 }
+
+// Register tells a node which of the players the sender holds (a primary or
+// a keeper copy) it arbitrates under roster Epoch: the first member in
+// their placement order. Each node sends it to every member when it learns
+// a roster, in pages of at most MaxRegister bytes of names, the last with
+// Done. An arbiter that has a Done from every member of its roster, and
+// records every player it lets be created, knows every player it
+// arbitrates: of any other it can say that no member holds a copy
+// (WhereReply.Absent), which makes a creation cost the same few messages
+// however large the cluster (Orleans' grain directory, partitioned the
+// same way). The answer is an Ack.
+type Register struct {
+	Epoch   uint64   `msgpack:"e"`
+	Players []string `msgpack:"p,omitempty"`
+	Done    bool     `msgpack:"d,omitempty"`
+}
+
+// MaxRegister bounds the bytes of player names in one Register, well under
+// MaxFrame.
+const MaxRegister = 256 << 10
 
 // Ping checks that the receiver is the incarnation the sender addressed;
 // the transport's handshake does the real work (wire.ErrGone otherwise).
@@ -570,6 +606,7 @@ func (ReachReply) Kind() Kind       { return KindReachReply }
 func (JoinAsk) Kind() Kind          { return KindJoinAsk }
 func (JoinReply) Kind() Kind        { return KindJoinReply }
 func (KeeperState) Kind() Kind      { return KindKeeperState }
+func (Register) Kind() Kind         { return KindRegister }
 
 // New returns an empty message of kind k to decode into, or nil for a kind
 // this version does not know (the frame is then rejected).
@@ -647,6 +684,8 @@ func New(k Kind) Msg {
 		return &JoinAsk{}
 	case KindJoinReply:
 		return &JoinReply{}
+	case KindRegister:
+		return &Register{}
 	}
 	return nil
 }
