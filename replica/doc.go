@@ -5,12 +5,15 @@
 // delivers peer messages to Handle, and carries its calls through Network,
 // a one-method interface that tests fake (MemNetwork).
 //
-// Safety rests on three rules:
+// Safety rests on these rules:
 //   - ownership changes only through a keeper, which grants a claim only
 //     when the current owner is dead (or is the claimant itself), and bumps
 //     the player's epoch when it does; a keeper accepts writes only from its
 //     recorded owner at its recorded epoch, so a superseded primary can
 //     never have a write acknowledged;
+//   - a player is created without asking every member only when its
+//     arbiter has every member's list of players for the roster both
+//     hold, and does not list it (directory.go);
 //   - the copy restored when an owner is gone is the freshest (epoch, then
 //     keeper placement, then update): the owner's current copy
 //     (keeperCopy.current) is, so its keeper acts on it alone; any other
@@ -34,6 +37,7 @@
 //	network.go     calls to peers, and what their failures prove
 //	repair.go      restoring two copies after failures; leave.go, a graceful exit
 //	placement.go   rendezvous hashing: who arbitrates a creation, who keeps a copy
+//	directory.go   the arbiter's list of its players: a creation without asking everyone
 //
 // Lock order: Store.mu, then primary.mu, then Store.spawnMu (a leaf: the
 // Store starts every goroutine of its own through spawn, which takes it to
