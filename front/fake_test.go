@@ -201,7 +201,7 @@ func (f *fake) EventsSince(seq uint64) ([]replica.Event, bool) {
 func (f *fake) Stats() replica.Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return replica.Stats{Forwards: 3, Creates: uint64(len(f.totals)), Primaries: len(f.totals), Copies: 2, Members: f.health.Members, Cluster: 3, Quorate: f.health.Quorate}
+	return replica.Stats{Forwards: 3, Creates: uint64(len(f.totals)), Primaries: len(f.totals), Copies: 2, Members: f.health.Members, Cluster: 3, Quorate: f.health.Quorate, Directory: 4, DirectoryComplete: true}
 }
 
 func (f *fake) Unprotected() int { return 1 }

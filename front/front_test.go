@@ -526,6 +526,8 @@ func TestMetricsLintAndContent(t *testing.T) {
 		"appnode_keeper_copies 2",
 		"appnode_forwards_total 3",
 		"appnode_quorate 1",
+		"appnode_directory_players 4",
+		"appnode_directory_complete 1",
 		`appnode_peer_link_up{peer="app_node3@host"} 0`,
 		`appnode_replication_duration_seconds_count{result="ok"} 1`,
 		`appnode_forward_duration_seconds_count{result="error"} 1`,

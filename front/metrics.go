@@ -137,12 +137,14 @@ var (
 	descCluster     = prometheus.NewDesc("appnode_quorum_members", "Members of the membership this node counts its majority against.", nil, nil)
 	descQuorate     = prometheus.NewDesc("appnode_quorate", "1 if this node sees a majority of the cluster and may serve.", nil, nil)
 	descFenced      = prometheus.NewDesc("appnode_fenced", "1 while this node drops its state after being declared failed.", nil, nil)
+	descDirectory   = prometheus.NewDesc("appnode_directory_players", "Players this node lists as their creation arbiter.", nil, nil)
+	descDirComplete = prometheus.NewDesc("appnode_directory_complete", "1 once every member has listed its players here for the current roster: creations of the players this node arbitrates then ask no one else.", nil, nil)
 	descLink        = prometheus.NewDesc("appnode_peer_link_up", "1 if this node's outbound link to the peer is open.", []string{"peer"}, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descForwards, descCreates, descFailovers, descRestarts, descStepDowns, descFencings,
-		descPrimaries, descCopies, descUnprotected, descMembers, descCluster, descQuorate, descFenced, descLink} {
+		descPrimaries, descCopies, descUnprotected, descMembers, descCluster, descQuorate, descFenced, descDirectory, descDirComplete, descLink} {
 		ch <- d
 	}
 }
@@ -169,6 +171,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descCluster, float64(st.Cluster))
 	gauge(descQuorate, boolFloat(st.Quorate))
 	gauge(descFenced, boolFloat(h.Resetting))
+	gauge(descDirectory, float64(st.Directory))
+	gauge(descDirComplete, boolFloat(st.DirectoryComplete))
 	for peer, up := range c.src.Links() {
 		gauge(descLink, boolFloat(up), peer)
 	}

@@ -26,9 +26,14 @@ type Stats struct {
 	Repairs   uint64 // repair passes run (each walks the players, or stops at once in a minority)
 	Primaries int    // primaries running here
 	Copies    int    // keeper copies held here
-	Members   int    // live members in this node's view, itself included
-	Cluster   int    // the membership quorum is counted against
-	Quorate   bool   // this node may serve
+	// Directory is how many players this node lists as their arbiter;
+	// DirectoryComplete, whether every member's list is in (it may then
+	// vouch that a player is new: directory.go).
+	Directory         int
+	DirectoryComplete bool
+	Members           int  // live members in this node's view, itself included
+	Cluster           int  // the membership quorum is counted against
+	Quorate           bool // this node may serve
 }
 
 // counters are the Store's running totals for Stats.
@@ -43,6 +48,9 @@ func (s *Store) Stats() Stats {
 		Primaries: s.primaries.len(),
 		Copies:    s.copies.len(),
 		Quorate:   s.view.Serving() == nil,
+
+		Directory:         s.dir.players.len(),
+		DirectoryComplete: s.directoryCompleteLocked(),
 	}
 	st.Members, st.Cluster = s.view.Size()
 	s.mu.Unlock()
