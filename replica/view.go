@@ -169,8 +169,13 @@ const (
 // that answered it. The answers count for the roster held now, whatever
 // changed while the round was out (a round is never thrown away: a member
 // whose status flaps faster than a round must not keep the node
-// refusing).
+// refusing). Nor does a round that failed undo what happened while it was
+// out, every member seen reachable again (recount): the node then serves
+// as it does whenever it sees the whole roster.
 func (v *View) Confirmed(answered []wire.NodeID) QuorumChange {
+	if !v.confirmWanted {
+		return QuorumSame
+	}
 	was := v.quorate || v.confirming
 	v.confirming = false
 	reached := 0

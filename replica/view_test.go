@@ -105,6 +105,25 @@ func TestViewRoundSurvivesFlapping(t *testing.T) {
 	}
 }
 
+// A round sent while members were missing, which none answered, does not
+// undo their return meanwhile: with every member reachable the node
+// serves. (Before, the late round made a node that saw the whole roster
+// refuse until the next round.)
+func TestViewLateFailedRoundAfterEveryoneCameBack(t *testing.T) {
+	v := threeNodes(t)
+	v.Observe(ids("a"))
+	if _, wanted := v.ConfirmRound(); !wanted {
+		t.Fatalf("no round wanted after losing b and c")
+	}
+	v.Observe(ids("a", "b", "c"))
+	if change := v.Confirmed(nil); change != replica.QuorumSame {
+		t.Fatalf("the late round changed quorum: %v", change)
+	}
+	if err := v.Serving(); err != nil {
+		t.Fatalf("every member reachable, but refuses after a late round: %v", err)
+	}
+}
+
 func TestViewFencedAndZombies(t *testing.T) {
 	v := threeNodes(t)
 	b := ids("b")[0]
