@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"sync"
 
 	"github.com/appnode/appnode/wire"
@@ -14,44 +15,53 @@ import (
 // already serialises racing creators) can vouch for that alone:
 //
 //   - when a node learns a roster, it tells each member which of the
-//     players it holds that member arbitrates under the new roster, then
-//     that it has told all (wire.Register, Done);
+//     players it holds (or is activating) that member arbitrates under the
+//     new roster, then that it has told all (wire.Register, Done);
 //   - an arbiter records every player it lets be created;
 //   - an arbiter that has heard Done from every member of the roster it
 //     holds is complete: a player it arbitrates and does not list has no
 //     copy on any member (WhereReply.Absent, Create.Fast).
 //
-// Why a complete list misses nothing: copies change hands only from a node
-// that keeps one (an owner placing its keeper keeps its primary, a keeper
-// granting a claim or promoting keeps its copy) or away from a member the
-// roster removed. So within one roster, a player held when the roster was
-// learnt stays with a member that listed it; one created since was
-// recorded by its arbiter. A node whose roster is behind is the one gap
-// (it may still list its players for the old roster's arbiter while a
-// newer roster moved them elsewhere), the same gap every decision an
-// arbiter takes alone has; the fast creation narrows it by requiring the
-// creator and the arbiter to hold the same roster.
+// Why a complete list misses nothing. Copies change hands only from a
+// node that keeps one (an owner placing its keeper keeps its primary; a
+// keeper granting a claim, or promoting its copy, keeps it), or away from
+// a member the roster removed; and the node taking a player (a claimant,
+// a creator) does so inside an activation (Store.flights) until it holds
+// it. A node lists its activations first, then its tables: so whatever
+// it holds or is taking when it learns the roster is listed, and whatever
+// it takes after that starts under the new roster, whose arbiter records
+// a creation and whose members list anything else. A node whose roster is
+// behind is the one gap (it may still create through the old roster's
+// arbiter while a newer roster names another), the same gap every decision
+// an arbiter takes alone has; the fast creation narrows it by requiring
+// the creator and the arbiter to hold the same roster.
 //
-// Lists are kept per roster epoch: a new roster starts a new one (entries
-// the node still arbitrates are kept) and no one is complete until every
-// member has spoken again. Entries only tell that a player exists, so an
-// extra one costs a survey, never a wrong answer.
+// Lists are kept per roster epoch: a new roster starts an empty one, and
+// no one is complete until every member has spoken again. An entry only
+// says that a player may exist, so the arbiter keeps a 64-bit fingerprint
+// of the name, not the name: a fingerprint shared by two names costs a
+// creation the question to every member, never a wrong answer.
 type directory struct {
-	epoch   uint64               // the roster epoch it is gathered for
-	players playerTable[bool]    // players that exist, which this node arbitrates at epoch
-	heard   map[wire.NodeID]bool // members that sent Done for epoch, self included
+	epoch  uint64               // the roster epoch it is gathered for
+	listed map[uint64]struct{}  // fingerprints of players that may exist, which this node arbitrates
+	heard  map[wire.NodeID]bool // members that sent Done for epoch, self included
 
 	// This node's own Register for epoch: the peers that have it.
 	told map[wire.NodeID]bool
 }
 
+var dirSeed = maphash.MakeSeed()
+
+func fingerprint(player string) uint64 { return maphash.String(dirSeed, player) }
+
 // resetDirectoryLocked starts the directory over for the roster held now.
-// Entries the node no longer arbitrates are dropped by tellArbiters, a
-// shard at a time.
 func (s *Store) resetDirectoryLocked() {
-	s.dir.epoch = s.view.Roster().Epoch
-	s.dir.heard = map[wire.NodeID]bool{}
-	s.dir.told = map[wire.NodeID]bool{}
+	s.dir = directory{
+		epoch:  s.view.Roster().Epoch,
+		listed: map[uint64]struct{}{},
+		heard:  map[wire.NodeID]bool{},
+		told:   map[wire.NodeID]bool{},
+	}
 }
 
 // arbitratesLocked says whether this node is player's arbiter under the
@@ -90,13 +100,23 @@ func (s *Store) directoryCompleteLocked() bool {
 // vouchAbsentLocked says whether this node, player's arbiter with a
 // complete directory, knows that no member holds a copy of it.
 func (s *Store) vouchAbsentLocked(player string) bool {
-	return s.primaries.get(player) == nil && s.copies.get(player) == nil &&
-		!s.dir.players.get(player) && s.arbitratesLocked(player) && s.directoryCompleteLocked()
+	if !s.directoryCompleteLocked() || s.primaries.get(player) != nil || s.copies.get(player) != nil {
+		return false
+	}
+	if _, ok := s.dir.listed[fingerprint(player)]; ok {
+		return false
+	}
+	return s.arbitratesLocked(player)
 }
 
-// recordPlayerLocked lists player, which this node arbitrates, as existing.
+// recordPlayerLocked lists player, which this node arbitrates, as one that
+// may exist. Into a directory for an older roster, it is dropped with it:
+// the players this node holds or activates are listed again for the new one.
 func (s *Store) recordPlayerLocked(player string) {
-	s.dir.players.put(player, true)
+	if s.dir.listed == nil {
+		s.resetDirectoryLocked()
+	}
+	s.dir.listed[fingerprint(player)] = struct{}{}
 }
 
 // handleRegister takes a member's list of players this node arbitrates.
@@ -133,9 +153,8 @@ func (s *Store) handleRegister(from wire.NodeID, m *wire.Register) (wire.Msg, er
 }
 
 // tellArbiters lists this node's players to their arbiters under the
-// roster held now (wire.Register), and drops directory entries for players
-// this node no longer arbitrates. It reports whether every member has the
-// list.
+// roster held now (wire.Register). It reports whether every member has
+// the list.
 func (s *Store) tellArbiters() bool {
 	s.mu.Lock()
 	if s.dir.epoch != s.view.Roster().Epoch {
@@ -189,33 +208,34 @@ func (s *Store) tellArbiters() bool {
 	return true
 }
 
-// listByArbiter sorts the players held here by their arbiter under
-// members (roster epoch), records this node's own share, and drops the
-// entries it no longer arbitrates. It walks a table shard at a time, as
-// repair does, so rewards go on meanwhile: a player that arrives after
-// its shard was walked was created (its arbiter recorded it) or handed
-// over by a node that keeps a copy and lists it (see directory). It
+// listByArbiter sorts the players held or being activated here by their
+// arbiter under members (roster epoch), and records this node's own
+// share. Activations are listed first (see directory), then the tables, a
+// shard at a time as repair walks them, so rewards go on meanwhile. It
 // reports false if the roster changed meanwhile.
 func (s *Store) listByArbiter(epoch uint64, members []wire.NodeID) (map[wire.NodeID][]string, bool) {
 	self := s.Self()
 	lists := map[wire.NodeID][]string{}
-	for i := range tableShards {
+	add := func(p string) {
+		a := arbiterOf(p, members)
+		lists[a] = append(lists[a], p)
+	}
+	for i := -1; i < tableShards; i++ {
 		s.mu.Lock()
 		if s.dir.epoch != epoch {
 			s.mu.Unlock()
 			return nil, false
 		}
-		for p := range s.primaries.shard(i) {
-			a := arbiterOf(p, members)
-			lists[a] = append(lists[a], p)
-		}
-		for p := range s.copies.shard(i) {
-			a := arbiterOf(p, members)
-			lists[a] = append(lists[a], p)
-		}
-		for p := range s.dir.players.shard(i) {
-			if arbiterOf(p, members) != self {
-				s.dir.players.del(p)
+		if i < 0 {
+			for p := range s.flights {
+				add(p)
+			}
+		} else {
+			for p := range s.primaries.shard(i) {
+				add(p)
+			}
+			for p := range s.copies.shard(i) {
+				add(p)
 			}
 		}
 		s.mu.Unlock()
@@ -256,9 +276,10 @@ func (s *Store) register(peer wire.NodeID, epoch uint64, players []string) error
 }
 
 // directoryLoop keeps this node's lists with the arbiters of the roster
-// it holds: at once when the roster changes (kickDirectory), and on every
-// repairInterval tick, which costs a look under the lock once every member
-// has them.
+// it holds: at once when the roster changes (kickDirectory), again a few
+// times within a quarter second if a member could not take them yet (it
+// had not learnt the roster), and then on every repairInterval tick, which
+// costs a look under the lock once every member has them.
 func (s *Store) directoryLoop() {
 	t := s.cfg.Clock.NewTicker(repairInterval)
 	defer t.Stop()
@@ -269,9 +290,17 @@ func (s *Store) directoryLoop() {
 		case <-s.dirKick:
 		case <-t.C():
 		}
-		s.tellArbiters()
+		for retry := 1; !s.tellArbiters() && retry <= directoryRetries; retry++ {
+			if s.backoff(s.ctx, retry+2) != nil {
+				return
+			}
+		}
 	}
 }
+
+// directoryRetries bounds the quick retries of tellArbiters (8 to 64 ms
+// apart, jittered).
+const directoryRetries = 6
 
 // kickDirectory wakes the directory loop: the roster changed.
 func (s *Store) kickDirectory() {

@@ -3,7 +3,9 @@ package replica_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/appnode/appnode/internal/testenv"
 	"github.com/appnode/appnode/replica"
 	"github.com/appnode/appnode/wire"
 )
@@ -81,4 +83,46 @@ func TestArbiterWaitsForEveryMembersList(t *testing.T) {
 	for i := range players {
 		c.mustReward("n5", name(i), 1, int64(i+3))
 	}
+}
+
+// A creation still under way when a new roster names another arbiter is
+// listed to that arbiter: the creator lists its activations with its
+// players. Here n1, the player's arbiter among n1 to n3, creates it, and
+// its keeper placement is held while n4 and n5 join, n4 becomes the
+// arbiter, and every list reaches n4. Once the creation ends, a reward
+// entering at n5 (which holds no copy and knows no route) must find the
+// player, not have n4 create it again.
+func TestCreationUnderWayIsListedToTheNextArbiter(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	old := c.node("n1").store.Roster().Members
+	player := ""
+	for i := 0; player == ""; i++ {
+		p := fmt.Sprintf("late%d", i)
+		next := append(append([]wire.NodeID{}, old...), wire.NodeID{Name: "n4"}, wire.NodeID{Name: "n5"})
+		if replica.ArbiterOf(p, old).Name == "n1" && replica.ArbiterOf(p, next).Name == "n4" {
+			player = p
+		}
+	}
+	isAdopt := func(m wire.Msg) bool { a, ok := m.(*wire.Adopt); return ok && a.Player == player }
+	holds := []*replica.Hold{c.net.Hold("n1", "n2", isAdopt), c.net.Hold("n1", "n3", isAdopt)}
+	created := make(chan error, 1)
+	go func() {
+		_, err := c.reward("n1", player, 5)
+		created <- err
+	}()
+	testenv.WaitFor(t, 5*time.Second, "n1's keeper placement to be held", func() bool {
+		return holds[0].Waiting()+holds[1].Waiting() > 0
+	})
+	c.start("n4")
+	c.start("n5")
+	c.sync()
+	c.waitRoster()
+	c.waitDirectories()
+	for _, h := range holds {
+		h.Release()
+	}
+	if err := <-created; err != nil {
+		t.Fatalf("the creation of %s at n1: %v", player, err)
+	}
+	c.mustReward("n5", player, 1, 6)
 }

@@ -49,7 +49,7 @@ func (s *Store) Stats() Stats {
 		Copies:    s.copies.len(),
 		Quorate:   s.view.Serving() == nil,
 
-		Directory:         s.dir.players.len(),
+		Directory:         len(s.dir.listed),
 		DirectoryComplete: s.directoryCompleteLocked(),
 	}
 	st.Members, st.Cluster = s.view.Size()

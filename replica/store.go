@@ -329,7 +329,7 @@ func (s *Store) Describe() string {
 	self := s.view.Self()
 	r := s.view.Roster()
 	return fmt.Sprintf("self %s/%x roster %d %v quorate %v primaries %d copies %d dead %d directory %d complete %v",
-		self.Name, self.Boot, r.Epoch, alive, s.view.Quorate(), s.primaries.len(), s.copies.len(), len(r.Dead), s.dir.players.len(), s.directoryCompleteLocked())
+		self.Name, self.Boot, r.Epoch, alive, s.view.Quorate(), s.primaries.len(), s.copies.len(), len(r.Dead), len(s.dir.listed), s.directoryCompleteLocked())
 }
 
 // removePrimary unregisters p if it is still the registered primary.
