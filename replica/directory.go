@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"time"
 
 	"github.com/appnode/appnode/wire"
 )
@@ -279,21 +280,42 @@ func (s *Store) register(peer wire.NodeID, epoch uint64, players []string) error
 // it holds: at once when the roster changes (kickDirectory), again a few
 // times within a quarter second if a member could not take them yet (it
 // had not learnt the roster), and then on every repairInterval tick, which
-// costs a look under the lock once every member has them.
+// costs a look under the lock once every member has them. It takes every
+// tick even while a quick retry is pending, so that a manual clock's
+// Advance, which hands each tick over before it moves on, is never kept
+// waiting.
 func (s *Store) directoryLoop() {
 	t := s.cfg.Clock.NewTicker(repairInterval)
 	defer t.Stop()
+	var retry Timer // the quick retry's, while one is pending
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+	retries := 0
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-s.dirKick:
+			retries = 0
 		case <-t.C():
+		case <-retryC:
 		}
-		for retry := 1; !s.tellArbiters() && retry <= directoryRetries; retry++ {
-			if s.backoff(s.ctx, retry+2) != nil {
-				return
-			}
+		if retry != nil {
+			retry.Stop()
+			retry, retryC = nil, nil
+		}
+		if s.tellArbiters() {
+			retries = 0
+			continue
+		}
+		if retries < directoryRetries {
+			retries++
+			retry = s.cfg.Clock.NewTimer(s.backoffDelay(retries + 2))
+			retryC = retry.C()
 		}
 	}
 }

@@ -129,9 +129,7 @@ func (s *Store) rewardAt(ctx context.Context, req *wire.Reward, create bool) (Re
 // backoff waits before attempt number attempt: exponentially longer, with
 // jitter so that racing activations stop colliding.
 func (s *Store) backoff(ctx context.Context, attempt int) error {
-	d := time.Duration(1<<min(attempt, 6)) * time.Millisecond
-	d += s.rand.duration(d)
-	t := s.cfg.Clock.NewTimer(d)
+	t := s.cfg.Clock.NewTimer(s.backoffDelay(attempt))
 	defer t.Stop()
 	select {
 	case <-t.C():
@@ -139,6 +137,12 @@ func (s *Store) backoff(ctx context.Context, attempt int) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// backoffDelay is how long backoff waits before attempt.
+func (s *Store) backoffDelay(attempt int) time.Duration {
+	d := time.Duration(1<<min(attempt, 6)) * time.Millisecond
+	return d + s.rand.duration(d)
 }
 
 // send gives req to p, the player's primary on this node, or else (p nil)
