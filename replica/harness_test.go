@@ -34,6 +34,9 @@ type cluster struct {
 	disks map[string]*replica.MemDisk // each name's vote on the roster, kept across restarts
 	syncs sync.Mutex                  // one membership update at a time, as Serf's event loop
 	wg    sync.WaitGroup              // fenced-node resets
+	// closing, under mu, stops fence from starting resets once close
+	// waits for them (a WaitGroup may not grow while it is waited on).
+	closing bool
 }
 
 type tnode struct {
@@ -60,6 +63,21 @@ func newClockedCluster(t *testing.T, clock replica.Clock, names ...string) *clus
 	}
 	c.sync()
 	t.Cleanup(c.close)
+	if clk, ok := clock.(*replica.ManualClock); ok {
+		// Two nodes proposing at once back off on the clock: move it
+		// a few milliseconds at a time until they agree, well short of
+		// the first tick.
+		testenv.WaitFor(t, 10*time.Second, "every node to agree on the roster of the live nodes", func() bool {
+			if c.rosterAgreed() {
+				return true
+			}
+			if err := clk.Advance(5*time.Millisecond, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		})
+		return c
+	}
 	c.waitRoster()
 	return c
 }
@@ -83,27 +101,29 @@ func (c *cluster) waitRemoved(gone string, at ...string) {
 // live node: the cluster has formed (or re-formed after a change).
 func (c *cluster) waitRoster() {
 	c.t.Helper()
-	testenv.WaitFor(c.t, 10*time.Second, "every node to agree on the roster of the live nodes", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		var first *wire.Roster
-		for _, n := range c.nodes {
-			r := n.store.Roster()
-			if len(r.Members) != len(c.nodes) {
-				return false
-			}
-			for _, m := range r.Members {
-				if o := c.nodes[m.Name]; o == nil || o.ID() != m {
-					return false
-				}
-			}
-			if first != nil && (first.Cluster != r.Cluster || first.Epoch != r.Epoch) {
-				return false
-			}
-			first = &r
+	testenv.WaitFor(c.t, 10*time.Second, "every node to agree on the roster of the live nodes", c.rosterAgreed)
+}
+
+func (c *cluster) rosterAgreed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var first *wire.Roster
+	for _, n := range c.nodes {
+		r := n.store.Roster()
+		if len(r.Members) != len(c.nodes) {
+			return false
 		}
-		return true
-	})
+		for _, m := range r.Members {
+			if o := c.nodes[m.Name]; o == nil || o.ID() != m {
+				return false
+			}
+		}
+		if first != nil && (first.Cluster != r.Cluster || first.Epoch != r.Epoch) {
+			return false
+		}
+		first = &r
+	}
+	return true
 }
 
 // waitDirectories waits until every live node's directory has heard from
@@ -180,6 +200,11 @@ func (c *cluster) start(name string) *tnode {
 // fence does what the node does when a peer says it was declared failed:
 // drop everything and come back as a new incarnation.
 func (c *cluster) fence(n *tnode, dead wire.NodeID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -267,6 +292,9 @@ func (c *cluster) killQuietly(name string) []*tnode {
 }
 
 func (c *cluster) close() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
 	c.wg.Wait()
 	c.mu.Lock()
 	nodes := c.nodes
