@@ -19,10 +19,7 @@ import (
 func TestJoiningArbiterNeverCreatesAPlayerTwice(t *testing.T) {
 	c := newCluster(t, "n1", "n2", "n3")
 	const players = 40
-	name := func(i int) string { return fmt.Sprintf("old%d", i) }
-	for i := range players {
-		c.mustReward("n1", name(i), i+1, int64(i+1))
-	}
+	name := createOldPlayers(c, players)
 	c.start("n4")
 	c.start("n5")
 	c.sync()
@@ -60,10 +57,7 @@ func TestJoiningArbiterNeverCreatesAPlayerTwice(t *testing.T) {
 func TestArbiterWaitsForEveryMembersList(t *testing.T) {
 	c := newCluster(t, "n1", "n2", "n3")
 	const players = 40
-	name := func(i int) string { return fmt.Sprintf("old%d", i) }
-	for i := range players {
-		c.mustReward("n1", name(i), i+1, int64(i+1))
-	}
+	name := createOldPlayers(c, players)
 	isRegister := func(m wire.Msg) bool { _, ok := m.(*wire.Register); return ok }
 	for _, from := range []string{"n1", "n2", "n3"} {
 		c.net.SetFault(from, "n4", replica.LinkFault{RefuseIf: isRegister})
@@ -125,4 +119,14 @@ func TestCreationUnderWayIsListedToTheNextArbiter(t *testing.T) {
 		t.Fatalf("the creation of %s at n1: %v", player, err)
 	}
 	c.mustReward("n5", player, 1, 6)
+}
+
+// createOldPlayers creates players old0 to old(n-1) at n1, with totals 1
+// to n, and returns their names by index.
+func createOldPlayers(c *cluster, n int) func(int) string {
+	name := func(i int) string { return fmt.Sprintf("old%d", i) }
+	for i := range n {
+		c.mustReward("n1", name(i), i+1, int64(i+1))
+	}
+	return name
 }
