@@ -137,9 +137,12 @@ type clientConn struct {
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan result // nil once closed
-	reading bool                   // the read role is held
-	err     error                  // why the connection closed; nil while open
-	done    chan struct{}          // closed with err set
+	// async holds the calls whose caller does not wait (callAsync): the
+	// holder of the read role runs their callbacks. nil once closed.
+	async   map[uint64]*asyncCall
+	reading bool          // the read role is held
+	err     error         // why the connection closed; nil while open
+	done    chan struct{} // closed with err set
 }
 
 // newClientConn wraps an authenticated connection. keepalive is how often
@@ -156,6 +159,7 @@ func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout, keepaliv
 		logf:    logf,
 		turn:    make(chan struct{}, 1),
 		pending: make(map[uint64]chan result),
+		async:   make(map[uint64]*asyncCall),
 		done:    make(chan struct{}),
 	}
 	if hs.br != nil {
@@ -274,6 +278,11 @@ func (c *clientConn) leftFreeLocked() {
 		}
 		return
 	}
+	if len(c.async) > 0 {
+		// No caller waits to read for them: the watcher reads now.
+		c.watch.Reset(0)
+		return
+	}
 	c.watch.Reset(watchDelay)
 }
 
@@ -298,6 +307,58 @@ func (c *clientConn) watchLoop() {
 			c.readFor(context.Background(), nil)
 		}
 	}
+}
+
+// asyncCall is a call whose caller does not wait for its reply: done runs
+// once, on the goroutine that reads the reply, or that sees the deadline
+// pass or the call cancelled, or the connection close.
+type asyncCall struct {
+	done  func(wire.Msg, error)
+	timer *time.Timer
+	once  sync.Once
+}
+
+func (a *asyncCall) finish(r result) {
+	a.once.Do(func() {
+		a.timer.Stop()
+		a.done(r.m, r.err)
+	})
+}
+
+// callAsync sends m and returns at once; done gets the reply, or the
+// error (a *wire.Error as call returns it; a context error wrapped once
+// timeout passes, or cancel's error), on a goroutine that must not be
+// held: done must not block. cancel gives up on the call.
+func (c *clientConn) callAsync(m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(error)) {
+	a := &asyncCall{done: done}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		done(nil, err)
+		return func(error) {}
+	}
+	c.nextID++
+	id := c.nextID
+	c.async[id] = a
+	drop := func(err error) {
+		c.mu.Lock()
+		_, waiting := c.async[id]
+		delete(c.async, id)
+		c.mu.Unlock()
+		if waiting {
+			a.finish(result{err: err})
+		}
+	}
+	a.timer = time.AfterFunc(timeout, func() {
+		drop(fmt.Errorf("transport: %s to %s: no answer within %v: %w", m.Kind(), c.remote.Name, timeout, context.DeadlineExceeded))
+	})
+	c.mu.Unlock()
+	c.snd.send(id, m, false, time.Now().Add(timeout))
+	c.mu.Lock()
+	c.leftFreeLocked()
+	c.mu.Unlock()
+	return drop
 }
 
 // aLongTimeAgo is a read deadline that has passed: setting it makes a
@@ -362,7 +423,7 @@ func (c *clientConn) readFor(ctx context.Context, ch chan result) {
 func (c *clientConn) idle() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.pending) == 0
+	return len(c.pending) == 0 && len(c.async) == 0
 }
 
 // handle decodes a reply and delivers it. It reports false if the frame
@@ -401,6 +462,12 @@ func (c *clientConn) badFrame(err error) {
 // call whose caller gave up is dropped.
 func (c *clientConn) deliver(id uint64, r result) {
 	c.mu.Lock()
+	if a, ok := c.async[id]; ok {
+		delete(c.async, id)
+		c.mu.Unlock()
+		a.finish(r)
+		return
+	}
 	if ch, ok := c.pending[id]; ok {
 		delete(c.pending, id)
 		ch <- r // buffered, and each id is answered once
@@ -420,6 +487,8 @@ func (c *clientConn) fail(err error, linkDown bool) {
 	c.err = err
 	pending := c.pending
 	c.pending = nil
+	async := c.async
+	c.async = nil
 	close(c.done)
 	c.mu.Unlock()
 
@@ -427,6 +496,9 @@ func (c *clientConn) fail(err error, linkDown bool) {
 	c.nc.Close()
 	for _, ch := range pending {
 		ch <- result{err: err}
+	}
+	for _, a := range async {
+		a.finish(result{err: err})
 	}
 	if c.onClose != nil {
 		c.onClose(c, linkDown)

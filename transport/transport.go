@@ -317,6 +317,29 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 	return c.call(ctx, m)
 }
 
+// CallAsync is Call for a caller that does not wait: it sends m to the
+// incarnation `to` and returns; done gets the reply or the error, as Call
+// would return them, on a goroutine of the transport's that must not be
+// held (done must not block or call the network and wait). It runs on the
+// caller's goroutine, before CallAsync returns, if m cannot be sent.
+// timeout bounds the wait for the reply; cancel gives up on it earlier,
+// with err.
+func (t *Transport) CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(err error)) {
+	if t.blocked(to.Name) {
+		t.disconnect(to.Name, errBlocked(to.Name))
+		done(nil, errBlocked(to.Name))
+		return func(error) {}
+	}
+	ctx, stop := context.WithTimeout(t.ctx, timeout)
+	c, err := t.conn(ctx, to)
+	stop()
+	if err != nil {
+		done(nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err))
+		return func(error) {}
+	}
+	return c.callAsync(m, timeout, done)
+}
+
 // conn returns an open connection to the incarnation to, dialing if there
 // is none or the one there is answers for another incarnation. Concurrent
 // callers share one dial per name.

@@ -1,0 +1,117 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/appnode/appnode/internal/testenv"
+	"github.com/appnode/appnode/wire"
+)
+
+type asyncReply struct {
+	m   wire.Msg
+	err error
+}
+
+func callAsync(n *testNode, to wire.NodeID, m wire.Msg, timeout time.Duration) (<-chan asyncReply, func(error)) {
+	ch := make(chan asyncReply, 1)
+	cancel := n.CallAsync(to, m, timeout, func(m wire.Msg, err error) { ch <- asyncReply{m, err} })
+	return ch, cancel
+}
+
+func waitAsync(t *testing.T, ch <-chan asyncReply) asyncReply {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("CallAsync's done never ran")
+		return asyncReply{}
+	}
+}
+
+// Replies to calls no goroutine waits for come back to their callbacks,
+// many at once and beside ordinary calls on the same connection.
+func TestCallAsyncDeliversRepliesBesideCalls(t *testing.T) {
+	net := newTestNet(t)
+	a := net.add("a", 1, nil)
+	b := net.add("b", 1, nil)
+	const n = 200
+	chs := make([]<-chan asyncReply, n)
+	for i := range chs {
+		chs[i], _ = callAsync(a, b.id(), &wire.Reward{Player: "p", Points: int64(i)}, 5*time.Second)
+		if i%10 == 0 {
+			reward(t, a, b.id(), int64(i))
+		}
+	}
+	for i, ch := range chs {
+		r := waitAsync(t, ch)
+		if r.err != nil || r.m.(*wire.RewardReply).Total != int64(i) {
+			t.Fatalf("call %d: %v, %v", i, r.m, r.err)
+		}
+	}
+}
+
+// A call whose answer does not come within its timeout, or that is
+// cancelled, ends with an error that leaves the outcome unknown; a
+// handler's error comes back as the *wire.Error it is.
+func TestCallAsyncTimeoutCancelAndErrors(t *testing.T) {
+	net := newTestNet(t)
+	release := make(chan struct{})
+	a := net.add("a", 1, nil)
+	b := net.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		if r, ok := m.(*wire.Reward); ok && r.Player == "slow" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return &wire.RewardReply{}, nil
+		}
+		if r, ok := m.(*wire.Reward); ok && r.Player == "bad" {
+			return nil, wire.Errorf(wire.CodeBusy, "busy")
+		}
+		return echo(ctx, from, m)
+	})
+	defer close(release)
+
+	ch, _ := callAsync(a, b.id(), &wire.Reward{Player: "slow"}, 50*time.Millisecond)
+	if r := waitAsync(t, ch); !errors.Is(r.err, context.DeadlineExceeded) || !isUnknown(r.err) {
+		t.Fatalf("timed out call: %v, %v; want a deadline error of unknown outcome", r.m, r.err)
+	}
+	gaveUp := errors.New("given up")
+	ch, cancel := callAsync(a, b.id(), &wire.Reward{Player: "slow"}, 5*time.Second)
+	cancel(gaveUp)
+	if r := waitAsync(t, ch); !errors.Is(r.err, gaveUp) {
+		t.Fatalf("cancelled call: %v, %v; want the cancel's error", r.m, r.err)
+	}
+	ch, _ = callAsync(a, b.id(), &wire.Reward{Player: "bad"}, 5*time.Second)
+	var we *wire.Error
+	if r := waitAsync(t, ch); !errors.As(r.err, &we) || we.Code != wire.CodeBusy {
+		t.Fatalf("refused call: %v, %v; want the handler's busy error", r.m, r.err)
+	}
+	// The connection is still good.
+	reward(t, a, b.id(), 7)
+}
+
+// A call out when its connection closes ends with the connection's error;
+// one to a peer that cannot be reached ends at once, not sent.
+func TestCallAsyncConnectionLost(t *testing.T) {
+	net := newTestNet(t)
+	a := net.add("a", 1, nil)
+	b := net.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	ch, _ := callAsync(a, b.id(), &wire.Reward{Player: "p"}, 5*time.Second)
+	testenv.WaitFor(t, 10*time.Second, "b to take a's connection", func() bool { return b.inboundCount() == 1 })
+	b.Close()
+	if r := waitAsync(t, ch); r.err == nil {
+		t.Fatalf("call over a closed connection answered %v", r.m)
+	}
+	ch, _ = callAsync(a, b.id(), &wire.Reward{Player: "p"}, 5*time.Second)
+	if r := waitAsync(t, ch); !errors.Is(r.err, wire.ErrNotSent) {
+		t.Fatalf("call to a closed peer: %v; want not sent", r.err)
+	}
+}
