@@ -17,6 +17,18 @@ type Clients interface {
 	HandleClient(ctx context.Context, m wire.Msg) (wire.Msg, error)
 }
 
+// AsyncClients is a Clients that may serve a client's request without a
+// goroutine waiting on it: a reward applied at its owner, answered when
+// the keeper acknowledges, as a plain forwarder answers when its backup
+// does. HandleClientAsync reports false to have m served the usual way;
+// true means reply will be called once, from any goroutine, and must not
+// be waited for. The transport offers only requests that are not alone on
+// their connection: a lone request is served faster on the read loop.
+type AsyncClients interface {
+	Clients
+	HandleClientAsync(m wire.Msg, reply func(wire.Msg, error)) bool
+}
+
 // ClientsFunc adapts a function to Clients.
 type ClientsFunc func(ctx context.Context, m wire.Msg) (wire.Msg, error)
 

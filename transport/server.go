@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/appnode/appnode/wire"
@@ -31,6 +32,11 @@ type serverConn struct {
 	cancel context.CancelFunc
 	snd    *sender
 	sem    chan struct{} // one token per running handler
+	// async serves a client's requests without a handler where it can
+	// (AsyncClients); asyncs counts those not answered yet, at most
+	// MaxInflight.
+	async  AsyncClients
+	asyncs atomic.Int32
 
 	// A request alone on the connection is served on the read loop (see
 	// serveHere); if it runs for longer than successorDelay, another
@@ -60,6 +66,7 @@ func newServerConn(t *Transport, nc net.Conn) *serverConn {
 		sem: make(chan struct{}, t.cfg.MaxInflight),
 	}
 	sc.ctx, sc.cancel = context.WithCancel(t.ctx)
+	sc.async, _ = t.cfg.Clients.(AsyncClients)
 	sc.snd.encodeFailed = func(id uint64, m wire.Msg, err error) wire.Msg {
 		t.logf("transport: cannot send %s reply to %s: %v", m.Kind(), sc.peerName(), err)
 		return &wire.Error{Code: wire.CodeInternal, Msg: fmt.Sprintf("transport: encode %s reply: %v", m.Kind(), err)}
@@ -214,6 +221,9 @@ func (sc *serverConn) readLoop() bool {
 			t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
 			return true
 		}
+		if sc.client && sc.serveAsync(id, m) {
+			continue
+		}
 		if !sc.client && t.cfg.Handler.Inline(m) {
 			// The replies to what one read brought in go out in one
 			// write, from this loop, before it next waits (above or
@@ -235,7 +245,7 @@ func (sc *serverConn) readLoop() bool {
 				return true
 			}
 		}
-		if len(sc.sem) == 1 && !sc.fr.Ready() {
+		if len(sc.sem) == 1 && sc.asyncs.Load() == 0 && !sc.fr.Ready() {
 			// Alone on the connection: serve it here.
 			if !sc.serveHere(id, m) {
 				return false
@@ -244,6 +254,33 @@ func (sc *serverConn) readLoop() bool {
 		}
 		t.serveRequest(request{sc, id, m})
 	}
+}
+
+// serveAsync offers a client's request to AsyncClients, unless it is
+// alone on the connection or MaxInflight are out already. It reports
+// whether the request was taken.
+func (sc *serverConn) serveAsync(id uint64, m wire.Msg) bool {
+	if sc.async == nil {
+		return false
+	}
+	n := sc.asyncs.Load()
+	if int(n) >= cap(sc.sem) || (n == 0 && len(sc.sem) == 0 && !sc.fr.Ready()) {
+		return false
+	}
+	sc.asyncs.Add(1)
+	taken := sc.async.HandleClientAsync(m, func(rep wire.Msg, err error) {
+		if err != nil {
+			rep = toWireError(err)
+		} else if rep == nil {
+			rep = &wire.Error{Code: wire.CodeInternal, Msg: fmt.Sprintf("%s handler returned no reply", m.Kind())}
+		}
+		sc.snd.send(id, rep, false, time.Time{})
+		sc.asyncs.Add(-1)
+	})
+	if !taken {
+		sc.asyncs.Add(-1)
+	}
+	return taken
 }
 
 // readFailed counts and logs why reading the connection ended; it is off
