@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/appnode/appnode/replica"
 	"github.com/appnode/appnode/replica/replicatest"
 	"github.com/appnode/appnode/wire"
 )
@@ -153,10 +154,19 @@ func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused 
 			continue
 		}
 		call := h.Now()
-		if crng.IntN(3) > 0 {
+		switch crng.IntN(3) {
+		case 1:
 			callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
 			total, err := n.store.RewardInt(callCtx, in.Player, in.Delta)
 			cancelCall()
+			h.Record(i, in, call, total, err)
+			refused.note(h, i, in, call, err)
+			continue
+		case 2:
+			// As a client connection's reward is served when it is not
+			// alone: without a waiting goroutine where the primary is
+			// here and idle, else the usual way.
+			total, err := rewardAsync(n.store, in)
 			h.Record(i, in, call, total, err)
 			refused.note(h, i, in, call, err)
 			continue
@@ -165,6 +175,28 @@ func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused 
 		total, err := rewardOnce(c, crng, at, in, id)
 		h.Record(i, in, call, total, err)
 		refused.note(h, i, in, call, err)
+	}
+}
+
+// rewardAsync rewards through Store.RewardAsync if it takes the reward,
+// else through RewardInt. RewardAsync must answer within a few call
+// timeouts (an update given up, then served the usual way).
+func rewardAsync(s *replica.Store, in replicatest.Input) (int64, error) {
+	type answer struct {
+		total int64
+		err   error
+	}
+	ch := make(chan answer, 1)
+	if !s.RewardAsync(in.Player, in.Delta, func(total int64, err error) { ch <- answer{total, err} }) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return s.RewardInt(ctx, in.Player, in.Delta)
+	}
+	select {
+	case a := <-ch:
+		return a.total, a.err
+	case <-time.After(30 * time.Second):
+		panic(fmt.Sprintf("RewardAsync(%s, %d) never answered", in.Player, in.Delta))
 	}
 }
 

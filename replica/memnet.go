@@ -291,6 +291,23 @@ type memEndpoint struct {
 	name string
 }
 
+// CallAsync is Call with the reply handed to done, as the transport's
+// CallAsync does: the call runs on a goroutine of its own, which ends
+// within timeout.
+func (e *memEndpoint) CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(error)) {
+	ctx, stop := context.WithTimeout(context.Background(), timeout)
+	var once sync.Once
+	finish := func(rep wire.Msg, err error) { once.Do(func() { done(rep, err) }) }
+	go func() {
+		defer stop()
+		finish(e.Call(ctx, to, m))
+	}()
+	return func(err error) {
+		finish(nil, err)
+		stop()
+	}
+}
+
 // Call delivers m to the node named to as a real link would, with the
 // faults the test has set on that link. Each wait a fault imposes is a
 // step of its own below; a call on a healthy link passes each with one

@@ -1,0 +1,110 @@
+package replica_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/appnode/appnode/internal/testenv"
+	"github.com/appnode/appnode/wire"
+)
+
+type asyncAnswer struct {
+	total int64
+	err   error
+}
+
+// rewardAsyncAt starts RewardAsync at node at and returns where its answer
+// will come, or fails the test if the Store did not take the reward.
+func (c *cluster) rewardAsyncAt(at, player string, points int64) <-chan asyncAnswer {
+	c.t.Helper()
+	ch := make(chan asyncAnswer, 1)
+	if !c.node(at).store.RewardAsync(player, points, func(total int64, err error) { ch <- asyncAnswer{total, err} }) {
+		c.t.Fatalf("RewardAsync(%s, %d) at %s did not take the reward", player, points, at)
+	}
+	return ch
+}
+
+func waitAnswer(t *testing.T, ch <-chan asyncAnswer) asyncAnswer {
+	t.Helper()
+	select {
+	case a := <-ch:
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("RewardAsync never answered")
+		return asyncAnswer{}
+	}
+}
+
+func isReplicate(m wire.Msg) bool { _, ok := m.(*wire.Replicate); return ok }
+
+// A reward at an idle primary is answered when its keeper acknowledges,
+// and the keeper holds the new total by then; while it is out, the
+// primary is busy and a second reward takes the usual path.
+func TestRewardAsyncAnswersOnTheKeepersAck(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	owners, keepers := c.holders("p")
+	if len(owners) != 1 || owners[0] != "n1" || len(keepers) != 1 {
+		t.Fatalf("p: primaries on %v, copies on %v", owners, keepers)
+	}
+	hold := c.net.Hold("n1", keepers[0], isReplicate)
+	ch := c.rewardAsyncAt("n1", "p", 3)
+	testenv.WaitFor(t, 5*time.Second, "the update to be on its way", func() bool { return hold.Waiting() == 1 })
+	if c.node("n1").store.RewardAsync("p", 1, func(int64, error) {}) {
+		t.Fatal("a second RewardAsync was taken while the primary waited for its keeper")
+	}
+	hold.Release()
+	if a := waitAnswer(t, ch); a.err != nil || a.total != 8 {
+		t.Fatalf("RewardAsync answered %d, %v; want 8", a.total, a.err)
+	}
+	c.mustReward(keepers[0], "p", 1, 9)
+}
+
+// An update whose ack is lost was applied by the keeper: the reward is
+// served again the usual way, which learns that from the keeper and
+// answers it as applied, once.
+func TestRewardAsyncLostAckIsAppliedOnce(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	_, keepers := c.holders("p")
+	c.net.LoseNextReply("n1", keepers[0], isReplicate)
+	if a := waitAnswer(t, c.rewardAsyncAt("n1", "p", 3)); a.err != nil || a.total != 8 {
+		t.Fatalf("RewardAsync answered %d, %v; want 8 (applied once)", a.total, a.err)
+	}
+	c.mustReward("n1", "p", 1, 9)
+}
+
+// A keeper the roster removes while an update waits for it does not hold
+// the reward up: the update is given up at once and the reward served the
+// usual way, which places a new keeper. Whatever the answer, the total
+// after it agrees with it.
+func TestRewardAsyncKeeperRemovedMidUpdate(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3", "n4")
+	c.mustReward("n1", "p", 5, 5)
+	_, keepers := c.holders("p")
+	keeper := keepers[0]
+	hold := c.net.Hold("n1", keeper, isReplicate)
+	defer hold.Release()
+	ch := c.rewardAsyncAt("n1", "p", 3)
+	testenv.WaitFor(t, 5*time.Second, "the update to be on its way", func() bool { return hold.Waiting() == 1 })
+	c.kill(keeper)
+	c.sync()
+	a := waitAnswer(t, ch)
+	var rest []string
+	for _, n := range c.names() {
+		if n != "n1" {
+			rest = append(rest, n)
+		}
+	}
+	switch {
+	case a.err == nil && a.total == 8:
+		c.mustReward(rest[0], "p", 1, 9)
+	case wire.OutcomeOf(a.err) == wire.OutcomeUnknown:
+		total, err := c.reward(rest[0], "p", 1)
+		if err != nil || (total != 6 && total != 9) {
+			t.Fatalf("after an unknown outcome, the next reward gave %d, %v; want 6 or 9", total, err)
+		}
+	default:
+		t.Fatalf("RewardAsync answered %d, %v; want 8, or an unknown outcome", a.total, a.err)
+	}
+}
