@@ -11,9 +11,9 @@ import (
 // What the node gives its transport: small adapters, so that the methods
 // the transport calls stay off Node's exported API.
 var (
-	_ transport.Peers   = linkPeers{}
-	_ transport.Handler = memberHandler{}
-	_ transport.Clients = clientHandler{}
+	_ transport.Peers        = linkPeers{}
+	_ transport.Handler      = memberHandler{}
+	_ transport.AsyncClients = clientHandler{}
 )
 
 // linkPeers answers the transport's questions about the cluster from the
@@ -43,4 +43,22 @@ type clientHandler struct{ n *Node }
 
 func (c clientHandler) HandleClient(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 	return c.n.handleClient(ctx, m)
+}
+
+// HandleClientAsync serves a plain reward (one the client did not name:
+// a named one must first be looked up among those applied) at an idle
+// primary here without a goroutine waiting for its keeper's ack
+// (replica.Store.RewardAsync); anything else is served by HandleClient.
+func (c clientHandler) HandleClientAsync(m wire.Msg, reply func(wire.Msg, error)) bool {
+	r, ok := m.(*wire.Reward)
+	if !ok || r.ID.FromClient() || r.NotInt != "" {
+		return false
+	}
+	return c.n.store.RewardAsync(r.Player, r.Points, func(total int64, err error) {
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		reply(&wire.RewardReply{Total: total}, nil)
+	})
 }

@@ -369,6 +369,12 @@ func (n *Node) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.Msg, 
 	return n.tr.Call(ctx, to, m)
 }
 
+// CallAsync sends m to the incarnation to without waiting for the reply
+// (replica.AsyncNetwork).
+func (n *Node) CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(error)) {
+	return n.tr.CallAsync(to, m, timeout, done)
+}
+
 func (n *Node) resolve(name string) (string, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -777,3 +783,5 @@ func savePorts(dir, name string, p savedPorts) {
 	b, _ := json.Marshal(p)
 	_ = os.WriteFile(portsFile(dir, name), b, 0o600)
 }
+
+var _ replica.AsyncNetwork = (*Node)(nil)
