@@ -77,10 +77,15 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	}
 	prev := st.seq
 	st.seq++
+	answered := false // under p.mu: the callback has run
 	cancel := an.CallAsync(st.keeper, &wire.Replicate{Player: player, Epoch: st.epoch, Seq: st.seq, Total: next, ID: req.ID, Prev: prev, Placement: st.placement}, s.cfg.CallTimeout, func(rep wire.Msg, err error) {
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.Replicated(time.Since(began), err)
 		}
+		p.mu.Lock()
+		answered = true
+		a.inflight = nil
+		p.mu.Unlock()
 		if _, ack := rep.(*wire.Ack); !ack || err != nil {
 			p.finishAsync(c, done)
 			return
@@ -97,11 +102,13 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 		p.mu.Unlock()
 	})
 	// Should the roster remove the keeper meanwhile, the update is given
-	// up at once (abandonReplications), as a waiting one would be. If the
-	// answer came already, cancelling does nothing.
+	// up at once (abandonReplications), as a waiting one would be. Not
+	// once the answer came: the usual path may have its own update out.
 	p.mu.Lock()
-	a.inflight = func() {
-		cancel(fmt.Errorf("%s: keeper %s was declared failed during the update", player, st.keeper.Name))
+	if !answered {
+		a.inflight = func() {
+			cancel(fmt.Errorf("%s: keeper %s was declared failed during the update", player, st.keeper.Name))
+		}
 	}
 	p.mu.Unlock()
 	return true
