@@ -104,10 +104,15 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	// Should the roster remove the keeper meanwhile, the update is given
 	// up at once (abandonReplications), as a waiting one would be. Not
 	// once the answer came: the usual path may have its own update out.
+	// The cancel runs the callback, which takes p.mu, and inflight is
+	// called with p.mu held: it cancels from a goroutine of its own. If
+	// the Store is closing, the update's timeout ends it.
 	p.mu.Lock()
 	if !answered {
 		a.inflight = func() {
-			cancel(fmt.Errorf("%s: keeper %s was declared failed during the update", player, st.keeper.Name))
+			s.spawn(func() {
+				cancel(fmt.Errorf("%s: keeper %s was declared failed during the update", player, st.keeper.Name))
+			})
 		}
 	}
 	p.mu.Unlock()
