@@ -77,8 +77,9 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	}
 	prev := st.seq
 	st.seq++
+	keeper := st.keeper
 	answered := false // under p.mu: the callback has run
-	cancel := an.CallAsync(st.keeper, &wire.Replicate{Player: player, Epoch: st.epoch, Seq: st.seq, Total: next, ID: req.ID, Prev: prev, Placement: st.placement}, s.cfg.CallTimeout, func(rep wire.Msg, err error) {
+	cancel := an.CallAsync(keeper, &wire.Replicate{Player: player, Epoch: st.epoch, Seq: st.seq, Total: next, ID: req.ID, Prev: prev, Placement: st.placement}, s.cfg.CallTimeout, func(rep wire.Msg, err error) {
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.Replicated(time.Since(began), err)
 		}
@@ -111,7 +112,7 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	if !answered {
 		a.inflight = func() {
 			s.spawn(func() {
-				cancel(fmt.Errorf("%s: keeper %s was declared failed during the update", player, st.keeper.Name))
+				cancel(fmt.Errorf("%s: keeper %s was declared failed during the update", player, keeper.Name))
 			})
 		}
 	}
