@@ -173,7 +173,10 @@ func (c *chaosCluster) command(n *chaosNode, line string, limit time.Duration) (
 	return cr.Output, cr.Failed, nil
 }
 
-// reward runs `reward PLAYER DELTA` on n and records the call.
+// reward runs `reward PLAYER DELTA` on n and records the call. Callers
+// with an even number send it as a wire reward instead (client.Reward, as
+// the bench and a game server's pooled client do), which a node serves
+// without a waiting goroutine when its connection is busy (RewardAsync).
 func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int64) chaosOp {
 	op := chaosOp{client: client, player: player, delta: delta, node: n.name}
 	cl, err := c.client(n)
@@ -185,6 +188,26 @@ func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int
 	ctx, cancel := context.WithTimeout(context.Background(), chaosCallWait)
 	defer cancel()
 	op.call = c.since()
+	if client%2 == 0 {
+		total, err := cl.Reward(ctx, player, delta)
+		op.ret = c.since()
+		switch {
+		case err == nil:
+			op.outcome, op.total = chaosAcked, total
+		case wire.OutcomeOf(err) == wire.OutcomeNotApplied:
+			op.outcome, op.text = chaosNotApplied, err.Error()
+		default:
+			op.outcome, op.text = chaosUnknown, "call failed: "+err.Error()
+			var we *wire.Error
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &we) {
+				c.dropClient(n, cl)
+			}
+		}
+		c.mu.Lock()
+		c.ops = append(c.ops, op)
+		c.mu.Unlock()
+		return op
+	}
 	cr, err := cl.Command(ctx, fmt.Sprintf("reward %s %d", player, delta))
 	op.ret = c.since()
 	switch {
