@@ -47,22 +47,11 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	if p == nil || !serving {
 		return false
 	}
-	req := s.withID(&wire.Reward{Player: player, Points: points})
-	p.mu.Lock()
-	if p.stopped || p.act != nil {
-		p.mu.Unlock()
-		return false
-	}
-	st := p.st
-	next, ok := addPoints(st.total, points)
+	st, next, a, ok := p.beginAsync(points)
 	if !ok {
-		p.mu.Unlock()
 		return false
 	}
-	a := &activity{running: make(chan struct{})}
-	p.act = a // the actor is ours until the ack, as a worker's would be
-	p.mu.Unlock()
-
+	req := s.withID(&wire.Reward{Player: player, Points: points})
 	c := &rewardCall{ctx: s.ctx, req: req, arrived: s.now(), replied: make(chan struct{})}
 	s.mu.Lock()
 	keeperLive := s.view.IsMember(st.keeper)
@@ -118,6 +107,25 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	}
 	p.mu.Unlock()
 	return true
+}
+
+// beginAsync takes the primary's activity for a reward of points, if the
+// primary is idle and the total would not overflow: the actor is then the
+// caller's until it ends the activity, as a worker's would be. It returns
+// the state to build on and the new total.
+func (p *primary) beginAsync(points int64) (st state, next int64, a *activity, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped || p.act != nil {
+		return st, 0, nil, false
+	}
+	st = p.st
+	if next, ok = addPoints(st.total, points); !ok {
+		return st, 0, nil, false
+	}
+	a = &activity{running: make(chan struct{})}
+	p.act = a
+	return st, next, a, true
 }
 
 // finishAsync serves c, a reward RewardAsync began, the usual way (apply,
