@@ -28,8 +28,9 @@ type AsyncNetwork interface {
 // connection's writer) cost a third of a loaded node's CPU.
 //
 // It reports false, having done nothing, when the reward needs the usual
-// path (Reward): no primary here, one busy with another reward, a node
-// not serving, a total that would overflow. Anything but an Ack from the
+// path (Reward): no primary here, one busy with another reward, a keeper
+// that is no member (the usual path places another), a node not serving,
+// a total that would overflow. Anything but an Ack from the
 // keeper hands the reward to the usual path too (finishAsync), which
 // sends the same update again: the keeper takes only one of the two (each
 // names the state it builds on), and if it took the first one, its
@@ -42,24 +43,17 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	}
 	s.mu.Lock()
 	p := s.primaries.get(player)
-	serving := s.checkServingLocked() == nil
-	s.mu.Unlock()
-	if p == nil || !serving {
+	if p == nil || s.checkServingLocked() != nil {
+		s.mu.Unlock()
 		return false
 	}
-	st, next, a, ok := p.beginAsync(points)
+	st, next, a, ok := p.beginAsyncLocked(points)
+	s.mu.Unlock()
 	if !ok {
 		return false
 	}
 	req := s.withID(&wire.Reward{Player: player, Points: points})
 	c := &rewardCall{ctx: s.ctx, req: req, arrived: s.now(), replied: make(chan struct{})}
-	s.mu.Lock()
-	keeperLive := s.view.IsMember(st.keeper)
-	s.mu.Unlock()
-	if !keeperLive {
-		p.finishAsync(c, done) // replaces the keeper first
-		return true
-	}
 	var began time.Time
 	if s.cfg.Observer != nil {
 		began = time.Now()
@@ -109,14 +103,15 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	return true
 }
 
-// beginAsync takes the primary's activity for a reward of points, if the
-// primary is idle and the total would not overflow: the actor is then the
-// caller's until it ends the activity, as a worker's would be. It returns
-// the state to build on and the new total.
-func (p *primary) beginAsync(points int64) (st state, next int64, a *activity, ok bool) {
+// beginAsyncLocked takes the primary's activity for a reward of points,
+// if the primary is idle, its keeper a member and the total would not
+// overflow: the actor is then the caller's until it ends the activity, as
+// a worker's would be. It returns the state to build on and the new
+// total. Called with s.mu held (the lock order allows p.mu under it).
+func (p *primary) beginAsyncLocked(points int64) (st state, next int64, a *activity, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stopped || p.act != nil {
+	if p.stopped || p.act != nil || !p.s.isMemberLocked(p.st.keeper) {
 		return st, 0, nil, false
 	}
 	st = p.st
