@@ -137,17 +137,18 @@ func (s *Store) handleRegister(from wire.NodeID, m *wire.Register) (wire.Msg, er
 		return nil, wire.Errorf(wire.CodeBusy, "%s holds roster %d, before %s's %d; retry once it has caught up", s.Self().Name, epoch, from.Name, m.Epoch)
 	}
 	defer s.mu.Unlock()
+	if m.Epoch < epoch {
+		// The sender is behind: it lists its players again once it
+		// learns this roster, and only that list counts.
+		return &wire.Ack{}, nil
+	}
 	if s.dir.epoch != epoch {
 		s.resetDirectoryLocked()
 	}
 	for _, p := range m.Players {
-		// A list for an older roster (the sender is behind, and lists its
-		// players again once it learns this one) still says who exists.
-		if m.Epoch == epoch || s.arbitratesLocked(p) {
-			s.recordPlayerLocked(p)
-		}
+		s.recordPlayerLocked(p)
 	}
-	if m.Done && m.Epoch == epoch {
+	if m.Done {
 		s.dir.heard[from] = true
 	}
 	return &wire.Ack{}, nil
