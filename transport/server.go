@@ -245,7 +245,7 @@ func (sc *serverConn) readLoop() bool {
 				return true
 			}
 		}
-		if len(sc.sem) == 1 && sc.asyncs.Load() == 0 && !sc.fr.Ready() {
+		if sc.alone(1) {
 			// Alone on the connection: serve it here.
 			if !sc.serveHere(id, m) {
 				return false
@@ -263,8 +263,7 @@ func (sc *serverConn) serveAsync(id uint64, m wire.Msg) bool {
 	if sc.async == nil {
 		return false
 	}
-	n := sc.asyncs.Load()
-	if int(n) >= cap(sc.sem) || (n == 0 && len(sc.sem) == 0 && !sc.fr.Ready()) {
+	if int(sc.asyncs.Load()) >= cap(sc.sem) || sc.alone(0) {
 		return false
 	}
 	sc.asyncs.Add(1)
@@ -281,6 +280,13 @@ func (sc *serverConn) serveAsync(id uint64, m wire.Msg) bool {
 		sc.asyncs.Add(-1)
 	}
 	return taken
+}
+
+// alone says whether the request just read is the only one on the
+// connection: no other being handled (held counts the handler tokens it
+// holds itself), none answered asynchronously, nothing more buffered.
+func (sc *serverConn) alone(held int) bool {
+	return len(sc.sem) == held && sc.asyncs.Load() == 0 && !sc.fr.Ready()
 }
 
 // readFailed counts and logs why reading the connection ended; it is off
