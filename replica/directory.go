@@ -326,9 +326,4 @@ func (s *Store) directoryLoop() {
 const directoryRetries = 6
 
 // kickDirectory wakes the directory loop: the roster changed.
-func (s *Store) kickDirectory() {
-	select {
-	case s.dirKick <- struct{}{}:
-	default:
-	}
-}
+func (s *Store) kickDirectory() { wake(s.dirKick) }

@@ -87,12 +87,7 @@ func (s *Store) suspectPeer(id wire.NodeID, why string) {
 	}
 }
 
-func (s *Store) kickRoster() {
-	select {
-	case s.rosterKick <- struct{}{}:
-	default:
-	}
-}
+func (s *Store) kickRoster() { wake(s.rosterKick) }
 
 // rosterLoop turns hints into agreed roster changes, one at a time.
 func (s *Store) rosterLoop() {

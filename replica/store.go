@@ -298,9 +298,13 @@ func (s *Store) primaryList() []*primary {
 	return out
 }
 
-func (s *Store) kickRepair() {
+func (s *Store) kickRepair() { wake(s.kick) }
+
+// wake makes a loop waiting on ch (capacity 1) run once more: a wake-up
+// already pending covers this one.
+func wake(ch chan struct{}) {
 	select {
-	case s.kick <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
