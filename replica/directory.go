@@ -55,14 +55,19 @@ var dirSeed = maphash.MakeSeed()
 
 func fingerprint(player string) uint64 { return maphash.String(dirSeed, player) }
 
-// resetDirectoryLocked starts the directory over for the roster held now.
-func (s *Store) resetDirectoryLocked() {
+// dirLocked returns the directory for the roster held now, started over
+// if it was gathered for another one (or none: a new incarnation).
+func (s *Store) dirLocked() *directory {
+	if s.dir.epoch == s.view.Roster().Epoch && s.dir.listed != nil {
+		return &s.dir
+	}
 	s.dir = directory{
 		epoch:  s.view.Roster().Epoch,
 		listed: map[uint64]struct{}{},
 		heard:  map[wire.NodeID]bool{},
 		told:   map[wire.NodeID]bool{},
 	}
+	return &s.dir
 }
 
 // arbitratesLocked says whether this node is player's arbiter under the
@@ -111,13 +116,9 @@ func (s *Store) vouchAbsentLocked(player string) bool {
 }
 
 // recordPlayerLocked lists player, which this node arbitrates, as one that
-// may exist. Into a directory for an older roster, it is dropped with it:
-// the players this node holds or activates are listed again for the new one.
+// may exist.
 func (s *Store) recordPlayerLocked(player string) {
-	if s.dir.listed == nil {
-		s.resetDirectoryLocked()
-	}
-	s.dir.listed[fingerprint(player)] = struct{}{}
+	s.dirLocked().listed[fingerprint(player)] = struct{}{}
 }
 
 // handleRegister takes a member's list of players this node arbitrates.
@@ -142,14 +143,12 @@ func (s *Store) handleRegister(from wire.NodeID, m *wire.Register) (wire.Msg, er
 		// learns this roster, and only that list counts.
 		return &wire.Ack{}, nil
 	}
-	if s.dir.epoch != epoch {
-		s.resetDirectoryLocked()
-	}
+	dir := s.dirLocked()
 	for _, p := range m.Players {
-		s.recordPlayerLocked(p)
+		dir.listed[fingerprint(p)] = struct{}{}
 	}
 	if m.Done {
-		s.dir.heard[from] = true
+		dir.heard[from] = true
 	}
 	return &wire.Ack{}, nil
 }
@@ -159,10 +158,7 @@ func (s *Store) handleRegister(from wire.NodeID, m *wire.Register) (wire.Msg, er
 // the list.
 func (s *Store) tellArbiters() bool {
 	s.mu.Lock()
-	if s.dir.epoch != s.view.Roster().Epoch {
-		s.resetDirectoryLocked()
-	}
-	epoch, members, self := s.dir.epoch, s.membersLocked(), s.view.Self()
+	epoch, members, self := s.dirLocked().epoch, s.membersLocked(), s.view.Self()
 	var untold []wire.NodeID
 	for _, m := range members {
 		if m != self && !s.dir.told[m] {
