@@ -12,7 +12,7 @@ import (
 // the transport calls stay off Node's exported API.
 var (
 	_ transport.Peers        = linkPeers{}
-	_ transport.Handler      = memberHandler{}
+	_ transport.AsyncHandler = memberHandler{}
 	_ transport.AsyncClients = clientHandler{}
 )
 
@@ -36,6 +36,12 @@ func (h memberHandler) Handle(ctx context.Context, from wire.NodeID, m wire.Msg)
 }
 
 func (h memberHandler) Inline(m wire.Msg) bool { return replica.NonBlocking(m) }
+
+// HandleAsync serves a reward forwarded to an idle primary here without a
+// goroutine waiting for its keeper's ack (replica.Store.HandleAsync).
+func (h memberHandler) HandleAsync(from wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool {
+	return h.n.store.HandleAsync(from, m, reply)
+}
 
 // clientHandler serves `appnode rpc` and `appnode bench` (see
 // Node.handleClient).

@@ -19,40 +19,98 @@ type AsyncNetwork interface {
 	CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(err error))
 }
 
-// RewardAsync applies a reward to player's primary on this node when the
-// primary is idle, and answers through done once the keeper acknowledges,
-// with no goroutine parked on that ack: the reply comes on the goroutine
+// RewardAsync serves a plain reward (see RewardInt) with no goroutine
+// parked on its replies, when it can: at player's idle primary here, it
+// answers through done once the keeper acknowledges, on the goroutine
 // that reads the keeper's answer, as a plain forwarder answers when its
-// backup does. Under load this is most of a node's rewards, and a parked
-// goroutine per reward (woken by the ack, then handing its answer to the
-// connection's writer) cost a third of a loaded node's CPU.
+// backup does; at a node that knows the player's owner elsewhere, it
+// forwards the reward and answers on the goroutine that reads the owner's
+// reply. Under load this is most of a node's rewards, and a parked
+// goroutine per reward (woken by the reply, then handing its answer to
+// the connection's writer) cost a third of a loaded node's CPU.
 //
 // It reports false, having done nothing, when the reward needs the usual
-// path (Reward): no primary here, one busy with another reward, a keeper
-// that is no member (the usual path places another), a node not serving,
-// a total that would overflow. Anything but an Ack from the
-// keeper hands the reward to the usual path too (finishAsync), which
-// sends the same update again: the keeper takes only one of the two (each
-// names the state it builds on), and if it took the first one, its
-// answer to the second says so (wire.KeeperState) and the reward is
-// answered as applied.
+// path (RewardInt): a player not known here, a primary busy with another
+// reward, a keeper that is no member (the usual path places another), a
+// node not serving, a total that would overflow. A forwarded reward that
+// fails, and a local one that gets anything but an Ack from its keeper,
+// go on by the usual path, which sends the same request again: the owner
+// answers a re-send it applied from its record, and a keeper takes only
+// one of two updates that build on the same state (if it took the first,
+// its answer to the second says so, wire.KeeperState, and the reward is
+// answered as applied).
 func (s *Store) RewardAsync(player string, points int64, done func(total int64, err error)) bool {
 	an, ok := s.cfg.Net.(AsyncNetwork)
 	if !ok {
 		return false
 	}
 	s.mu.Lock()
-	p := s.primaries.get(player)
-	if p == nil || s.checkServingLocked() != nil {
+	if s.checkServingLocked() != nil {
 		s.mu.Unlock()
 		return false
 	}
-	st, next, a, ok := p.beginAsyncLocked(points)
+	p := s.primaries.get(player)
+	owner, routed := s.routes[player]
+	routed = routed && p == nil && owner != s.view.Self() && s.isMemberLocked(owner)
+	s.mu.Unlock()
+	switch {
+	case p != nil:
+		req := &wire.Reward{Player: player, Points: points}
+		return s.rewardAsyncHere(an, req, false, func(total int64, _ wire.NodeID, err error) { done(total, err) })
+	case routed:
+		s.forwardAsync(an, owner, s.withID(&wire.Reward{Player: player, Points: points}), done)
+		return true
+	}
+	return false
+}
+
+// HandleAsync serves a reward another node forwarded here (see Handle) as
+// RewardAsync serves one at its primary, answering through reply. It
+// reports false, having done nothing, for anything Handle must serve: any
+// other message, a re-send, a reward the primary applied already or is
+// busy for, a sender that is no member.
+func (s *Store) HandleAsync(from wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool {
+	req, ok := m.(*wire.Reward)
+	if !ok || req.NotInt != "" || req.Age != 0 || req.ID.IsZero() || ValidatePlayer(req.Player) != nil {
+		return false
+	}
+	an, ok := s.cfg.Net.(AsyncNetwork)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	ok = !s.view.Fenced(from) && s.view.IsMember(from)
 	s.mu.Unlock()
 	if !ok {
 		return false
 	}
-	req := s.withID(&wire.Reward{Player: player, Points: points})
+	self := s.Self()
+	return s.rewardAsyncHere(an, req, true, func(total int64, keeper wire.NodeID, err error) {
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		reply(&wire.RewardReply{Total: total, Owner: self, Keeper: keeper}, nil)
+	})
+}
+
+// rewardAsyncHere is RewardAsync at player's primary on this node, for
+// req: a new request of this node's (its id is given here), or one
+// forwarded (seen: its id may be in the primary's record already, and it
+// is then left to the usual path, which answers it from there).
+func (s *Store) rewardAsyncHere(an AsyncNetwork, req *wire.Reward, seen bool, done func(total int64, keeper wire.NodeID, err error)) bool {
+	s.mu.Lock()
+	p := s.primaries.get(req.Player)
+	if p == nil || s.checkServingLocked() != nil {
+		s.mu.Unlock()
+		return false
+	}
+	st, next, a, ok := p.beginAsyncLocked(req, seen)
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	s.withID(req)
 	c := &rewardCall{ctx: s.ctx, req: req, arrived: s.now(), replied: make(chan struct{})}
 	var began time.Time
 	if s.cfg.Observer != nil {
@@ -61,6 +119,7 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	prev := st.seq
 	st.seq++
 	keeper := st.keeper
+	player := req.Player
 	answered := false // under p.mu: the callback has run
 	cancel := an.CallAsync(keeper, &wire.Replicate{Player: player, Epoch: st.epoch, Seq: st.seq, Total: next, ID: req.ID, Prev: prev, Placement: st.placement}, s.cfg.CallTimeout, func(rep wire.Msg, err error) {
 		if s.cfg.Observer != nil {
@@ -71,13 +130,13 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 		a.inflight = nil
 		p.mu.Unlock()
 		if _, ack := rep.(*wire.Ack); !ack || err != nil {
-			p.finishAsync(c, done)
+			p.finishAsync(c, func(total int64, err error) { done(total, p.snapshot().keeper, err) })
 			return
 		}
 		st.total = next
 		p.set(st)
 		p.applied.add(wire.Applied{ID: req.ID, Total: next}, s.now())
-		done(next, nil)
+		done(next, keeper, nil)
 		p.mu.Lock()
 		if len(a.mailbox) == 0 || p.stopped || s.ctx.Err() != nil || !s.schedule(p) {
 			p.endActivityLocked()
@@ -103,19 +162,70 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 	return true
 }
 
-// beginAsyncLocked takes the primary's activity for a reward of points,
-// if the primary is idle, its keeper a member and the total would not
-// overflow: the actor is then the caller's until it ends the activity, as
-// a worker's would be. It returns the state to build on and the new
-// total. Called with s.mu held (the lock order allows p.mu under it).
-func (p *primary) beginAsyncLocked(points int64) (st state, next int64, a *activity, ok bool) {
+// forwardAsync sends req to owner, which the route cache names as the
+// player's, and answers done with its reply on the goroutine that reads
+// it. If the owner does not answer with a total, the usual path takes the
+// reward over from there (rewardFrom), as a second attempt: it finds the
+// owner again and re-sends the same request.
+func (s *Store) forwardAsync(an AsyncNetwork, owner wire.NodeID, req *wire.Reward, done func(int64, error)) {
+	s.count.forwards.Add(1)
+	var began time.Time
+	if s.cfg.Observer != nil {
+		began = time.Now()
+	}
+	first := s.now()
+	an.CallAsync(owner, req, s.cfg.CallTimeout, func(rep wire.Msg, err error) {
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.Forwarded(time.Since(began), err)
+		}
+		if err == nil {
+			if rr, ok := rep.(*wire.RewardReply); ok {
+				done(rr.Total, nil)
+				return
+			}
+			err = fmt.Errorf("%s: owner %s answered a reward with %s", req.Player, owner.Name, rep.Kind())
+		}
+		a := &attempts{first: first}
+		if !a.failed(err, true, true) {
+			done(0, a.give(req.Player, err))
+			return
+		}
+		// This goroutine reads replies for other calls too: the attempts
+		// that follow, which wait, go on one of the Store's.
+		if !s.spawn(func() {
+			if unreachable(err) {
+				s.suspectPeer(owner, "it refused the connection")
+			}
+			s.forgetRoute(req.Player, owner)
+			r, err := s.rewardFrom(s.ctx, req, true, a)
+			done(r.Total, err)
+		}) {
+			done(0, a.give(req.Player, err)) // the Store is closing
+		}
+	})
+}
+
+// beginAsyncLocked takes the primary's activity for req, if the primary
+// is idle, its keeper a member, the total would not overflow and (seen)
+// req is not in the record of those applied: the actor is then the
+// caller's until it ends the activity, as a worker's would be. It returns
+// the state to build on and the new total. Called with s.mu held (the
+// lock order allows p.mu under it).
+func (p *primary) beginAsyncLocked(req *wire.Reward, seen bool) (st state, next int64, a *activity, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped || p.act != nil || !p.s.isMemberLocked(p.st.keeper) {
 		return st, 0, nil, false
 	}
+	if seen {
+		// Idle, so no actor writes the record now; the last one to
+		// finish did so before it let go of the activity, under p.mu.
+		if _, applied := p.applied.find(req.ID); applied {
+			return st, 0, nil, false
+		}
+	}
 	st = p.st
-	if next, ok = addPoints(st.total, points); !ok {
+	if next, ok = addPoints(st.total, req.Points); !ok {
 		return st, 0, nil, false
 	}
 	a = &activity{running: make(chan struct{})}

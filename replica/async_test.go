@@ -1,6 +1,7 @@
 package replica_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -107,4 +108,62 @@ func TestRewardAsyncKeeperRemovedMidUpdate(t *testing.T) {
 	default:
 		t.Fatalf("RewardAsync answered %d, %v; want 8, or an unknown outcome", a.total, a.err)
 	}
+}
+
+func isReward(m wire.Msg) bool { _, ok := m.(*wire.Reward); return ok }
+
+// A node that knows a player's owner elsewhere forwards a reward and
+// answers with the owner's reply, and the owner holds the new total.
+func TestRewardAsyncForwardsToTheOwner(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	c.mustReward("n2", "p", 1, 6) // n2 learns where p lives
+	if a := waitAnswer(t, c.rewardAsyncAt("n2", "p", 3)); a.err != nil || a.total != 9 {
+		t.Fatalf("RewardAsync at n2 answered %d, %v; want 9", a.total, a.err)
+	}
+	c.mustReward("n1", "p", 1, 10)
+}
+
+// A forwarded reward whose reply is lost may have been applied: the
+// usual path sends the same request again, and the owner answers it from
+// its record instead of applying it twice.
+func TestRewardAsyncForwardLostReplyIsAppliedOnce(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	c.mustReward("n2", "p", 1, 6)
+	c.net.LoseNextReply("n2", "n1", isReward)
+	if a := waitAnswer(t, c.rewardAsyncAt("n2", "p", 3)); a.err != nil || a.total != 9 {
+		t.Fatalf("RewardAsync at n2 answered %d, %v; want 9 (applied once)", a.total, a.err)
+	}
+	c.mustReward("n1", "p", 1, 10)
+}
+
+// An owner serving a forwarded reward without a waiting goroutine leaves
+// one it has applied already to the usual path, which answers it with the
+// total it produced: a re-send is never applied twice.
+func TestHandleAsyncLeavesAnAppliedRequestToHandle(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	owner, from := c.node("n1").store, c.node("n2").ID()
+	req := &wire.Reward{Player: "p", Points: 3, ID: wire.ReqID{Origin: from.Boot, Seq: 1 << 40}}
+	serve := func() (wire.Msg, error) {
+		ch := make(chan asyncAnswer, 1)
+		var rep wire.Msg
+		if owner.HandleAsync(from, req, func(m wire.Msg, err error) {
+			rep = m
+			ch <- asyncAnswer{err: err}
+		}) {
+			a := waitAnswer(t, ch)
+			return rep, a.err
+		}
+		return owner.Handle(context.Background(), from, req)
+	}
+	for i := range 2 {
+		rep, err := serve()
+		rr, ok := rep.(*wire.RewardReply)
+		if err != nil || !ok || rr.Total != 8 || rr.Owner != c.node("n1").ID() {
+			t.Fatalf("send %d: answered %v, %v; want total 8 from n1", i+1, rep, err)
+		}
+	}
+	c.mustReward("n3", "p", 1, 9)
 }

@@ -166,6 +166,9 @@ func (c *cluster) start(name string) *tnode {
 		},
 		func(id wire.NodeID) bool { return store.Fenced(id) },
 		func() { c.fence(n, n.ID()) })
+	c.net.ServeAsync(name, func(from wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool {
+		return store.HandleAsync(from, m, reply)
+	})
 	cfg := replica.DefaultConfig(n.ID(), netw)
 	c.mu.Lock()
 	if c.disks[name] == nil {

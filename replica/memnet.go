@@ -65,6 +65,7 @@ type LinkFault struct {
 type memNode struct {
 	id       func() wire.NodeID
 	handler  func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error)
+	async    AsyncHandler // nil: every call goes to handler
 	fenced   func(wire.NodeID) bool
 	onFenced func()
 }
@@ -91,6 +92,22 @@ func (n *MemNetwork) Attach(name string, id func() wire.NodeID,
 	defer n.mu.Unlock()
 	n.nodes[name] = &memNode{id: id, handler: handler, fenced: fenced, onFenced: onFenced}
 	return &memEndpoint{net: n, name: name}
+}
+
+// AsyncHandler serves a message without the caller's goroutine, as
+// Store.HandleAsync does: it reports false, having done nothing, for a
+// message the node's handler must serve, else calls reply once.
+type AsyncHandler func(from wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool
+
+// ServeAsync has the node attached as name offer half the rewards it is
+// sent (chosen with the network's seeded randomness) to fn before its
+// handler, as a transport offers those that arrive on a busy connection.
+func (n *MemNetwork) ServeAsync(name string, fn AsyncHandler) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if nd := n.nodes[name]; nd != nil {
+		nd.async = fn
+	}
 }
 
 // Tap has fn see every call made on the network, before its link's faults
@@ -317,6 +334,8 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	n.mu.Lock()
 	refuse, delay, loseReply := n.linkFateLocked(e.name, to.Name, m)
 	hold := n.holdLocked(e.name, to.Name, m)
+	_, reward := m.(*wire.Reward)
+	offerAsync := reward && n.rng.IntN(2) == 0
 	tap := n.tap
 	n.mu.Unlock()
 	if tap != nil {
@@ -362,7 +381,14 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 	if err != nil {
 		return nil, err
 	}
-	rep, err := target.handler(ctx, from, req)
+	var rep wire.Msg
+	taken := false
+	if offerAsync && target.async != nil {
+		rep, taken, err = serveAsync(ctx, target.async, from, req, to.Name)
+	}
+	if !taken {
+		rep, err = target.handler(ctx, from, req)
+	}
 	n.mu.Lock()
 	_, callerAlive := n.nodes[e.name]
 	_, targetAlive := n.nodes[to.Name]
@@ -378,6 +404,26 @@ func (e *memEndpoint) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wir
 		return nil, handlerError(err)
 	}
 	return wire.Roundtrip(rep)
+}
+
+// serveAsync offers req to fn and, if it takes it, waits for its reply
+// until ctx ends, as a transport's caller waits for a reply sent from
+// whichever goroutine the handler answered on.
+func serveAsync(ctx context.Context, fn AsyncHandler, from wire.NodeID, req wire.Msg, to string) (wire.Msg, bool, error) {
+	type answer struct {
+		m   wire.Msg
+		err error
+	}
+	ch := make(chan answer, 1)
+	if !fn(from, req, func(m wire.Msg, err error) { ch <- answer{m, err} }) {
+		return nil, false, nil
+	}
+	select {
+	case a := <-ch:
+		return a.m, true, a.err
+	case <-ctx.Done():
+		return nil, true, fmt.Errorf("call %s: no answer: %w", to, ctx.Err())
+	}
 }
 
 // wait blocks a call to the node named to at h until h is released or

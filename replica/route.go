@@ -69,35 +69,66 @@ func (s *Store) withID(req *wire.Reward) *wire.Reward {
 // moves, and returns what it answered. With create false, a player that
 // no node holds is not created: the answer is CodeNotFound (see Read).
 func (s *Store) rewardAt(ctx context.Context, req *wire.Reward, create bool) (RewardResult, error) {
-	// maybe records that an attempt may have been applied (its link broke
-	// mid-call, it timed out). Re-sending is still safe, but if no later
-	// attempt gets an answer the caller must hear "unknown", never "not
-	// applied".
-	maybe := false
-	fail := func(err error) (RewardResult, error) {
-		if maybe {
-			return RewardResult{}, wire.Errorf(wire.CodeUnknown, "%s: an attempt was cut off mid-call and the retries did not settle it, so the reward may or may not be applied: %v", req.Player, err)
-		}
-		return RewardResult{}, err
+	return s.rewardFrom(ctx, req, create, &attempts{first: s.now()})
+}
+
+// attempts is what the attempts at one reward so far have shown.
+type attempts struct {
+	n     int   // made so far
+	first int64 // when the first was sent, on the Store's clock
+	// maybe records that an attempt may have been applied (its link
+	// broke mid-call, it timed out). Re-sending is still safe, but if no
+	// later attempt gets an answer the caller must hear "unknown", never
+	// "not applied".
+	maybe bool
+	last  error
+}
+
+// failed takes the error of attempt number a.n (sent: the reward went
+// out, rather than the search for its owner failing) and says whether
+// another attempt may follow; if not, the caller's error is a.give(err).
+func (a *attempts) failed(err error, sent, create bool) bool {
+	a.n++
+	if sent && wire.OutcomeOf(err) == wire.OutcomeUnknown {
+		a.maybe = true
 	}
-	var last error
-	first := s.now()
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if attempt > 0 {
-			if err := s.backoff(ctx, attempt); err != nil {
-				return fail(fmt.Errorf("%s: %w (last error: %v)", req.Player, err, last))
+	a.last = err
+	if code, _ := wire.CodeOf(err); create && code == wire.CodeNotFound {
+		// It met a read's activation of the player (which does not
+		// create): the next attempt creates it.
+		return true
+	}
+	return wire.ShouldResend(err)
+}
+
+// give is the error for a caller whose attempts ended with err.
+func (a *attempts) give(player string, err error) error {
+	if a.maybe {
+		return wire.Errorf(wire.CodeUnknown, "%s: an attempt was cut off mid-call and the retries did not settle it, so the reward may or may not be applied: %v", player, err)
+	}
+	return err
+}
+
+// rewardFrom is rewardAt after the attempts a (none, or one RewardAsync
+// forwarded).
+func (s *Store) rewardFrom(ctx context.Context, req *wire.Reward, create bool, a *attempts) (RewardResult, error) {
+	for a.n < maxAttempts {
+		if a.n > 0 {
+			if err := s.backoff(ctx, a.n); err != nil {
+				return RewardResult{}, a.give(req.Player, fmt.Errorf("%s: %w (last error: %v)", req.Player, err, a.last))
 			}
 		}
 		p, owner, err := s.route(ctx, req.Player, create)
-		if err == nil {
+		sent := err == nil
+		if sent {
 			// Each attempt is a message of its own: an earlier one whose
 			// answer never came may still wait in a mailbox. A re-send
 			// after such an attempt says how long ago the request was
 			// first sent (see wire.Reward.Age); after attempts that were
 			// all answered "not applied", it is a first send again.
 			try := *req
-			if maybe {
-				try.Age = max(s.now()-first, 1)
+			if a.maybe {
+				try.Age = max(s.now()-a.first, 1)
 			}
 			var r RewardResult
 			r, err = s.send(ctx, p, owner, &try)
@@ -105,25 +136,15 @@ func (s *Store) rewardAt(ctx context.Context, req *wire.Reward, create bool) (Re
 				return r, nil
 			}
 			s.forgetRoute(req.Player, owner)
-			if wire.OutcomeOf(err) == wire.OutcomeUnknown {
-				maybe = true
-			}
 		}
-		if code, _ := wire.CodeOf(err); create && code == wire.CodeNotFound {
-			// It met a read's activation of the player (which does not
-			// create): the next attempt creates it.
-			last = err
-			continue
+		if !a.failed(err, sent, create) {
+			return RewardResult{}, a.give(req.Player, err)
 		}
-		if !wire.ShouldResend(err) {
-			return fail(err)
-		}
-		last = err
 	}
 	// An attempt that reached a primary which then stepped down may have
 	// been applied by its keeper, and the new owner holds it: after many
 	// attempts only a re-send with the same id can tell.
-	return RewardResult{}, wire.Errorf(wire.CodeUnknown, "%s: the player kept moving, gave up after %d attempts, so the reward may or may not be applied: %v", req.Player, maxAttempts, last)
+	return RewardResult{}, wire.Errorf(wire.CodeUnknown, "%s: the player kept moving, gave up after %d attempts, so the reward may or may not be applied: %v", req.Player, maxAttempts, a.last)
 }
 
 // backoff waits before attempt number attempt: exponentially longer, with

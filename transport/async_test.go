@@ -115,3 +115,77 @@ func TestCallAsyncConnectionLost(t *testing.T) {
 		t.Fatalf("call to a closed peer: %v; want not sent", r.err)
 	}
 }
+
+// asyncHandler is a Handler whose HandleAsync takes what async accepts.
+type asyncHandler struct {
+	handlerFuncs
+	async func(from wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool
+}
+
+func (h asyncHandler) HandleAsync(from wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool {
+	return h.async(from, m, reply)
+}
+
+// A member's request on a busy connection is offered to AsyncHandler,
+// which answers it (or fails it) after the read loop has moved on; one
+// behind a request still being served is not held up by it.
+func TestAsyncHandlerServesMembersRequests(t *testing.T) {
+	net := newTestNet(t)
+	release := make(chan struct{})
+	var from wire.NodeID
+	offered := make(chan func(), 1)
+	a := net.add("a", 1, nil)
+	b := net.add("b", 1, nil, func(c *Config) {
+		c.Handler = asyncHandler{
+			handlerFuncs: handlerFuncs{handle: func(ctx context.Context, f wire.NodeID, m wire.Msg) (wire.Msg, error) {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return echo(ctx, f, m)
+			}},
+			async: func(f wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool {
+				r, ok := m.(*wire.Reward)
+				if !ok || r.Player == "held" {
+					return false
+				}
+				from = f
+				offered <- func() {
+					if r.Points < 0 {
+						reply(nil, wire.Errorf(wire.CodeOverflow, "negative"))
+						return
+					}
+					reply(&wire.RewardReply{Total: r.Points}, nil)
+				}
+				return true
+			},
+		}
+	})
+	defer close(release)
+	held, _ := callAsync(a, b.id(), &wire.Reward{Player: "held"}, 5*time.Second)
+	for _, pts := range []int64{7, -1} {
+		ch, _ := callAsync(a, b.id(), &wire.Reward{Player: "p", Points: pts}, 5*time.Second)
+		select {
+		case answer := <-offered:
+			answer()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reward %d behind a request being served was not offered to HandleAsync", pts)
+		}
+		r := waitAsync(t, ch)
+		var we *wire.Error
+		switch {
+		case pts >= 0 && (r.err != nil || r.m.(*wire.RewardReply).Total != pts):
+			t.Fatalf("reward %d: %v, %v", pts, r.m, r.err)
+		case pts < 0 && (!errors.As(r.err, &we) || we.Code != wire.CodeOverflow):
+			t.Fatalf("reward %d: %v, %v; want the handler's overflow error", pts, r.m, r.err)
+		}
+	}
+	if from != a.id() {
+		t.Fatalf("HandleAsync saw the request from %+v, want %+v", from, a.id())
+	}
+	select {
+	case r := <-held:
+		t.Fatalf("the held request was answered %v, %v before its release", r.m, r.err)
+	default:
+	}
+}

@@ -27,3 +27,15 @@ type Handler interface {
 	// always safe.
 	Inline(m wire.Msg) bool
 }
+
+// AsyncHandler is a Handler that may serve a member's request without a
+// goroutine waiting on it (a reward forwarded to its owner, answered when
+// the keeper acknowledges), as AsyncClients does for clients: HandleAsync
+// reports false to have m served by Handle; true means reply will be
+// called once, from any goroutine, and must not be waited for. Only
+// requests that are not alone on their connection are offered. A panic in
+// HandleAsync is not recovered: it runs on the connection's read loop.
+type AsyncHandler interface {
+	Handler
+	HandleAsync(from wire.NodeID, m wire.Msg, reply func(wire.Msg, error)) bool
+}

@@ -32,10 +32,10 @@ type serverConn struct {
 	cancel context.CancelFunc
 	snd    *sender
 	sem    chan struct{} // one token per running handler
-	// async serves a client's requests without a handler where it can
-	// (AsyncClients); asyncs counts those not answered yet, at most
-	// MaxInflight.
-	async  AsyncClients
+	// async serves a request without a handler where it can
+	// (AsyncClients, AsyncHandler; nil: never); set by the handshake.
+	// asyncs counts those not answered yet, at most MaxInflight.
+	async  func(m wire.Msg, reply func(wire.Msg, error)) bool
 	asyncs atomic.Int32
 
 	// A request alone on the connection is served on the read loop (see
@@ -66,7 +66,6 @@ func newServerConn(t *Transport, nc net.Conn) *serverConn {
 		sem: make(chan struct{}, t.cfg.MaxInflight),
 	}
 	sc.ctx, sc.cancel = context.WithCancel(t.ctx)
-	sc.async, _ = t.cfg.Clients.(AsyncClients)
 	sc.snd.encodeFailed = func(id uint64, m wire.Msg, err error) wire.Msg {
 		t.logf("transport: cannot send %s reply to %s: %v", m.Kind(), sc.peerName(), err)
 		return &wire.Error{Code: wire.CodeInternal, Msg: fmt.Sprintf("transport: encode %s reply: %v", m.Kind(), err)}
@@ -172,6 +171,12 @@ func (sc *serverConn) handshake() bool {
 	t.mu.Lock()
 	sc.from, sc.client = h.From, h.Client
 	t.mu.Unlock()
+	if ac, ok := t.cfg.Clients.(AsyncClients); ok && sc.client {
+		sc.async = ac.HandleClientAsync
+	} else if ah, ok := t.cfg.Handler.(AsyncHandler); ok && !sc.client {
+		from := h.From
+		sc.async = func(m wire.Msg, reply func(wire.Msg, error)) bool { return ah.HandleAsync(from, m, reply) }
+	}
 	return true
 }
 
@@ -221,7 +226,7 @@ func (sc *serverConn) readLoop() bool {
 			t.logf("transport: closing connection from %s: bad frame: %v", sc.peerName(), err)
 			return true
 		}
-		if sc.client && sc.serveAsync(id, m) {
+		if sc.serveAsync(id, m) {
 			continue
 		}
 		if !sc.client && t.cfg.Handler.Inline(m) {
@@ -256,8 +261,8 @@ func (sc *serverConn) readLoop() bool {
 	}
 }
 
-// serveAsync offers a client's request to AsyncClients, unless it is
-// alone on the connection or MaxInflight are out already. It reports
+// serveAsync offers a request to AsyncClients or AsyncHandler, unless it
+// is alone on the connection or MaxInflight are out already. It reports
 // whether the request was taken.
 func (sc *serverConn) serveAsync(id uint64, m wire.Msg) bool {
 	if sc.async == nil {
@@ -267,7 +272,7 @@ func (sc *serverConn) serveAsync(id uint64, m wire.Msg) bool {
 		return false
 	}
 	sc.asyncs.Add(1)
-	taken := sc.async.HandleClientAsync(m, func(rep wire.Msg, err error) {
+	taken := sc.async(m, func(rep wire.Msg, err error) {
 		if err != nil {
 			rep = toWireError(err)
 		} else if rep == nil {

@@ -330,14 +330,35 @@ func (t *Transport) CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration,
 		done(nil, errBlocked(to.Name))
 		return func(error) {}
 	}
-	ctx, stop := context.WithTimeout(t.ctx, timeout)
-	c, err := t.conn(ctx, to)
-	stop()
-	if err != nil {
-		done(nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err))
-		return func(error) {}
+	c := t.open(to)
+	if c == nil {
+		ctx, stop := context.WithTimeout(t.ctx, timeout)
+		var err error
+		c, err = t.conn(ctx, to)
+		stop()
+		if err != nil {
+			done(nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err))
+			return func(error) {}
+		}
 	}
 	return c.callAsync(m, timeout, done)
+}
+
+// open returns the open connection to the incarnation to, if there is
+// one: conn's first look, without the context a dial needs, since nearly
+// every call finds one.
+func (t *Transport) open(to wire.NodeID) *clientConn {
+	self := t.cfg.Peers.Self()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.peers[to.Name]
+	if t.closed || p == nil || p.isGone(to.Boot) {
+		return nil
+	}
+	if c := p.conn; c != nil && !c.isClosed() && c.self == self && (to.Boot == 0 || c.remote.Boot == to.Boot) {
+		return c
+	}
+	return nil
 }
 
 // conn returns an open connection to the incarnation to, dialing if there
