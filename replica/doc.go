@@ -29,7 +29,7 @@
 //	route.go       a reward enters (Reward), finds its primary or owner, is forwarded
 //	activate.go    a player with no known owner: find it, claim it from its keeper, or create it
 //	primary.go     the actor: mailbox, workers, apply, replicate to the keeper
-//	async.go       a reward answered on its keeper's ack, with no goroutine waiting (RewardAsync)
+//	async.go       a reward answered on its keeper's or owner's reply, with no goroutine waiting (RewardAsync, HandleAsync)
 //	supervisor.go  a primary that crashed is restarted from its keeper
 //	keeper.go      the keeper's copy and its rules (Replicate, Adopt, Claim, Create, Handoff)
 //	dispatch.go    a peer's message, validated and handed to the side it is for
