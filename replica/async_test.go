@@ -2,6 +2,7 @@ package replica_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -113,29 +114,25 @@ func TestRewardAsyncKeeperRemovedMidUpdate(t *testing.T) {
 func isReward(m wire.Msg) bool { _, ok := m.(*wire.Reward); return ok }
 
 // A node that knows a player's owner elsewhere forwards a reward and
-// answers with the owner's reply, and the owner holds the new total.
+// answers with the owner's reply, and the owner holds the new total. A
+// forward whose reply is lost may have been applied: the usual path
+// sends the same request again, and the owner answers it from its record
+// instead of applying it twice.
 func TestRewardAsyncForwardsToTheOwner(t *testing.T) {
-	c := newCluster(t, "n1", "n2", "n3")
-	c.mustReward("n1", "p", 5, 5)
-	c.mustReward("n2", "p", 1, 6) // n2 learns where p lives
-	if a := waitAnswer(t, c.rewardAsyncAt("n2", "p", 3)); a.err != nil || a.total != 9 {
-		t.Fatalf("RewardAsync at n2 answered %d, %v; want 9", a.total, a.err)
+	for _, lose := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reply lost=%v", lose), func(t *testing.T) {
+			c := newCluster(t, "n1", "n2", "n3")
+			c.mustReward("n1", "p", 5, 5)
+			c.mustReward("n2", "p", 1, 6) // n2 learns where p lives
+			if lose {
+				c.net.LoseNextReply("n2", "n1", isReward)
+			}
+			if a := waitAnswer(t, c.rewardAsyncAt("n2", "p", 3)); a.err != nil || a.total != 9 {
+				t.Fatalf("RewardAsync at n2 answered %d, %v; want 9 (applied once)", a.total, a.err)
+			}
+			c.mustReward("n1", "p", 1, 10)
+		})
 	}
-	c.mustReward("n1", "p", 1, 10)
-}
-
-// A forwarded reward whose reply is lost may have been applied: the
-// usual path sends the same request again, and the owner answers it from
-// its record instead of applying it twice.
-func TestRewardAsyncForwardLostReplyIsAppliedOnce(t *testing.T) {
-	c := newCluster(t, "n1", "n2", "n3")
-	c.mustReward("n1", "p", 5, 5)
-	c.mustReward("n2", "p", 1, 6)
-	c.net.LoseNextReply("n2", "n1", isReward)
-	if a := waitAnswer(t, c.rewardAsyncAt("n2", "p", 3)); a.err != nil || a.total != 9 {
-		t.Fatalf("RewardAsync at n2 answered %d, %v; want 9 (applied once)", a.total, a.err)
-	}
-	c.mustReward("n1", "p", 1, 10)
 }
 
 // An owner serving a forwarded reward without a waiting goroutine leaves

@@ -110,6 +110,9 @@ func TestCallAsyncConnectionLost(t *testing.T) {
 	if r := waitAsync(t, ch); r.err == nil {
 		t.Fatalf("call over a closed connection answered %v", r.m)
 	}
+	// The call may have ended with b's last answer before a read the
+	// hang-up; once a has, nothing more is sent to b.
+	a.waitLinkDown(t, b.id(), 10*time.Second, "b closed")
 	ch, _ = callAsync(a, b.id(), &wire.Reward{Player: "p"}, 5*time.Second)
 	if r := waitAsync(t, ch); !errors.Is(r.err, wire.ErrNotSent) {
 		t.Fatalf("call to a closed peer: %v; want not sent", r.err)
