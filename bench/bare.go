@@ -10,8 +10,15 @@ package bench
 // request only after forwarding it to bare-b (--backup) and getting its
 // ack; bare-b answers at once.
 //
+// The bare mesh is the same servers in the cluster's shape: as many as
+// the cluster has nodes, each the owner of the players that hash to it
+// and forwarding each of their rewards to the one of the others that the
+// player hashes to (--backup lists them), as a node replicates to a
+// player's keeper. A client sends each reward to its player's owner.
+//
 // Frames are a 4-byte big-endian length and a msgpack body:
-// bareReq{ID, Player, Points} and bareResp{ID, Total}.
+// bareReq{ID, Player, Points, Keep} and bareResp{ID, Total}. Keep marks a
+// forwarded copy, answered at once.
 
 import (
 	"bufio"
@@ -24,6 +31,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +42,7 @@ type bareReq struct {
 	ID     uint64
 	Player string
 	Points int64
+	Keep   bool `msgpack:",omitempty"`
 }
 
 type bareResp struct {
@@ -95,10 +104,15 @@ type bareStore struct {
 	}
 }
 
-func (s *bareStore) add(player string, pts int64) int64 {
+// bareHash spreads players over shards, owners and backups.
+func bareHash(player string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(player))
-	sh := &s.shards[h.Sum32()%uint32(len(s.shards))]
+	return h.Sum32()
+}
+
+func (s *bareStore) add(player string, pts int64) int64 {
+	sh := &s.shards[bareHash(player)%uint32(len(s.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.m == nil {
@@ -135,7 +149,7 @@ func (b *bareBackup) forward(in *bareInbound, id uint64, player string, pts, tot
 	defer b.mu.Unlock()
 	b.nextID++
 	b.pending[b.nextID] = barePending{in, id, total}
-	if err := bareWrite(b.bw, &bareReq{ID: b.nextID, Player: player, Points: pts}); err != nil {
+	if err := bareWrite(b.bw, &bareReq{ID: b.nextID, Player: player, Points: pts, Keep: true}); err != nil {
 		return err
 	}
 	if flush {
@@ -180,7 +194,56 @@ func (b *bareBackup) readLoop() error {
 	}
 }
 
-func bareServeConn(c net.Conn, st *bareStore, bk *bareBackup) {
+// bareRoute is where a bare server forwards its clients' requests: to the
+// backup the player hashes to among addrs, dialed on first use (the
+// servers of a mesh start one after another). A server with no backups
+// answers at once.
+type bareRoute struct {
+	addrs []string
+	links []bareLink
+	wg    sync.WaitGroup // the backups' read loops
+	// lost is told when a backup connection ends (the server then exits:
+	// the bench sees it).
+	lost func(error)
+}
+
+type bareLink struct {
+	once sync.Once
+	bk   *bareBackup
+	c    net.Conn
+	err  error
+}
+
+func newBareRoute(addrs []string, lost func(error)) *bareRoute {
+	return &bareRoute{addrs: addrs, links: make([]bareLink, len(addrs)), lost: lost}
+}
+
+func (r *bareRoute) backupFor(player string) (*bareBackup, error) {
+	i := bareHash(player) % uint32(len(r.links))
+	l, addr := &r.links[i], r.addrs[i]
+	l.once.Do(func() {
+		l.c, l.err = net.DialTimeout("tcp", addr, 5*time.Second)
+		if l.err != nil {
+			return
+		}
+		l.bk = &bareBackup{bw: bufio.NewWriterSize(l.c, bareBuf), br: bufio.NewReaderSize(l.c, bareBuf), pending: map[uint64]barePending{}}
+		r.wg.Go(func() { r.lost(l.bk.readLoop()) })
+	})
+	return l.bk, l.err
+}
+
+// close closes the backup connections and waits for their read loops.
+func (r *bareRoute) close() {
+	for i := range r.links {
+		r.links[i].once.Do(func() {}) // none dialed from now on
+		if c := r.links[i].c; c != nil {
+			c.Close()
+		}
+	}
+	r.wg.Wait()
+}
+
+func bareServeConn(c net.Conn, st *bareStore, route *bareRoute) {
 	defer c.Close()
 	br := bufio.NewReaderSize(c, bareBuf)
 	in := &bareInbound{bw: bufio.NewWriterSize(c, bareBuf)}
@@ -196,7 +259,11 @@ func bareServeConn(c net.Conn, st *bareStore, bk *bareBackup) {
 		}
 		total := st.add(r.Player, r.Points)
 		more := bareBuffered(br)
-		if bk != nil {
+		if !r.Keep && route != nil && len(route.addrs) > 0 {
+			bk, err := route.backupFor(r.Player)
+			if err != nil {
+				return
+			}
 			if err := bk.forward(in, r.ID, r.Player, r.Points, total, !more); err != nil {
 				return
 			}
@@ -220,26 +287,20 @@ func bareServeConn(c net.Conn, st *bareStore, bk *bareBackup) {
 func serveBare(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("appnode bench serve-bare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	backup := fs.String("backup", "", "HOST:PORT of the bare server to forward each request to (none: answer at once)")
+	backup := fs.String("backup", "", "HOST:PORT[,HOST:PORT...] of the bare servers to forward each request to, the one its player hashes to (none: answer at once)")
+	listen := fs.String("listen", "127.0.0.1:0", "the address to listen on")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var bk *bareBackup
+	var addrs []string
 	if *backup != "" {
-		c, err := net.Dial("tcp", *backup)
-		if err != nil {
-			fmt.Fprintf(stderr, "appnode bench serve-bare: %v\n", err)
-			return 1
-		}
-		bk = &bareBackup{bw: bufio.NewWriterSize(c, bareBuf), br: bufio.NewReaderSize(c, bareBuf), pending: map[uint64]barePending{}}
-		go func() {
-			// The process exits with the backup: the bench sees it.
-			err := bk.readLoop()
-			fmt.Fprintf(stderr, "appnode bench serve-bare: backup connection: %v\n", err)
-			os.Exit(1)
-		}()
+		addrs = strings.Split(*backup, ",")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	route := newBareRoute(addrs, func(err error) {
+		fmt.Fprintf(stderr, "appnode bench serve-bare: backup connection: %v\n", err)
+		os.Exit(1)
+	})
+	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "appnode bench serve-bare: %v\n", err)
 		return 1
@@ -254,7 +315,7 @@ func serveBare(args []string, stdout, stderr io.Writer) int {
 			if err != nil {
 				return
 			}
-			go bareServeConn(c, st, bk)
+			go bareServeConn(c, st, route)
 		}
 	}()
 	untilTold()

@@ -52,6 +52,12 @@ transport), and prints every figure as a ratio to it; then the same
 against the bare wire: two processes that do the same forward and ack
 over plain msgpack on TCP (one connection, a read loop, a write per frame;
 as ../shared/peers' mpbench), which shows what appnode's transport costs.
+With --entry owner and three or more spawned nodes, last the bare mesh: as
+many bare servers as nodes, each client request sent to its player's
+owner, which forwards it to the one of the others the player hashes to,
+as a node replicates to a player's keeper. It carries the same load over
+the same number of links as the cluster, so it shows what appnode costs
+over the bare wire in the cluster's own shape.
 
 flags:
 `
@@ -250,9 +256,10 @@ type bench struct {
 	pprof     []string      // their profiling addresses, with --profile
 	targets   []*target     // the cluster's nodes
 	floors    []*procs.Proc
-	floorA    *target // forwards to floorB and waits for its ack
-	floorB    *target // answers at once
-	bareA     *target // the bare wire: forwards to bare-b, as floorA does
+	floorA    *target   // forwards to floorB and waits for its ack
+	floorB    *target   // answers at once
+	bareA     *target   // the bare wire: forwards to bare-b, as floorA does
+	mesh      []*target // the bare mesh, as many servers as nodes
 }
 
 func (b *bench) say(format string, args ...any) {
@@ -311,8 +318,10 @@ func (b *bench) close() {
 			t.cl.Close()
 		}
 	}
-	if b.bareA != nil {
-		b.bareA.bare.Close()
+	for _, t := range append([]*target{b.bareA}, b.mesh...) {
+		if t != nil {
+			t.bare.Close()
+		}
 	}
 	if started := append(slices.Clone(b.nodes), b.floors...); len(started) > 0 {
 		start := time.Now()

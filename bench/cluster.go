@@ -248,7 +248,40 @@ func (b *bench) startFloor(ctx context.Context) error {
 		return fmt.Errorf("connect to the bare wire's bare-a: %w", err)
 	}
 	b.bareA = &target{name: "bare-a", bare: bc}
+	if b.cfg.entry == entryOwner && len(b.nodes) >= 3 {
+		if err := b.startMesh(ctx, len(b.nodes)); err != nil {
+			return err
+		}
+	}
 	b.say("floor servers up (the transport's and the bare wire's): %s", describePIDs(b.floors))
+	return nil
+}
+
+// startMesh starts the bare mesh, size servers that forward to each other
+// (bare.go), and connects to each.
+func (b *bench) startMesh(ctx context.Context, size int) error {
+	addrs := make([]string, size)
+	for i := range addrs {
+		port, err := ports.Free()
+		if err != nil {
+			return fmt.Errorf("a port for the bare mesh: %w", err)
+		}
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialLimit)
+	defer cancel()
+	for i, addr := range addrs {
+		others := append(slices.Clone(addrs[:i]), addrs[i+1:]...)
+		name := fmt.Sprintf("mesh-%d", i+1)
+		if _, err := b.startFloorServer(ctx, name, []string{"bench", "serve-bare", "--listen", addr, "--backup", strings.Join(others, ",")}); err != nil {
+			return err
+		}
+		bc, err := dialBare(dctx, addr, b.cfg.clients == 1)
+		if err != nil {
+			return fmt.Errorf("connect to the bare mesh's %s: %w", name, err)
+		}
+		b.mesh = append(b.mesh, &target{name: name, bare: bc})
+	}
 	return nil
 }
 

@@ -249,7 +249,21 @@ func (b *bench) runBare(ctx context.Context, rep *benchReport, players *playerTa
 		clients: b.cfg.clients, duration: b.cfg.duration, callTimeout: b.cfg.callTimeout, progress: b.progressOut(),
 	}
 	b.say("bare wire: %d clients, forward + ack over plain msgpack on TCP, %v", b.cfg.clients, b.cfg.duration)
-	rep.setBare(b.measure(ctx, bl))
+	res := b.measure(ctx, bl)
+	rep.setBare(res)
+	if res.interrupted || len(b.mesh) == 0 {
+		return nil
+	}
+	mesh := newPlayerTable("player", b.cfg.players)
+	for i, name := range mesh.names {
+		mesh.owner[i].Store(int32(bareHash(name) % uint32(len(b.mesh))))
+	}
+	ml := &load{
+		label: "bare mesh", targets: b.mesh, players: mesh, entry: entryOwner,
+		clients: b.cfg.clients, duration: b.cfg.duration, callTimeout: b.cfg.callTimeout, progress: b.progressOut(),
+	}
+	b.say("bare mesh: %d clients, each reward to its player's owner of %d, forward + ack to one of the others, %v", b.cfg.clients, len(b.mesh), b.cfg.duration)
+	rep.setMesh(b.measure(ctx, ml), len(b.mesh))
 	return nil
 }
 

@@ -47,6 +47,7 @@ type benchReport struct {
 	Floor    *floorReport    `json:"floor,omitempty"`
 	Ratio    *ratios         `json:"ratio_to_floor,omitempty"`
 	Bare     *floorReport    `json:"bare_wire,omitempty"` // the same load over plain msgpack on TCP (bare.go)
+	Mesh     *floorReport    `json:"bare_mesh,omitempty"` // the bare wire in the cluster's shape (bare.go)
 	Kill     *killReport     `json:"kill,omitempty"`
 	Timeline []int64         `json:"timeline_100ms,omitempty"` // rewards per 100 ms, with --kill-after
 	Populate *populateReport `json:"populate,omitempty"`
@@ -248,6 +249,17 @@ func (r *benchReport) setBare(bare *phaseResult) {
 	r.Interrupted = r.Interrupted || bare.interrupted
 }
 
+// setMesh records the bare mesh's phase, of size servers.
+func (r *benchReport) setMesh(mesh *phaseResult, size int) {
+	r.Mesh = &floorReport{latencyStats: *statsOf(&mesh.all, mesh.elapsed, mesh.errors()), CPUCores: mesh.cpu}
+	names := make([]string, size)
+	for i := range names {
+		names[i] = fmt.Sprintf("mesh-%d", i+1)
+	}
+	r.Mesh.ServersCPUUsPerRequest = cpuPerRequest(mesh.cpu, r.Mesh.Throughput, names...)
+	r.Interrupted = r.Interrupted || mesh.interrupted
+}
+
 func (r *benchReport) setFloor(floor, hop *phaseResult) {
 	r.Floor = &floorReport{latencyStats: *statsOf(&floor.all, floor.elapsed, floor.errors()), CPUCores: floor.cpu}
 	r.Floor.ServersCPUUsPerRequest = cpuPerRequest(floor.cpu, r.Floor.Throughput, "floor-a", "floor-b")
@@ -382,6 +394,17 @@ func printLoad(sb *strings.Builder, r *benchReport) {
 	if r.Bare != nil {
 		row("bare wire (forward+ack)", &r.Bare.latencyStats)
 	}
+	if r.Mesh != nil {
+		row("bare mesh (owner+keeper)", &r.Mesh.latencyStats)
+		m := &r.Mesh.latencyStats
+		x := func(a, b float64) string {
+			if b == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2fx", a/b)
+		}
+		lines = append(lines, line{"appnode / bare mesh", []string{"", x(r.Throughput, m.Throughput), "", x(r.P50Us, m.P50Us), x(r.P90Us, m.P90Us), x(r.P99Us, m.P99Us), x(r.P999Us, m.P999Us), x(r.MaxUs, m.MaxUs), ""}})
+	}
 	table := make([][]string, len(lines))
 	for i, l := range lines {
 		table[i] = append([]string{l.name}, l.cells...)
@@ -399,6 +422,9 @@ func printLoad(sb *strings.Builder, r *benchReport) {
 	if r.Bare != nil && len(r.Bare.CPUCores) > 0 {
 		fmt.Fprintf(sb, "CPU used (cores of %d), bare wire:     %s\n", r.Machine.CPUs, fmtCores(r.Bare.CPUCores))
 	}
+	if r.Mesh != nil && len(r.Mesh.CPUCores) > 0 {
+		fmt.Fprintf(sb, "CPU used (cores of %d), bare mesh:     %s\n", r.Machine.CPUs, fmtCores(r.Mesh.CPUCores))
+	}
 	if r.NodesCPUUsPerReward > 0 {
 		fmt.Fprintf(sb, "CPU per request: nodes %s", fmtDur(r.NodesCPUUsPerReward))
 		if r.Floor != nil {
@@ -406,6 +432,9 @@ func printLoad(sb *strings.Builder, r *benchReport) {
 		}
 		if r.Bare != nil {
 			fmt.Fprintf(sb, ", bare wire servers %s", fmtDur(r.Bare.ServersCPUUsPerRequest))
+		}
+		if r.Mesh != nil {
+			fmt.Fprintf(sb, ", bare mesh servers %s", fmtDur(r.Mesh.ServersCPUUsPerRequest))
 		}
 		fmt.Fprintln(sb)
 	}
