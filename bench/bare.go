@@ -11,10 +11,12 @@ package bench
 // ack; bare-b answers at once.
 //
 // The bare mesh is the same servers in the cluster's shape: as many as
-// the cluster has nodes, each the owner of the players that hash to it
-// and forwarding each of their rewards to the one of the others that the
-// player hashes to (--backup lists them), as a node replicates to a
-// player's keeper. A client sends each reward to its player's owner.
+// the cluster has nodes (--owners lists them, --self is this one), each
+// the owner of the players that hash to it and forwarding each of their
+// rewards to the one of the others that the player hashes to (--backup
+// lists them), as a node replicates to a player's keeper. A reward that
+// reaches a server other than its player's owner is passed to the owner,
+// and its answer back, as a node forwards a reward.
 //
 // Frames are a 4-byte big-endian length and a msgpack body:
 // bareReq{ID, Player, Points, Keep} and bareResp{ID, Total}. Keep marks a
@@ -31,6 +33,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -133,6 +136,7 @@ type barePending struct {
 	in    *bareInbound
 	id    uint64
 	total int64
+	relay bool // passed to the owner: answer with its total
 }
 
 // bareBackup is the primary's one connection to the backup.
@@ -145,11 +149,21 @@ type bareBackup struct {
 }
 
 func (b *bareBackup) forward(in *bareInbound, id uint64, player string, pts, total int64, flush bool) error {
+	return b.send(barePending{in: in, id: id, total: total}, &bareReq{Player: player, Points: pts, Keep: true}, flush)
+}
+
+// relay passes a client's reward to its owner.
+func (b *bareBackup) relay(in *bareInbound, id uint64, player string, pts int64, flush bool) error {
+	return b.send(barePending{in: in, id: id, relay: true}, &bareReq{Player: player, Points: pts}, flush)
+}
+
+func (b *bareBackup) send(p barePending, r *bareReq, flush bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.nextID++
-	b.pending[b.nextID] = barePending{in, id, total}
-	if err := bareWrite(b.bw, &bareReq{ID: b.nextID, Player: player, Points: pts, Keep: true}); err != nil {
+	b.pending[b.nextID] = p
+	r.ID = b.nextID
+	if err := bareWrite(b.bw, r); err != nil {
 		return err
 	}
 	if flush {
@@ -177,6 +191,9 @@ func (b *bareBackup) readLoop() error {
 		if !ok {
 			return fmt.Errorf("unknown ack %d", r.ID)
 		}
+		if p.relay {
+			p.total = r.Total
+		}
 		p.in.mu.Lock()
 		err = bareWrite(p.in.bw, &bareResp{ID: p.id, Total: p.total})
 		p.in.mu.Unlock()
@@ -194,35 +211,58 @@ func (b *bareBackup) readLoop() error {
 	}
 }
 
-// bareRoute is where a bare server forwards its clients' requests: to the
-// backup the player hashes to among addrs, dialed on first use (the
-// servers of a mesh start one after another). A server with no backups
-// answers at once.
+// bareRoute is where a bare server sends its clients' requests: to the
+// player's owner among owners if that is not this server (owners[self]),
+// else to the backup the player hashes to among backups. Connections are
+// dialed on first use (the servers of a mesh start one after another). A
+// server with neither answers at once.
 type bareRoute struct {
-	addrs []string
-	links []bareLink
-	wg    sync.WaitGroup // the backups' read loops
-	// lost is told when a backup connection ends (the server then exits:
-	// the bench sees it).
+	backups []string
+	owners  []string
+	self    int
+	links   map[string]*bareLink // by address, made up front
+	wg      sync.WaitGroup       // the links' read loops
+	// lost is told when a link ends (the server then exits: the bench
+	// sees it).
 	lost func(error)
 }
 
 type bareLink struct {
 	once sync.Once
+	addr string
 	bk   *bareBackup
 	c    net.Conn
 	err  error
 }
 
-func newBareRoute(addrs []string, lost func(error)) *bareRoute {
-	return &bareRoute{addrs: addrs, links: make([]bareLink, len(addrs)), lost: lost}
+func newBareRoute(backups, owners []string, self int, lost func(error)) *bareRoute {
+	r := &bareRoute{backups: backups, owners: owners, self: self, links: map[string]*bareLink{}, lost: lost}
+	for _, a := range append(slices.Clone(backups), owners...) {
+		r.links[a] = &bareLink{addr: a}
+	}
+	return r
+}
+
+// ownerElsewhere returns the link to player's owner, or nil if this
+// server is it (or there is no mesh).
+func (r *bareRoute) ownerElsewhere(player string) (*bareBackup, error) {
+	if len(r.owners) == 0 {
+		return nil, nil
+	}
+	i := int(bareHash(player) % uint32(len(r.owners)))
+	if i == r.self {
+		return nil, nil
+	}
+	return r.dial(r.links[r.owners[i]])
 }
 
 func (r *bareRoute) backupFor(player string) (*bareBackup, error) {
-	i := bareHash(player) % uint32(len(r.links))
-	l, addr := &r.links[i], r.addrs[i]
+	return r.dial(r.links[r.backups[bareHash(player)%uint32(len(r.backups))]])
+}
+
+func (r *bareRoute) dial(l *bareLink) (*bareBackup, error) {
 	l.once.Do(func() {
-		l.c, l.err = net.DialTimeout("tcp", addr, 5*time.Second)
+		l.c, l.err = net.DialTimeout("tcp", l.addr, 5*time.Second)
 		if l.err != nil {
 			return
 		}
@@ -232,12 +272,12 @@ func (r *bareRoute) backupFor(player string) (*bareBackup, error) {
 	return l.bk, l.err
 }
 
-// close closes the backup connections and waits for their read loops.
+// close closes the links and waits for their read loops.
 func (r *bareRoute) close() {
-	for i := range r.links {
-		r.links[i].once.Do(func() {}) // none dialed from now on
-		if c := r.links[i].c; c != nil {
-			c.Close()
+	for _, l := range r.links {
+		l.once.Do(func() {}) // none dialed from now on
+		if l.c != nil {
+			l.c.Close()
 		}
 	}
 	r.wg.Wait()
@@ -257,9 +297,21 @@ func bareServeConn(c net.Conn, st *bareStore, route *bareRoute) {
 		if err := msgpack.Unmarshal(body, &r); err != nil {
 			return
 		}
-		total := st.add(r.Player, r.Points)
 		more := bareBuffered(br)
-		if !r.Keep && route != nil && len(route.addrs) > 0 {
+		if !r.Keep && route != nil {
+			owner, err := route.ownerElsewhere(r.Player)
+			if err != nil {
+				return
+			}
+			if owner != nil {
+				if err := owner.relay(in, r.ID, r.Player, r.Points, !more); err != nil {
+					return
+				}
+				continue
+			}
+		}
+		total := st.add(r.Player, r.Points)
+		if !r.Keep && route != nil && len(route.backups) > 0 {
 			bk, err := route.backupFor(r.Player)
 			if err != nil {
 				return
@@ -288,15 +340,23 @@ func serveBare(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("appnode bench serve-bare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	backup := fs.String("backup", "", "HOST:PORT[,HOST:PORT...] of the bare servers to forward each request to, the one its player hashes to (none: answer at once)")
+	owners := fs.String("owners", "", "HOST:PORT,... of every server of a bare mesh: a request whose player hashes to another is passed to it")
+	self := fs.Int("self", 0, "with --owners: this server's place in the list, from 0")
 	listen := fs.String("listen", "127.0.0.1:0", "the address to listen on")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var addrs []string
-	if *backup != "" {
-		addrs = strings.Split(*backup, ",")
+	list := func(s string) []string {
+		if s == "" {
+			return nil
+		}
+		return strings.Split(s, ",")
 	}
-	route := newBareRoute(addrs, func(err error) {
+	if o := list(*owners); o != nil && (*self < 0 || *self >= len(o)) {
+		fmt.Fprintf(stderr, "appnode bench serve-bare: --self %d is not a place in --owners (0 to %d)\n", *self, len(o)-1)
+		return 2
+	}
+	route := newBareRoute(list(*backup), list(*owners), *self, func(err error) {
 		fmt.Fprintf(stderr, "appnode bench serve-bare: backup connection: %v\n", err)
 		os.Exit(1)
 	})

@@ -9,14 +9,15 @@ import (
 	"time"
 )
 
-// bareServer runs a bare server at listen until the test ends, forwarding
-// to addrs (none: answering at once); it returns its address and store.
-func bareServer(t *testing.T, wg *sync.WaitGroup, listen string, addrs []string) (string, *bareStore, *bareRoute) {
+// bareServer runs a bare server at listen until the test ends, as
+// newBareRoute(backups, owners, self) has it forward; it returns its
+// address and store.
+func bareServer(t *testing.T, wg *sync.WaitGroup, listen string, backups, owners []string, self int) (string, *bareStore, *bareRoute) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	route := newBareRoute(addrs, func(error) {})
+	route := newBareRoute(backups, owners, self, func(error) {})
 	var mu sync.Mutex
 	var conns []net.Conn
 	t.Cleanup(func() {
@@ -75,8 +76,8 @@ func rewardBare(t *testing.T, addr string, callers, n int, player func(caller, i
 
 func pending(r *bareRoute) int {
 	n := 0
-	for i := range r.links {
-		if bk := r.links[i].bk; bk != nil {
+	for _, l := range r.links {
+		if bk := l.bk; bk != nil {
 			bk.mu.Lock()
 			n += len(bk.pending)
 			bk.mu.Unlock()
@@ -90,8 +91,8 @@ func pending(r *bareRoute) int {
 func TestBareWire(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
-	addrB, stB, _ := bareServer(t, &wg, "127.0.0.1:0", nil)
-	addrA, stA, route := bareServer(t, &wg, "127.0.0.1:0", []string{addrB})
+	addrB, stB, _ := bareServer(t, &wg, "127.0.0.1:0", nil, nil, 0)
+	addrA, stA, route := bareServer(t, &wg, "127.0.0.1:0", []string{addrB}, nil, 0)
 	for _, callers := range []int{1, 16} {
 		rewardBare(t, addrA, callers, 200, func(int, int) string { return "p" })
 	}
@@ -103,9 +104,9 @@ func TestBareWire(t *testing.T) {
 	}
 }
 
-// In a bare mesh each reward sent to its player's owner is kept by that
-// owner and by exactly one other server, the one the player hashes to
-// among the others: a forwarded copy is not forwarded again.
+// In a bare mesh each reward, whichever server it is sent to, is kept by
+// its player's owner and by exactly one other server, the one the player
+// hashes to among the others: a forwarded copy is not forwarded again.
 func TestBareMesh(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
@@ -128,22 +129,23 @@ func TestBareMesh(t *testing.T) {
 	stores := make([]*bareStore, size)
 	for i := range size {
 		others := append(slices.Clone(addrs[:i]), addrs[i+1:]...)
-		_, stores[i], _ = bareServer(t, &wg, addrs[i], others)
+		_, stores[i], _ = bareServer(t, &wg, addrs[i], others, addrs, i)
 	}
 	players := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	for i, p := range players {
-		owner := int(bareHash(p) % size)
-		rewardBare(t, addrs[owner], 4, i+1, func(int, int) string { return p })
+		for _, addr := range addrs {
+			rewardBare(t, addr, 4, i+1, func(int, int) string { return p })
+		}
 	}
 	for i, p := range players {
 		holders := 0
 		for _, st := range stores {
 			switch n := st.add(p, 0); n {
 			case 0:
-			case int64(4 * (i + 1)):
+			case int64(size * 4 * (i + 1)):
 				holders++
 			default:
-				t.Fatalf("%s: a server holds %d, want 0 or %d", p, n, 4*(i+1))
+				t.Fatalf("%s: a server holds %d, want 0 or %d", p, n, size*4*(i+1))
 			}
 		}
 		if holders != 2 {

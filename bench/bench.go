@@ -52,11 +52,12 @@ transport), and prints every figure as a ratio to it; then the same
 against the bare wire: two processes that do the same forward and ack
 over plain msgpack on TCP (one connection, a read loop, a write per frame;
 as ../shared/peers' mpbench), which shows what appnode's transport costs.
-With --entry owner and three or more spawned nodes, last the bare mesh: as
-many bare servers as nodes, each client request sent to its player's
-owner, which forwards it to the one of the others the player hashes to,
-as a node replicates to a player's keeper. It carries the same load over
-the same number of links as the cluster, so it shows what appnode costs
+With three or more spawned nodes, last the bare mesh: as many bare
+servers as nodes, each client request sent as --entry says (to its
+player's owner, or to any server, which passes it to the owner and the
+answer back), the owner forwarding it to the one of the others the player
+hashes to, as a node replicates to a player's keeper. It carries the same
+load over the same links as the cluster, so it shows what appnode costs
 over the bare wire in the cluster's own shape.
 
 flags:

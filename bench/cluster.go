@@ -248,7 +248,7 @@ func (b *bench) startFloor(ctx context.Context) error {
 		return fmt.Errorf("connect to the bare wire's bare-a: %w", err)
 	}
 	b.bareA = &target{name: "bare-a", bare: bc}
-	if b.cfg.entry == entryOwner && len(b.nodes) >= 3 {
+	if len(b.nodes) >= 3 {
 		if err := b.startMesh(ctx, len(b.nodes)); err != nil {
 			return err
 		}
@@ -273,7 +273,9 @@ func (b *bench) startMesh(ctx context.Context, size int) error {
 	for i, addr := range addrs {
 		others := append(slices.Clone(addrs[:i]), addrs[i+1:]...)
 		name := fmt.Sprintf("mesh-%d", i+1)
-		if _, err := b.startFloorServer(ctx, name, []string{"bench", "serve-bare", "--listen", addr, "--backup", strings.Join(others, ",")}); err != nil {
+		args := []string{"bench", "serve-bare", "--listen", addr, "--backup", strings.Join(others, ","),
+			"--owners", strings.Join(addrs, ","), "--self", strconv.Itoa(i)}
+		if _, err := b.startFloorServer(ctx, name, args); err != nil {
 			return err
 		}
 		bc, err := dialBare(dctx, addr, b.cfg.clients == 1)

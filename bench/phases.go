@@ -259,10 +259,10 @@ func (b *bench) runBare(ctx context.Context, rep *benchReport, players *playerTa
 		mesh.owner[i].Store(int32(bareHash(name) % uint32(len(b.mesh))))
 	}
 	ml := &load{
-		label: "bare mesh", targets: b.mesh, players: mesh, entry: entryOwner,
+		label: "bare mesh", targets: b.mesh, players: mesh, entry: b.cfg.entry,
 		clients: b.cfg.clients, duration: b.cfg.duration, callTimeout: b.cfg.callTimeout, progress: b.progressOut(),
 	}
-	b.say("bare mesh: %d clients, each reward to its player's owner of %d, forward + ack to one of the others, %v", b.cfg.clients, len(b.mesh), b.cfg.duration)
+	b.say("bare mesh: %d clients, entry %s of %d servers, each reward passed to its player's owner, forward + ack to one of the others, %v", b.cfg.clients, b.cfg.entry, len(b.mesh), b.cfg.duration)
 	rep.setMesh(b.measure(ctx, ml), len(b.mesh))
 	return nil
 }
