@@ -10,7 +10,8 @@
 #   bare wire  msgpack over TCP: client -> A -> B (ack) -> A -> client
 #   appnode    `appnode bench --spawn 3`, entry owner and any, and its floor
 #   bare mesh  the bench's bare wire in the cluster's shape (3 servers, each
-#              reward to its player's owner, forwarded to one of the others)
+#              reward passed to its player's owner, forwarded to one of the
+#              others), entry owner and any
 #   erlang     the original design on Erlang/OTP (3 nodes, rpc from a client)
 #   redis      Redis 7 primary + replica, INCRBY then WAIT 1 0
 set -u
@@ -34,16 +35,16 @@ kill $m1 $m2 2>/dev/null
 
 HOME=$out "$out/appnode" bench --spawn 3 --floor --clients 1 --players 1000 --entry owner --duration ${D}s --json >"$out/a-floor.json" 2>/dev/null
 python3 -c "import json,sys; f=json.load(open(sys.argv[1]))['floor']; print(f'appnode transport floor,1,{f[\"throughput\"]:.0f},{f[\"p50_us\"]:.0f},{f[\"p99_us\"]:.0f}')" "$out/a-floor.json" >>"$out/peers.csv"
-mesh() { python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['bare_mesh']; print(f'bare mesh 3 servers (bench),{sys.argv[2]},{m[\"throughput\"]:.0f},{m[\"p50_us\"]:.0f},{m[\"p99_us\"]:.0f}')" "$1" $2 >>"$out/peers.csv"; }
-mesh "$out/a-floor.json" 1
+mesh() { python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['bare_mesh']; print(f'bare mesh 3 servers (bench) entry={sys.argv[3]},{sys.argv[2]},{m[\"throughput\"]:.0f},{m[\"p50_us\"]:.0f},{m[\"p99_us\"]:.0f}')" "$1" $2 $3 >>"$out/peers.csv"; }
+mesh "$out/a-floor.json" 1 owner
 for c in 1 64; do
   for e in owner any; do
-    # With 64 clients at the owner, --floor adds the bare mesh: the bare
-    # wire in the cluster's shape, under the same load generator.
-    floor=""; [ $c = 64 ] && [ $e = owner ] && floor=--floor
+    # With 64 clients, --floor adds the bare mesh: the bare wire in the
+    # cluster's shape, under the same load generator and entry.
+    floor=""; [ $c = 64 ] && floor=--floor
     HOME=$out "$out/appnode" bench --spawn 3 $floor --clients $c --players 1000 --entry $e --duration ${D}s --json >"$out/a-$c-$e.json" 2>/dev/null
     python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode entry={sys.argv[3]},{sys.argv[2]},{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a-$c-$e.json" $c $e >>"$out/peers.csv"
-    [ -n "$floor" ] && mesh "$out/a-$c-$e.json" 64
+    [ -n "$floor" ] && mesh "$out/a-$c-$e.json" 64 $e
   done
 done
 
