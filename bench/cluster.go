@@ -253,7 +253,11 @@ func (b *bench) startFloor(ctx context.Context) error {
 			return err
 		}
 	}
-	b.say("floor servers up (the transport's and the bare wire's): %s", describePIDs(b.floors))
+	which := "the transport's and the bare wire's"
+	if len(b.mesh) > 0 {
+		which = "the transport's, the bare wire's and the bare mesh's"
+	}
+	b.say("floor servers up (%s): %s", which, describePIDs(b.floors))
 	return nil
 }
 

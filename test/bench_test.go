@@ -234,8 +234,8 @@ func TestBenchInterrupt(t *testing.T) {
 		t.Errorf("after SIGINT the bench exited with %v, want status 130; its notes:\n%s", err, notes)
 	}
 	pids := pidsIn(notes)
-	if len(pids) != 7 {
-		t.Fatalf("want the pids of 3 nodes and 4 floor servers (the transport's and the bare wire's) in the notes, got %v:\n%s", pids, notes)
+	if len(pids) != 10 {
+		t.Fatalf("want the pids of 3 nodes and 7 floor servers (the transport's, the bare wire's and the bare mesh's) in the notes, got %v:\n%s", pids, notes)
 	}
 	assertGone(t, "process started by the bench", pids)
 }
