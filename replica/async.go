@@ -49,19 +49,22 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 		s.mu.Unlock()
 		return false
 	}
-	p := s.primaries.get(player)
-	owner, routed := s.routes[player]
-	routed = routed && p == nil && owner != s.view.Self() && s.isMemberLocked(owner)
-	s.mu.Unlock()
-	switch {
-	case p != nil:
+	if p := s.primaries.get(player); p != nil {
 		req := &wire.Reward{Player: player, Points: points}
-		return s.rewardAsyncHere(an, req, false, func(total int64, _ wire.NodeID, err error) { done(total, err) })
-	case routed:
-		s.forwardAsync(an, owner, s.withID(&wire.Reward{Player: player, Points: points}), done)
-		return true
+		b, ok := p.beginAsyncLocked(req, false)
+		s.mu.Unlock()
+		if ok {
+			s.replicateAsync(an, p, b, s.withID(req), func(total int64, _ wire.NodeID, err error) { done(total, err) })
+		}
+		return ok
 	}
-	return false
+	owner, routed := s.routes[player]
+	routed = routed && owner != s.view.Self() && s.isMemberLocked(owner)
+	s.mu.Unlock()
+	if routed {
+		s.forwardAsync(an, owner, s.withID(&wire.Reward{Player: player, Points: points}), done)
+	}
+	return routed
 }
 
 // HandleAsync serves a reward another node forwarded here (see Handle) as
@@ -79,39 +82,41 @@ func (s *Store) HandleAsync(from wire.NodeID, m wire.Msg, reply func(wire.Msg, e
 		return false
 	}
 	s.mu.Lock()
-	ok = !s.view.Fenced(from) && s.view.IsMember(from)
+	p := s.primaries.get(req.Player)
+	if p == nil || s.view.Fenced(from) || !s.view.IsMember(from) || s.checkServingLocked() != nil {
+		s.mu.Unlock()
+		return false
+	}
+	b, ok := p.beginAsyncLocked(req, true)
 	s.mu.Unlock()
 	if !ok {
 		return false
 	}
 	self := s.Self()
-	return s.rewardAsyncHere(an, req, true, func(total int64, keeper wire.NodeID, err error) {
+	s.replicateAsync(an, p, b, req, func(total int64, keeper wire.NodeID, err error) {
 		if err != nil {
 			reply(nil, err)
 			return
 		}
 		reply(&wire.RewardReply{Total: total, Owner: self, Keeper: keeper}, nil)
 	})
+	return true
 }
 
-// rewardAsyncHere is RewardAsync at player's primary on this node, for
-// req: a new request of this node's (its id is given here), or one
-// forwarded (seen: its id may be in the primary's record already, and it
-// is then left to the usual path, which answers it from there).
-func (s *Store) rewardAsyncHere(an AsyncNetwork, req *wire.Reward, seen bool, done func(total int64, keeper wire.NodeID, err error)) bool {
-	s.mu.Lock()
-	p := s.primaries.get(req.Player)
-	if p == nil || s.checkServingLocked() != nil {
-		s.mu.Unlock()
-		return false
-	}
-	st, next, a, ok := p.beginAsyncLocked(req, seen)
-	s.mu.Unlock()
-	if !ok {
-		return false
-	}
-	s.withID(req)
-	c := &rewardCall{ctx: s.ctx, req: req, arrived: s.now(), replied: make(chan struct{})}
+// asyncBegun is what beginAsyncLocked hands the caller that took a
+// primary's activity: the state to build on, the new total, the activity.
+type asyncBegun struct {
+	st   state
+	next int64
+	a    *activity
+}
+
+// replicateAsync sends req's update to p's keeper, b having taken p's
+// activity for it, and answers done on the goroutine that reads the
+// keeper's ack, or, if anything else comes, by the usual path.
+func (s *Store) replicateAsync(an AsyncNetwork, p *primary, b asyncBegun, req *wire.Reward, done func(total int64, keeper wire.NodeID, err error)) {
+	st, next, a := b.st, b.next, b.a
+	arrived := s.now()
 	var began time.Time
 	if s.cfg.Observer != nil {
 		began = time.Now()
@@ -130,6 +135,7 @@ func (s *Store) rewardAsyncHere(an AsyncNetwork, req *wire.Reward, seen bool, do
 		a.inflight = nil
 		p.mu.Unlock()
 		if _, ack := rep.(*wire.Ack); !ack || err != nil {
+			c := &rewardCall{ctx: s.ctx, req: req, arrived: arrived, replied: make(chan struct{})}
 			p.finishAsync(c, func(total int64, err error) { done(total, p.snapshot().keeper, err) })
 			return
 		}
@@ -159,7 +165,6 @@ func (s *Store) rewardAsyncHere(an AsyncNetwork, req *wire.Reward, seen bool, do
 		}
 	}
 	p.mu.Unlock()
-	return true
 }
 
 // forwardAsync sends req to owner, which the route cache names as the
@@ -208,29 +213,27 @@ func (s *Store) forwardAsync(an AsyncNetwork, owner wire.NodeID, req *wire.Rewar
 // beginAsyncLocked takes the primary's activity for req, if the primary
 // is idle, its keeper a member, the total would not overflow and (seen)
 // req is not in the record of those applied: the actor is then the
-// caller's until it ends the activity, as a worker's would be. It returns
-// the state to build on and the new total. Called with s.mu held (the
-// lock order allows p.mu under it).
-func (p *primary) beginAsyncLocked(req *wire.Reward, seen bool) (st state, next int64, a *activity, ok bool) {
+// caller's until it ends the activity, as a worker's would be. Called
+// with s.mu held (the lock order allows p.mu under it).
+func (p *primary) beginAsyncLocked(req *wire.Reward, seen bool) (asyncBegun, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped || p.act != nil || !p.s.isMemberLocked(p.st.keeper) {
-		return st, 0, nil, false
+		return asyncBegun{}, false
 	}
 	if seen {
 		// Idle, so no actor writes the record now; the last one to
 		// finish did so before it let go of the activity, under p.mu.
 		if _, applied := p.applied.find(req.ID); applied {
-			return st, 0, nil, false
+			return asyncBegun{}, false
 		}
 	}
-	st = p.st
-	if next, ok = addPoints(st.total, req.Points); !ok {
-		return st, 0, nil, false
+	next, ok := addPoints(p.st.total, req.Points)
+	if !ok {
+		return asyncBegun{}, false
 	}
-	a = &activity{running: make(chan struct{})}
-	p.act = a
-	return st, next, a, true
+	p.act = &activity{running: make(chan struct{})}
+	return asyncBegun{st: p.st, next: next, a: p.act}, true
 }
 
 // finishAsync serves c, a reward RewardAsync began, the usual way (apply,
