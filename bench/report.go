@@ -365,6 +365,35 @@ func printReport(w io.Writer, r *benchReport) error {
 	return err
 }
 
+// printCPU prints the CPU each phase's processes used, and per request.
+func printCPU(sb *strings.Builder, r *benchReport) {
+	if len(r.CPUCores) > 0 {
+		fmt.Fprintf(sb, "\nCPU used (cores of %d), appnode phase: %s\n", r.Machine.CPUs, fmtCores(r.CPUCores))
+	}
+	if r.Floor != nil && len(r.Floor.CPUCores) > 0 {
+		fmt.Fprintf(sb, "CPU used (cores of %d), floor phase:   %s\n", r.Machine.CPUs, fmtCores(r.Floor.CPUCores))
+	}
+	if r.Bare != nil && len(r.Bare.CPUCores) > 0 {
+		fmt.Fprintf(sb, "CPU used (cores of %d), bare wire:     %s\n", r.Machine.CPUs, fmtCores(r.Bare.CPUCores))
+	}
+	if r.Mesh != nil && len(r.Mesh.CPUCores) > 0 {
+		fmt.Fprintf(sb, "CPU used (cores of %d), bare mesh:     %s\n", r.Machine.CPUs, fmtCores(r.Mesh.CPUCores))
+	}
+	if r.NodesCPUUsPerReward > 0 {
+		fmt.Fprintf(sb, "CPU per request: nodes %s", fmtDur(r.NodesCPUUsPerReward))
+		if r.Floor != nil {
+			fmt.Fprintf(sb, ", floor servers %s", fmtDur(r.Floor.ServersCPUUsPerRequest))
+		}
+		if r.Bare != nil {
+			fmt.Fprintf(sb, ", bare wire servers %s", fmtDur(r.Bare.ServersCPUUsPerRequest))
+		}
+		if r.Mesh != nil {
+			fmt.Fprintf(sb, ", bare mesh servers %s", fmtDur(r.Mesh.ServersCPUUsPerRequest))
+		}
+		fmt.Fprintln(sb)
+	}
+}
+
 func printLoad(sb *strings.Builder, r *benchReport) {
 	type line struct {
 		name  string
@@ -413,31 +442,7 @@ func printLoad(sb *strings.Builder, r *benchReport) {
 	if r.Ratio != nil && r.Ratio.P50MinusHop != nil {
 		fmt.Fprintf(sb, "\np50 minus one hop, over the floor's p50: %.2fx\n", *r.Ratio.P50MinusHop)
 	}
-	if len(r.CPUCores) > 0 {
-		fmt.Fprintf(sb, "\nCPU used (cores of %d), appnode phase: %s\n", r.Machine.CPUs, fmtCores(r.CPUCores))
-	}
-	if r.Floor != nil && len(r.Floor.CPUCores) > 0 {
-		fmt.Fprintf(sb, "CPU used (cores of %d), floor phase:   %s\n", r.Machine.CPUs, fmtCores(r.Floor.CPUCores))
-	}
-	if r.Bare != nil && len(r.Bare.CPUCores) > 0 {
-		fmt.Fprintf(sb, "CPU used (cores of %d), bare wire:     %s\n", r.Machine.CPUs, fmtCores(r.Bare.CPUCores))
-	}
-	if r.Mesh != nil && len(r.Mesh.CPUCores) > 0 {
-		fmt.Fprintf(sb, "CPU used (cores of %d), bare mesh:     %s\n", r.Machine.CPUs, fmtCores(r.Mesh.CPUCores))
-	}
-	if r.NodesCPUUsPerReward > 0 {
-		fmt.Fprintf(sb, "CPU per request: nodes %s", fmtDur(r.NodesCPUUsPerReward))
-		if r.Floor != nil {
-			fmt.Fprintf(sb, ", floor servers %s", fmtDur(r.Floor.ServersCPUUsPerRequest))
-		}
-		if r.Bare != nil {
-			fmt.Fprintf(sb, ", bare wire servers %s", fmtDur(r.Bare.ServersCPUUsPerRequest))
-		}
-		if r.Mesh != nil {
-			fmt.Fprintf(sb, ", bare mesh servers %s", fmtDur(r.Mesh.ServersCPUUsPerRequest))
-		}
-		fmt.Fprintln(sb)
-	}
+	printCPU(sb, r)
 
 	if k := r.Kill; k != nil {
 		fmt.Fprintf(sb, "\nkill -9 of %s at %.2fs:\n", k.Node, k.AtS)
