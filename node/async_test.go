@@ -16,8 +16,10 @@ import (
 // Many callers sharing one client connection to a node that owns none of
 // their players: the node forwards their rewards, and the owners apply
 // them, with no goroutine waiting at either end (RewardAsync, HandleAsync)
-// once the connections are busy. Every reward is applied exactly once, and
-// the totals a player's rewards answered are 1, 2, ... in some order.
+// once the connections are busy. Half the callers name their rewards and
+// send each twice, as a client retrying would: the retry answers what the
+// first send did. Every reward is applied exactly once, and the totals a
+// player's rewards answered are 1, 2, ... in some order.
 func TestConcurrentWireRewardsThroughANonOwner(t *testing.T) {
 	c := newCluster(t, "a", "b", "c")
 	players := []string{"p0", "p1", "p2", "p3", "p4", "p5"}
@@ -43,7 +45,19 @@ func TestConcurrentWireRewardsThroughANonOwner(t *testing.T) {
 		wg.Go(func() {
 			for j := range each {
 				p := players[(i+j)%len(players)]
-				total, err := cl.Reward(ctx, p, 1)
+				var total int64
+				var err error
+				if i%2 == 0 {
+					total, err = cl.Reward(ctx, p, 1)
+				} else {
+					key := fmt.Sprintf("caller-%d-%d", i, j)
+					if total, err = cl.RewardOnce(ctx, p, "1", key); err == nil {
+						var again int64
+						if again, err = cl.RewardOnce(ctx, p, "1", key); err == nil && again != total {
+							err = fmt.Errorf("the retry of %s answered %d, the first send %d", key, again, total)
+						}
+					}
+				}
 				if err != nil {
 					errs <- fmt.Errorf("caller %d, reward %d of %s: %w", i, j, p, err)
 					return

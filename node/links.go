@@ -51,20 +51,24 @@ func (c clientHandler) HandleClient(ctx context.Context, m wire.Msg) (wire.Msg, 
 	return c.n.handleClient(ctx, m)
 }
 
-// HandleClientAsync serves a plain reward (one the client did not name:
-// a named one must first be looked up among those applied) at an idle
-// primary here without a goroutine waiting for its keeper's ack
-// (replica.Store.RewardAsync); anything else is served by HandleClient.
+// HandleClientAsync serves a reward, plain or named by its client, at an
+// idle primary here or forwarded to its owner elsewhere, without a
+// goroutine waiting for the reply (replica.Store.RewardAsync,
+// RewardOnceAsync); anything else is served by HandleClient.
 func (c clientHandler) HandleClientAsync(m wire.Msg, reply func(wire.Msg, error)) bool {
 	r, ok := m.(*wire.Reward)
-	if !ok || r.ID.FromClient() || r.NotInt != "" {
+	if !ok || r.NotInt != "" {
 		return false
 	}
-	return c.n.store.RewardAsync(r.Player, r.Points, func(total int64, err error) {
+	done := func(total int64, err error) {
 		if err != nil {
 			reply(nil, err)
 			return
 		}
 		reply(&wire.RewardReply{Total: total}, nil)
-	})
+	}
+	if r.ID.FromClient() {
+		return c.n.store.RewardOnceAsync(r.Player, r.Points, r.ID, done)
+	}
+	return c.n.store.RewardAsync(r.Player, r.Points, done)
 }

@@ -40,6 +40,23 @@ type AsyncNetwork interface {
 // its answer to the second says so, wire.KeeperState, and the reward is
 // answered as applied).
 func (s *Store) RewardAsync(player string, points int64, done func(total int64, err error)) bool {
+	return s.rewardAsync(&wire.Reward{Player: player, Points: points}, false, done)
+}
+
+// RewardOnceAsync is RewardAsync for a reward its client named (see
+// RewardOnce). A re-send of one the player applied already is left to the
+// usual path, which answers it from the player's record; so is one that
+// arrives while the first is still being applied (the primary is busy).
+func (s *Store) RewardOnceAsync(player string, points int64, id wire.ReqID, done func(total int64, err error)) bool {
+	if !id.FromClient() {
+		return false
+	}
+	return s.rewardAsync(&wire.Reward{Player: player, Points: points, ID: id}, true, done)
+}
+
+// rewardAsync is RewardAsync for req; named says its id came from its
+// client, so the primary's record must be looked in first.
+func (s *Store) rewardAsync(req *wire.Reward, named bool, done func(total int64, err error)) bool {
 	an, ok := s.cfg.Net.(AsyncNetwork)
 	if !ok {
 		return false
@@ -49,20 +66,19 @@ func (s *Store) RewardAsync(player string, points int64, done func(total int64, 
 		s.mu.Unlock()
 		return false
 	}
-	if p := s.primaries.get(player); p != nil {
-		req := &wire.Reward{Player: player, Points: points}
-		b, ok := p.beginAsyncLocked(req, false)
+	if p := s.primaries.get(req.Player); p != nil {
+		b, ok := p.beginAsyncLocked(req, named)
 		s.mu.Unlock()
 		if ok {
 			s.replicateAsync(an, p, b, s.withID(req), func(total int64, _ wire.NodeID, err error) { done(total, err) })
 		}
 		return ok
 	}
-	owner, routed := s.routes[player]
+	owner, routed := s.routes[req.Player]
 	routed = routed && owner != s.view.Self() && s.isMemberLocked(owner)
 	s.mu.Unlock()
 	if routed {
-		s.forwardAsync(an, owner, s.withID(&wire.Reward{Player: player, Points: points}), done)
+		s.forwardAsync(an, owner, s.withID(req), done)
 	}
 	return routed
 }

@@ -164,3 +164,29 @@ func TestHandleAsyncLeavesAnAppliedRequestToHandle(t *testing.T) {
 	}
 	c.mustReward("n3", "p", 1, 9)
 }
+
+// A reward its client named is applied once however it is re-sent: to
+// its owner, which finds it in the player's record and leaves it to the
+// usual path, or through another node, whose forward the owner answers
+// from the record.
+func TestRewardOnceAsyncAppliesANamedRewardOnce(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	c.mustReward("n2", "p", 0, 5) // n2 learns where p lives
+	id := wire.ClientReqID("order-1")
+	send := func(at string) asyncAnswer {
+		t.Helper()
+		ch := make(chan asyncAnswer, 1)
+		if c.node(at).store.RewardOnceAsync("p", 3, id, func(total int64, err error) { ch <- asyncAnswer{total, err} }) {
+			return waitAnswer(t, ch)
+		}
+		total, err := c.node(at).store.RewardOnce(ctxT(t), "p", "3", id)
+		return asyncAnswer{total, err}
+	}
+	for _, at := range []string{"n1", "n1", "n2", "n3"} {
+		if a := send(at); a.err != nil || a.total != 8 {
+			t.Fatalf("named reward sent to %s answered %d, %v; want 8 (applied once)", at, a.total, a.err)
+		}
+	}
+	c.mustReward("n3", "p", 1, 9)
+}

@@ -25,9 +25,10 @@ import (
 // it was not applied is left out; any other failure counts as maybe
 // applied (it never returns, for porcupine).
 //
-// A third of the rewards are named by their client (RewardOnce), which
-// sends one again, to any node, while its outcome is unknown: the history
-// then holds one operation from the first call to the last answer.
+// A third of the rewards are named by their client (RewardOnce, half of
+// the attempts through RewardOnceAsync), which sends one again, to any
+// node, while its outcome is unknown: the history then holds one
+// operation from the first call to the last answer.
 //
 // APPNODE_SOAK=N runs N schedules instead of the few the normal suite runs;
 // APPNODE_SEED=S replays one schedule (as far as the goroutines'
@@ -200,6 +201,26 @@ func rewardAsync(s *replica.Store, in replicatest.Input) (int64, error) {
 	}
 }
 
+// rewardOnceAsync is rewardAsync for a reward its client named.
+func rewardOnceAsync(s *replica.Store, in replicatest.Input, id wire.ReqID) (int64, error) {
+	type answer struct {
+		total int64
+		err   error
+	}
+	ch := make(chan answer, 1)
+	if !s.RewardOnceAsync(in.Player, in.Delta, id, func(total int64, err error) { ch <- answer{total, err} }) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return s.RewardOnce(ctx, in.Player, strconv.FormatInt(in.Delta, 10), id)
+	}
+	select {
+	case a := <-ch:
+		return a.total, a.err
+	case <-time.After(30 * time.Second):
+		panic(fmt.Sprintf("RewardOnceAsync(%s, %d) never answered", in.Player, in.Delta))
+	}
+}
+
 // latePlayerEvery spreads the first rewards of the late players over a
 // schedule's 1.2 s.
 const latePlayerEvery = 140 * time.Millisecond
@@ -217,9 +238,13 @@ func rewardOnce(c *cluster, crng *rand.Rand, at string, in replicatest.Input, id
 	maybe := false
 	for try := 0; try < 4; try++ {
 		if n := c.tryNode(at); n != nil {
-			callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
-			total, err = n.store.RewardOnce(callCtx, in.Player, strconv.FormatInt(in.Delta, 10), id)
-			cancelCall()
+			if crng.IntN(2) == 0 {
+				total, err = rewardOnceAsync(n.store, in, id)
+			} else {
+				callCtx, cancelCall := context.WithTimeout(context.Background(), time.Second)
+				total, err = n.store.RewardOnce(callCtx, in.Player, strconv.FormatInt(in.Delta, 10), id)
+				cancelCall()
+			}
 			switch wire.OutcomeOf(err) {
 			case wire.OutcomeApplied:
 				return total, nil
