@@ -39,8 +39,8 @@ type sender struct {
 	keepalive time.Duration
 	wrote     bool // a flush happened since the last keepalive check; owner of the write side only
 
-	deadlineSet time.Time // when the write deadline was last moved; owner of the write side only
-	until       time.Time // the deadline of the caller writing in writeHere, if any; owner only
+	deadline time.Time // the write deadline in force (zero: none yet); owner of the write side only
+	until    time.Time // the deadline of the caller writing in writeHere, if any; owner only
 
 	// encodeFailed is called on the writer goroutine when a frame cannot
 	// be encoded (too large, unencodable value). It returns a frame body
@@ -300,29 +300,26 @@ func (s *sender) flush() error {
 		return nil
 	}
 	// A peer that stops reading must not pin this goroutine and the
-	// queue behind it forever. The deadline moves only once a quarter of
-	// the timeout has passed, so a busy link does not reset a timer per
-	// write: a write is cut after between 3/4 and all of the timeout.
-	//
-	// A caller writing on its own goroutine (writeHere) is not held past
-	// its own deadline either: a write cut short breaks the connection,
-	// which a link full of unread bytes deserves anyway.
+	// queue behind it forever, and a caller writing on its own goroutine
+	// (writeHere) must not be held past its own deadline either: a
+	// write cut short breaks the connection, which a link full of
+	// unread bytes deserves anyway. Each write may take until the
+	// earlier of the two. The deadline in force moves only when it is
+	// later than that (it would hold a caller too long) or would cut
+	// the write before three quarters of its time: a write is cut after
+	// between 3/4 and all of it, and a steady stream of writes, each
+	// allowed the same time from its own start, moves it once per
+	// quarter of that time rather than on every write.
 	now := time.Now()
-	move := now.Sub(s.deadlineSet) > s.timeout/4
-	dl := s.deadlineSet.Add(s.timeout) // in force, unless moved
-	if move {
-		dl = now.Add(s.timeout)
+	want := now.Add(s.timeout)
+	if !s.until.IsZero() && s.until.Before(want) {
+		want = s.until
 	}
-	if !s.until.IsZero() && s.until.Before(dl) {
-		if err := s.nc.SetWriteDeadline(s.until); err != nil {
+	if s.deadline.IsZero() || s.deadline.After(want) || s.deadline.Before(now.Add(want.Sub(now)*3/4)) {
+		if err := s.nc.SetWriteDeadline(want); err != nil {
 			return fmt.Errorf("set write deadline: %w", err)
 		}
-		s.deadlineSet = time.Time{} // the next flush moves it back
-	} else if move {
-		if err := s.nc.SetWriteDeadline(dl); err != nil {
-			return fmt.Errorf("set write deadline: %w", err)
-		}
-		s.deadlineSet = now
+		s.deadline = want
 	}
 	if err := s.fw.Flush(); err != nil {
 		return fmt.Errorf("write: %w", err)

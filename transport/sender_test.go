@@ -110,3 +110,65 @@ func TestEveryFrameGoesOut(t *testing.T) {
 		}
 	}
 }
+
+// deadlineConn records, for each write, the write deadline in force and
+// when the write began; its writes always succeed at once.
+type deadlineConn struct {
+	net.Conn
+	mu       sync.Mutex
+	deadline time.Time
+	writes   []deadlineWrite
+}
+
+type deadlineWrite struct{ at, deadline time.Time }
+
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	return nil
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes = append(c.writes, deadlineWrite{time.Now(), c.deadline})
+	return len(p), nil
+}
+
+// Every write, a caller's on its own goroutine or the writer's, has a
+// deadline no later than the caller's (or, for the writer, than the
+// link's write timeout from when it began) and no earlier than three
+// quarters of that time from when it began.
+func TestWriteDeadlineBounds(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	conn := &deadlineConn{}
+	s := newSender(conn, wire.NewFrameWriter(conn), timeout)
+	var allowed []time.Duration // each write's time, in order
+	for i := range 200 {
+		var until time.Time
+		d := timeout
+		if i%3 != 0 {
+			// Callers with less time than the link allows, and with
+			// more, in turn.
+			d = []time.Duration{50 * time.Millisecond, 2 * timeout}[i%2]
+			until = time.Now().Add(d)
+		}
+		s.send(uint64(i+1), &wire.Ping{}, true, until)
+		allowed = append(allowed, min(d, timeout))
+	}
+	if len(conn.writes) != len(allowed) {
+		t.Fatalf("%d writes for %d frames sent alone", len(conn.writes), len(allowed))
+	}
+	for i, w := range conn.writes {
+		// Allowed from when its deadline was chosen, just before the
+		// write began: the write may come a little later than that.
+		slack := 5 * time.Millisecond
+		if late := w.deadline.Sub(w.at); late > allowed[i]+slack {
+			t.Fatalf("write %d may run for %v, more than its %v", i, late, allowed[i])
+		}
+		if early := w.deadline.Sub(w.at); early < allowed[i]*3/4-slack {
+			t.Fatalf("write %d may run for only %v of its %v", i, early, allowed[i])
+		}
+	}
+}
