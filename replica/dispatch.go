@@ -18,6 +18,7 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 	// One look under the lock: this is on every Replicate's path.
 	s.mu.Lock()
 	fenced, member, self, epoch := s.view.Fenced(from), s.view.IsMember(from), s.view.Self(), s.view.Roster().Epoch
+	admitted := s.view.IsMember(self)
 	s.mu.Unlock()
 	if fenced {
 		return nil, wire.Errorf(wire.CodeDeclaredDead, "%s (boot %x) was declared failed by the cluster; it must rejoin as a new incarnation", from.Name, from.Boot)
@@ -29,6 +30,15 @@ func (s *Store) Handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.
 		// admission), it asks the sender for its roster.
 		s.catchUpFrom(from)
 		return nil, wire.Errorf(wire.CodeBusy, "%s is not a member of the cluster as %s knows it (roster %d); retry once the roster has it", from.Name, self.Name, epoch)
+	}
+	if aboutPlayer && !admitted {
+		// A member asks this node about a player, so its roster has this
+		// node in it: the roster that admitted this node has not reached
+		// it yet. It asks the sender for it, and the sender retries,
+		// rather than hearing the refusal a client would ("not a member
+		// yet"), which is final.
+		s.catchUpFrom(from)
+		return nil, wire.Errorf(wire.CodeBusy, "%s has not yet learned that the cluster admitted it (it knows roster %d); retry in a moment", self.Name, epoch)
 	}
 	// No deadline is added here: every call a handler makes to a peer is
 	// bounded by CallTimeout (Store.call), and the reward path waits only
