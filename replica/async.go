@@ -189,23 +189,15 @@ func (s *Store) replicateAsync(an AsyncNetwork, p *primary, b asyncBegun, req *w
 // reward over from there (rewardFrom), as a second attempt: it finds the
 // owner again and re-sends the same request.
 func (s *Store) forwardAsync(an AsyncNetwork, owner wire.NodeID, req *wire.Reward, done func(int64, error)) {
-	s.count.forwards.Add(1)
-	var began time.Time
-	if s.cfg.Observer != nil {
-		began = time.Now()
-	}
+	began := s.forwarding()
 	first := s.now()
 	an.CallAsync(owner, req, s.cfg.CallTimeout, func(rep wire.Msg, err error) {
-		if s.cfg.Observer != nil {
-			s.cfg.Observer.Forwarded(time.Since(began), err)
-		}
+		r, err := s.forwarded(owner, req, began, rep, err)
 		if err == nil {
-			if rr, ok := rep.(*wire.RewardReply); ok {
-				done(rr.Total, nil)
-				return
-			}
-			err = fmt.Errorf("%s: owner %s answered a reward with %s", req.Player, owner.Name, rep.Kind())
+			done(r.Total, nil)
+			return
 		}
+		s.forgetRoute(req.Player, owner)
 		a := &attempts{first: first}
 		if !a.failed(err, true, true) {
 			done(0, a.give(req.Player, err))
@@ -214,10 +206,6 @@ func (s *Store) forwardAsync(an AsyncNetwork, owner wire.NodeID, req *wire.Rewar
 		// This goroutine reads replies for other calls too: the attempts
 		// that follow, which wait, go on one of the Store's.
 		if !s.spawn(func() {
-			if unreachable(err) {
-				s.suspectPeer(owner, "it refused the connection")
-			}
-			s.forgetRoute(req.Player, owner)
 			r, err := s.rewardFrom(s.ctx, req, true, a)
 			done(r.Total, err)
 		}) {

@@ -173,12 +173,25 @@ func (s *Store) send(ctx context.Context, p *primary, owner wire.NodeID, req *wi
 		total, err := p.ask(ctx, req)
 		return RewardResult{Total: total, Owner: owner, Keeper: p.snapshot().keeper}, err
 	}
-	s.count.forwards.Add(1)
-	var began time.Time
-	if s.cfg.Observer != nil {
-		began = time.Now()
-	}
+	began := s.forwarding()
 	rep, err := s.callPeer(ctx, owner, req)
+	return s.forwarded(owner, req, began, rep, err)
+}
+
+// forwarding counts a reward forwarded to its owner elsewhere and returns
+// when it left, for the Observer (zero without one).
+func (s *Store) forwarding() time.Time {
+	s.count.forwards.Add(1)
+	if s.cfg.Observer == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// forwarded reads owner's answer to req, sent at began (see forwarding).
+// It does not wait: RewardAsync calls it on the goroutine that reads the
+// answer.
+func (s *Store) forwarded(owner wire.NodeID, req *wire.Reward, began time.Time, rep wire.Msg, err error) (RewardResult, error) {
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Forwarded(time.Since(began), err)
 	}
