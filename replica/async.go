@@ -142,7 +142,7 @@ func (s *Store) replicateAsync(an AsyncNetwork, p *primary, b asyncBegun, req *w
 	keeper := st.keeper
 	player := req.Player
 	answered := false // under p.mu: the callback has run
-	cancel := an.CallAsync(keeper, &wire.Replicate{Player: player, Epoch: st.epoch, Seq: st.seq, Total: next, ID: req.ID, Prev: prev, Placement: st.placement}, s.cfg.CallTimeout, func(rep wire.Msg, err error) {
+	cancel := an.CallAsync(keeper, p.update(st, prev, next, req.ID), s.cfg.CallTimeout, func(rep wire.Msg, err error) {
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.Replicated(time.Since(began), err)
 		}
@@ -155,16 +155,9 @@ func (s *Store) replicateAsync(an AsyncNetwork, p *primary, b asyncBegun, req *w
 			p.finishAsync(c, func(total int64, err error) { done(total, p.snapshot().keeper, err) })
 			return
 		}
-		st.total = next
-		p.set(st)
-		p.applied.add(wire.Applied{ID: req.ID, Total: next}, s.now())
+		p.acked(st, next, req.ID)
 		done(next, keeper, nil)
-		p.mu.Lock()
-		if len(a.mailbox) == 0 || p.stopped || s.ctx.Err() != nil || !s.schedule(p) {
-			p.endActivityLocked()
-			return
-		}
-		p.mu.Unlock()
+		p.handOn()
 	})
 	// Should the roster remove the keeper meanwhile, the update is given
 	// up at once (abandonReplications), as a waiting one would be. Not

@@ -267,9 +267,14 @@ func (p *primary) serve() {
 // goroutine (call put it there), then hands whatever arrived meanwhile to
 // a worker, so the caller is not held up serving others.
 func (p *primary) serveFirst() {
-	if !p.serveOne() {
-		return
+	if p.serveOne() {
+		p.handOn()
 	}
+}
+
+// handOn is the end of a caller's turn as the actor: what arrived
+// meanwhile goes to a worker, or, with nothing queued, the activity ends.
+func (p *primary) handOn() {
 	p.mu.Lock()
 	if len(p.act.mailbox) == 0 || p.stopped || p.s.ctx.Err() != nil || !p.s.schedule(p) {
 		p.endActivityLocked()
@@ -386,6 +391,20 @@ func (p *primary) remembersSince(c *rewardCall) bool {
 	return p.applied.covers(c.arrived - c.req.Age - int64(p.s.cfg.CallTimeout))
 }
 
+// update is the Replicate that moves the keeper from state prev to st,
+// whose total is total, for the request id.
+func (p *primary) update(st state, prev uint64, total int64, id wire.ReqID) *wire.Replicate {
+	return &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id, Prev: prev, Placement: st.placement}
+}
+
+// acked takes on st with total, the keeper having acknowledged the update
+// for request id. Only the actor calls it.
+func (p *primary) acked(st state, total int64, id wire.ReqID) {
+	st.total = total
+	p.set(st)
+	p.applied.add(wire.Applied{ID: id, Total: total}, p.s.now())
+}
+
 // errKeeperAhead says that the keeper refused an update because it holds a
 // later state than the primary knew (see replicate); the primary has taken
 // that state and applies the reward again on top of it.
@@ -420,9 +439,7 @@ func (p *primary) replicate(ctx context.Context, total int64, id wire.ReqID) err
 			p.applied.add(ks.Last, p.s.now())
 			return errKeeperAhead
 		}
-		st.total = total
-		p.set(st)
-		p.applied.add(wire.Applied{ID: id, Total: total}, p.s.now())
+		p.acked(st, total, id)
 		return nil
 	}
 	code, isWire := wire.CodeOf(err)
@@ -473,7 +490,7 @@ func (p *primary) sendToKeeper(ctx context.Context, st state, prev uint64, total
 	if p.s.cfg.Observer != nil {
 		began = time.Now()
 	}
-	rep, err = p.s.callPeer(cctx, st.keeper, &wire.Replicate{Player: p.player, Epoch: st.epoch, Seq: st.seq, Total: total, ID: id, Prev: prev, Placement: st.placement})
+	rep, err = p.s.callPeer(cctx, st.keeper, p.update(st, prev, total, id))
 	if p.s.cfg.Observer != nil {
 		p.s.cfg.Observer.Replicated(time.Since(began), err)
 	}
