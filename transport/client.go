@@ -354,7 +354,7 @@ func (c *clientConn) callAsync(m wire.Msg, timeout time.Duration, done func(wire
 		drop(fmt.Errorf("transport: %s to %s: no answer within %v: %w", m.Kind(), c.remote.Name, timeout, context.DeadlineExceeded))
 	})
 	c.mu.Unlock()
-	c.snd.send(id, m, false, time.Now().Add(timeout))
+	c.snd.send(id, m, false, time.Time{}) // not alone: the writer sends it, bound by its own timeout
 	c.mu.Lock()
 	c.leftFreeLocked()
 	c.mu.Unlock()
@@ -503,6 +503,12 @@ func (c *clientConn) fail(err error, linkDown bool) {
 	if c.onClose != nil {
 		c.onClose(c, linkDown)
 	}
+}
+
+// serves says whether the connection reaches the incarnation to (any, if
+// to.Boot is zero) for this node as it is now, self.
+func (c *clientConn) serves(to, self wire.NodeID) bool {
+	return c.self == self && (to.Boot == 0 || c.remote.Boot == to.Boot)
 }
 
 func (c *clientConn) isClosed() bool {

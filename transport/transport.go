@@ -355,7 +355,7 @@ func (t *Transport) open(to wire.NodeID) *clientConn {
 	if t.closed || p == nil || p.isGone(to.Boot) {
 		return nil
 	}
-	if c := p.conn; c != nil && !c.isClosed() && c.self == self && (to.Boot == 0 || c.remote.Boot == to.Boot) {
+	if c := p.conn; c != nil && !c.isClosed() && c.serves(to, self) {
 		return c
 	}
 	return nil
@@ -387,7 +387,7 @@ func (t *Transport) conn(ctx context.Context, to wire.NodeID) (*clientConn, erro
 		if c := p.conn; c != nil {
 			if c.isClosed() {
 				p.conn = nil
-			} else if c.self == self && (to.Boot == 0 || c.remote.Boot == to.Boot) {
+			} else if c.serves(to, self) {
 				t.mu.Unlock()
 				return c, nil
 			}
