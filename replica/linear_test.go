@@ -183,41 +183,37 @@ func runClient(ctx context.Context, c *cluster, h *replicatest.History, refused 
 // else through RewardInt. RewardAsync must answer within a few call
 // timeouts (an update given up, then served the usual way).
 func rewardAsync(s *replica.Store, in replicatest.Input) (int64, error) {
-	type answer struct {
-		total int64
-		err   error
-	}
-	ch := make(chan answer, 1)
-	if !s.RewardAsync(in.Player, in.Delta, func(total int64, err error) { ch <- answer{total, err} }) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		return s.RewardInt(ctx, in.Player, in.Delta)
-	}
-	select {
-	case a := <-ch:
-		return a.total, a.err
-	case <-time.After(30 * time.Second):
-		panic(fmt.Sprintf("RewardAsync(%s, %d) never answered", in.Player, in.Delta))
-	}
+	return eitherPath(fmt.Sprintf("RewardAsync(%s, %d)", in.Player, in.Delta),
+		func(done func(int64, error)) bool { return s.RewardAsync(in.Player, in.Delta, done) },
+		func(ctx context.Context) (int64, error) { return s.RewardInt(ctx, in.Player, in.Delta) })
 }
 
 // rewardOnceAsync is rewardAsync for a reward its client named.
 func rewardOnceAsync(s *replica.Store, in replicatest.Input, id wire.ReqID) (int64, error) {
+	points := strconv.FormatInt(in.Delta, 10)
+	return eitherPath(fmt.Sprintf("RewardOnceAsync(%s, %d)", in.Player, in.Delta),
+		func(done func(int64, error)) bool { return s.RewardOnceAsync(in.Player, in.Delta, id, done) },
+		func(ctx context.Context) (int64, error) { return s.RewardOnce(ctx, in.Player, points, id) })
+}
+
+// eitherPath starts a reward with async, or, if it does not take it,
+// serves it with usual; what async takes must answer within 30 s.
+func eitherPath(what string, async func(done func(int64, error)) bool, usual func(context.Context) (int64, error)) (int64, error) {
 	type answer struct {
 		total int64
 		err   error
 	}
 	ch := make(chan answer, 1)
-	if !s.RewardOnceAsync(in.Player, in.Delta, id, func(total int64, err error) { ch <- answer{total, err} }) {
+	if !async(func(total int64, err error) { ch <- answer{total, err} }) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		return s.RewardOnce(ctx, in.Player, strconv.FormatInt(in.Delta, 10), id)
+		return usual(ctx)
 	}
 	select {
 	case a := <-ch:
 		return a.total, a.err
 	case <-time.After(30 * time.Second):
-		panic(fmt.Sprintf("RewardOnceAsync(%s, %d) never answered", in.Player, in.Delta))
+		panic(what + " never answered")
 	}
 }
 

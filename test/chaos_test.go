@@ -189,26 +189,37 @@ func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int
 	defer cancel()
 	op.call = c.since()
 	if client%2 == 0 {
-		total, err := cl.Reward(ctx, player, delta)
-		op.ret = c.since()
-		switch {
-		case err == nil:
-			op.outcome, op.total = chaosAcked, total
-		case wire.OutcomeOf(err) == wire.OutcomeNotApplied:
-			op.outcome, op.text = chaosNotApplied, err.Error()
-		default:
-			op.outcome, op.text = chaosUnknown, "call failed: "+err.Error()
-			var we *wire.Error
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &we) {
-				c.dropClient(n, cl)
-			}
-		}
-		c.mu.Lock()
-		c.ops = append(c.ops, op)
-		c.mu.Unlock()
-		return op
+		c.wireReward(ctx, n, cl, &op)
+	} else {
+		c.commandReward(ctx, n, cl, &op)
 	}
-	cr, err := cl.Command(ctx, fmt.Sprintf("reward %s %d", player, delta))
+	c.mu.Lock()
+	c.ops = append(c.ops, op)
+	c.mu.Unlock()
+	return op
+}
+
+// wireReward sends op's reward as a wire reward and records its answer.
+func (c *chaosCluster) wireReward(ctx context.Context, n *chaosNode, cl *client.Client, op *chaosOp) {
+	total, err := cl.Reward(ctx, op.player, op.delta)
+	op.ret = c.since()
+	switch {
+	case err == nil:
+		op.outcome, op.total = chaosAcked, total
+	case wire.OutcomeOf(err) == wire.OutcomeNotApplied:
+		op.outcome, op.text = chaosNotApplied, err.Error()
+	default:
+		op.outcome, op.text = chaosUnknown, "call failed: "+err.Error()
+		var we *wire.Error
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &we) {
+			c.dropClient(n, cl)
+		}
+	}
+}
+
+// commandReward runs `reward PLAYER DELTA` for op and records its answer.
+func (c *chaosCluster) commandReward(ctx context.Context, n *chaosNode, cl *client.Client, op *chaosOp) {
+	cr, err := cl.Command(ctx, fmt.Sprintf("reward %s %d", op.player, op.delta))
 	op.ret = c.since()
 	switch {
 	case err != nil:
@@ -223,16 +234,12 @@ func (c *chaosCluster) reward(client int, n *chaosNode, player string, delta int
 	default:
 		total, perr := strconv.ParseInt(cr.Output, 10, 64)
 		if perr != nil {
-			c.t.Errorf("reward %s %d at %s succeeded with %q, not a total", player, delta, n.name, cr.Output)
+			c.t.Errorf("reward %s %d at %s succeeded with %q, not a total", op.player, op.delta, n.name, cr.Output)
 			op.outcome, op.text = chaosUnknown, cr.Output
 		} else {
 			op.outcome, op.total = chaosAcked, total
 		}
 	}
-	c.mu.Lock()
-	c.ops = append(c.ops, op)
-	c.mu.Unlock()
-	return op
 }
 
 // pick chooses the node for a caller's k-th call: round robin over the
