@@ -44,13 +44,14 @@ type benchReport struct {
 	// of them together, in microseconds (from CPUCores).
 	NodesCPUUsPerReward float64 `json:"nodes_cpu_us_per_reward,omitempty"`
 
-	Floor    *floorReport    `json:"floor,omitempty"`
-	Ratio    *ratios         `json:"ratio_to_floor,omitempty"`
-	Bare     *floorReport    `json:"bare_wire,omitempty"` // the same load over plain msgpack on TCP (bare.go)
-	Mesh     *floorReport    `json:"bare_mesh,omitempty"` // the bare wire in the cluster's shape (bare.go)
-	Kill     *killReport     `json:"kill,omitempty"`
-	Timeline []int64         `json:"timeline_100ms,omitempty"` // rewards per 100 ms, with --kill-after
-	Populate *populateReport `json:"populate,omitempty"`
+	Floor     *floorReport    `json:"floor,omitempty"`
+	Ratio     *ratios         `json:"ratio_to_floor,omitempty"`
+	Bare      *floorReport    `json:"bare_wire,omitempty"` // the same load over plain msgpack on TCP (bare.go)
+	Mesh      *floorReport    `json:"bare_mesh,omitempty"` // the bare wire in the cluster's shape (bare.go)
+	MeshRatio *ratios         `json:"ratio_to_mesh,omitempty"`
+	Kill      *killReport     `json:"kill,omitempty"`
+	Timeline  []int64         `json:"timeline_100ms,omitempty"` // rewards per 100 ms, with --kill-after
+	Populate  *populateReport `json:"populate,omitempty"`
 
 	Interrupted bool `json:"interrupted,omitempty"`
 }
@@ -114,6 +115,12 @@ func cpuPerRequest(cores map[string]float64, throughput float64, names ...string
 		sum += cores[n]
 	}
 	return sum / throughput * 1e6
+}
+
+// cells are q as a row of the load table, under its columns.
+func (q *ratios) cells() []string {
+	x := func(v float64) string { return fmt.Sprintf("%.2fx", v) }
+	return []string{"", x(q.Throughput), "", x(q.P50), x(q.P90), x(q.P99), x(q.P999), x(q.Max), ""}
 }
 
 // ratios are appnode's figures divided by the floor's: above 1 is slower
@@ -257,27 +264,35 @@ func (r *benchReport) setMesh(mesh *phaseResult, size int) {
 		names[i] = fmt.Sprintf("mesh-%d", i+1)
 	}
 	r.Mesh.ServersCPUUsPerRequest = cpuPerRequest(mesh.cpu, r.Mesh.Throughput, names...)
+	r.MeshRatio = ratiosTo(r.latencyStats, &r.Mesh.latencyStats)
 	r.Interrupted = r.Interrupted || mesh.interrupted
+}
+
+// ratiosTo is appnode's figures a over another phase's b.
+func ratiosTo(a, b *latencyStats) *ratios {
+	return &ratios{
+		Throughput: div(a.Throughput, b.Throughput),
+		P50:        div(a.P50Us, b.P50Us),
+		P90:        div(a.P90Us, b.P90Us),
+		P99:        div(a.P99Us, b.P99Us),
+		P999:       div(a.P999Us, b.P999Us),
+		Max:        div(a.MaxUs, b.MaxUs),
+	}
+}
+
+// div is a/b, or 0 when b is (a phase with no requests).
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 func (r *benchReport) setFloor(floor, hop *phaseResult) {
 	r.Floor = &floorReport{latencyStats: *statsOf(&floor.all, floor.elapsed, floor.errors()), CPUCores: floor.cpu}
 	r.Floor.ServersCPUUsPerRequest = cpuPerRequest(floor.cpu, r.Floor.Throughput, "floor-a", "floor-b")
 	f := &r.Floor.latencyStats
-	div := func(a, b float64) float64 {
-		if b == 0 {
-			return 0
-		}
-		return a / b
-	}
-	r.Ratio = &ratios{
-		Throughput: div(r.Throughput, f.Throughput),
-		P50:        div(r.P50Us, f.P50Us),
-		P90:        div(r.P90Us, f.P90Us),
-		P99:        div(r.P99Us, f.P99Us),
-		P999:       div(r.P999Us, f.P999Us),
-		Max:        div(r.MaxUs, f.MaxUs),
-	}
+	r.Ratio = ratiosTo(r.latencyStats, f)
 	if hop != nil {
 		r.Floor.Hop = statsOf(&hop.all, hop.elapsed, hop.errors())
 		x := div(r.P50Us-r.Floor.Hop.P50Us, f.P50Us)
@@ -416,23 +431,14 @@ func printLoad(sb *strings.Builder, r *benchReport) {
 		if r.Floor.Hop != nil {
 			row("one hop", r.Floor.Hop)
 		}
-		q := r.Ratio
-		x := func(v float64) string { return fmt.Sprintf("%.2fx", v) }
-		lines = append(lines, line{"appnode / floor", []string{"", x(q.Throughput), "", x(q.P50), x(q.P90), x(q.P99), x(q.P999), x(q.Max), ""}})
+		lines = append(lines, line{"appnode / floor", r.Ratio.cells()})
 	}
 	if r.Bare != nil {
 		row("bare wire (forward+ack)", &r.Bare.latencyStats)
 	}
 	if r.Mesh != nil {
 		row("bare mesh (owner+keeper)", &r.Mesh.latencyStats)
-		m := &r.Mesh.latencyStats
-		x := func(a, b float64) string {
-			if b == 0 {
-				return "-"
-			}
-			return fmt.Sprintf("%.2fx", a/b)
-		}
-		lines = append(lines, line{"appnode / bare mesh", []string{"", x(r.Throughput, m.Throughput), "", x(r.P50Us, m.P50Us), x(r.P90Us, m.P90Us), x(r.P99Us, m.P99Us), x(r.P999Us, m.P999Us), x(r.MaxUs, m.MaxUs), ""}})
+		lines = append(lines, line{"appnode / bare mesh", r.MeshRatio.cells()})
 	}
 	table := make([][]string, len(lines))
 	for i, l := range lines {
