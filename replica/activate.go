@@ -567,6 +567,10 @@ func (s *Store) promoteCopy(ctx context.Context, player, exclude string, onlyCur
 	return self, nil
 }
 
+// errSuperseded marks a keeper placement that a candidate refused because
+// it owns the player, or keeps it for another owner, at a later epoch.
+var errSuperseded = errors.New("another node owns the player now")
+
 // adoptSomewhere makes a live node other than this one (and exclude) the
 // keeper of player with state st, trying candidates in placement order.
 func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, recent record, exclude ...string) (wire.NodeID, error) {
@@ -596,7 +600,7 @@ func (s *Store) adoptSomewhere(ctx context.Context, player string, st state, rec
 			code, ok := wire.CodeOf(err)
 			if ok && code == wire.CodeFenced {
 				// A newer owner exists: this node must not become the owner.
-				stop = wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err)
+				stop = fmt.Errorf("%w: %w", wire.Errorf(wire.CodeBusy, "%s: %s holds a newer copy: %v", player, cand.Name, err), errSuperseded)
 				return false
 			}
 			if !ok || (code != wire.CodeBusy && code != wire.CodeNoQuorum) {
@@ -641,10 +645,13 @@ func (s *Store) whileBusy(ctx context.Context, try func() (busy bool)) {
 const busyRounds = 4
 
 // checkStillOwner asks every live peer about player before this node, its
-// owner at epoch, re-creates a lost keeper: a primary that was cut off may
-// have been superseded through its old keeper, and a fresh node that knows
-// nothing would accept it as the owner. Another primary, or a copy from a
-// later epoch or for another owner, means this one must step down.
+// owner at epoch, replaces a keeper that is still a member but lost its
+// copy: that keeper may have passed the player to another owner under a
+// roster this node has not learnt (one that removed this node), and a
+// fresh node that knows nothing would accept it as the owner. Another
+// primary, or a copy from a later epoch or for another owner, means this
+// one must step down. (A keeper the roster removed cannot have: see
+// ensureKeeper.)
 //
 // A peer busy activating the player (a repair pass looking at a leftover
 // copy, say) is waited out (whileBusy).

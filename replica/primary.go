@@ -514,13 +514,21 @@ func (p *primary) replaceKeeper(ctx context.Context, st state, total int64, id w
 		}
 		return err
 	}
-	if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
-		if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
-			return err // superseded: the re-send is answered by the new owner
+	if !keeperDead {
+		// The keeper is a member and lost its copy: it may have handed
+		// the player to another owner before dropping it, if it holds a
+		// roster that removed this node and this node has not learnt
+		// that yet. Only the new owner, anywhere, can say.
+		if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
+			if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
+				return err // superseded: the re-send is answered by the new owner
+			}
+			return maybe(err)
 		}
-		return maybe(err)
 	}
-	// The dead keeper's name is not excluded: a restarted process under
+	// A keeper the roster removed cannot have handed the player on
+	// (ensureKeeper says why), so its replacement asks no one else. The
+	// dead keeper's name is not excluded: a restarted process under
 	// that name is a fine new keeper.
 	st.total = total
 	if err := p.placeKeeper(ctx, st, wire.Applied{ID: id, Total: total}); err != nil {
@@ -558,7 +566,26 @@ func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applie
 	return nil
 }
 
-// ensureKeeper re-creates the keeper if the membership lost it.
+// ensureKeeper re-creates the keeper if the roster removed it.
+//
+// It asks no one but the new keeper, so a lost keeper costs the same at
+// any cluster size, because the old keeper cannot have handed the player
+// to another owner. A copy is handed on (a claim granted, a copy
+// promoted) only if its owner answers that it runs no primary, or under a
+// roster that does not list the owner; and rosters are agreed one after
+// another, never listing a removed incarnation again. This node holds
+// roster R, which lists it and not the keeper. A roster under which the
+// keeper could have handed the player on lists the keeper and not this
+// node: it would come after this node's removal, which is after R, and
+// before the keeper's, which is at or before R. There is none.
+//
+// What remains is the window every placement of a keeper has (a creation's,
+// moveKeeper's): a roster after R that removed this node, not learnt here
+// yet, under which a copy left behind by an earlier placement is claimed.
+// The fence on this node's messages, wherever that roster has reached, and
+// View's rounds of confirmation close it; asking every member first, as
+// this once did, narrowed it by one round trip and cost a message per
+// member.
 func (p *primary) ensureKeeper() {
 	st := p.snapshot()
 	p.s.mu.Lock()
@@ -570,15 +597,13 @@ func (p *primary) ensureKeeper() {
 	}
 	ctx, cancel := context.WithTimeout(p.s.ctx, 2*p.s.cfg.CallTimeout)
 	defer cancel()
-	if err := p.s.checkStillOwner(ctx, p.player, st.epoch); err != nil {
-		if code, _ := wire.CodeOf(err); code == wire.CodeFenced {
+	if err := p.placeKeeper(ctx, st, wire.Applied{}); err != nil {
+		if errors.Is(err, errSuperseded) {
 			p.s.count.stepDowns.Add(1)
 			p.s.emit(Warning, "primary of %s stepped down: %v", p.player, err)
 			p.stepDown()
+			return
 		}
-		return
-	}
-	if err := p.placeKeeper(ctx, st, wire.Applied{}); err != nil {
 		p.s.emit(Warning, "%s has lost its keeper on %s and no new keeper could be placed yet: %v", p.player, st.keeper.Name, err)
 	}
 }
