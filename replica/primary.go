@@ -582,10 +582,10 @@ func (p *primary) placeKeeper(ctx context.Context, st state, pending wire.Applie
 // What remains is the window every placement of a keeper has (a creation's,
 // moveKeeper's): a roster after R that removed this node, not learnt here
 // yet, under which a copy left behind by an earlier placement is claimed.
-// The fence on this node's messages, wherever that roster has reached, and
-// View's rounds of confirmation close it; asking every member first, as
-// this once did, narrowed it by one round trip and cost a message per
-// member.
+// Every member holding that roster refuses this node's messages (the
+// Adopt included) and tells it it was declared failed; asking every member
+// first, as this once did, did not close that window either (the claim
+// may come just after the question), and cost a message per member.
 func (p *primary) ensureKeeper() {
 	st := p.snapshot()
 	p.s.mu.Lock()
