@@ -12,10 +12,11 @@ import (
 // is one serves RewardAsync.
 type AsyncNetwork interface {
 	Network
-	// CallAsync sends m to `to` and returns; done gets what Call would
-	// return, once, on a goroutine that must not be held, or on the
-	// caller's before CallAsync returns if m could not be sent. timeout
-	// bounds the wait; cancel gives up earlier with err.
+	// CallAsync sends m to `to` and returns, without waiting for a dial;
+	// done gets what Call would return, once, on a goroutine that must
+	// not be held, or on the caller's before CallAsync returns if m could
+	// not be sent. timeout bounds the wait; cancel gives up earlier with
+	// err.
 	CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(err error))
 }
 

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,4 +192,61 @@ func TestAsyncHandlerServesMembersRequests(t *testing.T) {
 		t.Fatalf("the held request was answered %v, %v before its release", r.m, r.err)
 	default:
 	}
+}
+
+// A CallAsync to a peer with no open connection returns at once, before
+// the dial ends: its callers are read loops serving other requests, and a
+// peer whose handshake hangs (a paused process, a firewall that drops)
+// must not hold them. done hears that the request was not sent, with
+// cancel's error or the timeout, and once the peer answers the next call
+// goes through.
+func TestCallAsyncDoesNotWaitForADial(t *testing.T) {
+	net := newTestNet(t)
+	a := net.add("a", 1, nil)
+	hung := wire.NodeID{Name: "hung", Boot: 7}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unhang := func() { releaseOnce.Do(func() { close(release) }) }
+	f := startFake(t, hung, echoFake, func(f *fakePeer) {
+		f.hello = func(int) wire.NodeID {
+			<-release
+			return hung
+		}
+	})
+	defer unhang() // before the fake's cleanup waits for its goroutines
+	net.set(hung.Name, f.ln.Addr().String())
+
+	type started struct {
+		ch     <-chan asyncReply
+		cancel func(error)
+	}
+	returned := make(chan started, 1)
+	go func() {
+		ch, cancel := callAsync(a, hung, &wire.Reward{Player: "p", Points: 1}, time.Minute)
+		returned <- started{ch, cancel}
+	}()
+	var first started
+	select {
+	case first = <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("CallAsync waited for a dial whose handshake hangs")
+	}
+	testenv.WaitFor(t, 10*time.Second, "the dial to reach the hung peer", func() bool { return f.accepts.Load() >= 1 })
+	why := errors.New("the caller gave up")
+	first.cancel(why)
+	if r := waitAsync(t, first.ch); !errors.Is(r.err, why) || !errors.Is(r.err, wire.ErrNotSent) {
+		t.Fatalf("cancelled during the dial: %v, %v; want the cancel's error, not sent", r.m, r.err)
+	}
+
+	ch, _ := callAsync(a, hung, &wire.Reward{Player: "p", Points: 2}, 100*time.Millisecond)
+	if r := waitAsync(t, ch); !errors.Is(r.err, context.DeadlineExceeded) || !errors.Is(r.err, wire.ErrNotSent) {
+		t.Fatalf("timed out during the dial: %v, %v; want a deadline error, not sent", r.m, r.err)
+	}
+
+	unhang()
+	testenv.WaitFor(t, 10*time.Second, "a call to go through once the peer answers", func() bool {
+		ch, _ := callAsync(a, hung, &wire.Reward{Player: "p", Points: 3}, 5*time.Second)
+		r := waitAsync(t, ch)
+		return r.err == nil && r.m.(*wire.RewardReply).Total == 3
+	})
 }

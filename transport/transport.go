@@ -320,28 +320,81 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 // CallAsync is Call for a caller that does not wait: it sends m to the
 // incarnation `to` and returns; done gets the reply or the error, as Call
 // would return them, on a goroutine of the transport's that must not be
-// held (done must not block or call the network and wait). It runs on the
-// caller's goroutine, before CallAsync returns, if m cannot be sent.
-// timeout bounds the wait for the reply; cancel gives up on it earlier,
-// with err.
+// held (done must not block or call the network and wait). It may run on
+// the caller's goroutine, before CallAsync returns, if m cannot be sent.
+// timeout bounds the wait for the reply, a dial included; cancel gives up
+// on it earlier, with err.
+//
+// CallAsync never waits for a dial: its callers are read loops serving
+// other requests, which a peer whose connection hangs (a firewall that
+// drops, a paused process) would otherwise hold for the whole timeout.
 func (t *Transport) CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(err error)) {
 	if t.blocked(to.Name) {
 		t.disconnect(to.Name, errBlocked(to.Name))
 		done(nil, errBlocked(to.Name))
 		return func(error) {}
 	}
-	c := t.open(to)
-	if c == nil {
-		ctx, stop := context.WithTimeout(t.ctx, timeout)
-		var err error
-		c, err = t.conn(ctx, to)
-		stop()
-		if err != nil {
-			done(nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err))
-			return func(error) {}
-		}
+	if c := t.open(to); c != nil {
+		return c.callAsync(m, timeout, done)
 	}
-	return c.callAsync(m, timeout, done)
+	return t.dialThenCallAsync(to, m, timeout, done)
+}
+
+// dialThenCallAsync is CallAsync for a peer with no open connection: a
+// goroutine of the transport's connects, then sends.
+func (t *Transport) dialThenCallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(err error)) {
+	deadline := time.Now().Add(timeout)
+	ctx, stop := context.WithDeadline(t.ctx, deadline)
+	var (
+		mu        sync.Mutex
+		sent      func(error) // the call's cancel, once it is sent
+		cancelled error
+	)
+	notSent := func(err error) { done(nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err)) }
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		stop()
+		notSent(fmt.Errorf("transport: call to %s: %w", to.Name, ErrClosed))
+		return func(error) {}
+	}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		c, err := t.conn(ctx, to)
+		stop()
+		mu.Lock()
+		if cancelled != nil {
+			err = cancelled
+		}
+		mu.Unlock()
+		if err != nil {
+			notSent(err)
+			return
+		}
+		cancelSent := c.callAsync(m, time.Until(deadline), done)
+		mu.Lock()
+		sent = cancelSent
+		err = cancelled
+		mu.Unlock()
+		if err != nil {
+			cancelSent(err) // cancelled while it was being sent
+		}
+	}()
+	return func(err error) {
+		mu.Lock()
+		if cancelled == nil {
+			cancelled = err
+		}
+		cancelSent := sent
+		mu.Unlock()
+		if cancelSent != nil {
+			cancelSent(err)
+			return
+		}
+		stop() // the dial gives up, and done hears err
+	}
 }
 
 // open returns the open connection to the incarnation to, if there is
