@@ -80,13 +80,20 @@ func TestMessagesPerOperationAsTheClusterGrows(t *testing.T) {
 	}
 }
 
-func messagesPerOp(t *testing.T, size, players int) perOp {
+// settledCluster starts size nodes named prefix01, prefix02... and waits
+// until every arbiter has every member's list of players.
+func settledCluster(t *testing.T, prefix string, size int) ([]string, *cluster) {
 	names := make([]string, size)
 	for i := range names {
-		names[i] = fmt.Sprintf("n%02d", i+1)
+		names[i] = fmt.Sprintf("%s%02d", prefix, i+1)
 	}
 	c := newCluster(t, names...)
 	c.waitDirectories()
+	return names, c
+}
+
+func messagesPerOp(t *testing.T, size, players int) perOp {
+	names, c := settledCluster(t, "n", size)
 	count := c.tally()
 	var out perOp
 	var victims []string
@@ -201,12 +208,7 @@ func failoverCost(t *testing.T, c *cluster, size, players int, victims []string)
 // with the same player), and the Where in which the new keeper's repair
 // confirms that the owner runs the primary, unless a Replicate did first.
 func keeperLossCost(t *testing.T, size, players int) float64 {
-	names := make([]string, size)
-	for i := range names {
-		names[i] = fmt.Sprintf("k%02d", i+1)
-	}
-	c := newCluster(t, names...)
-	c.waitDirectories()
+	names, c := settledCluster(t, "k", size)
 	kept := map[string]int{}
 	for i := range players {
 		p := fmt.Sprintf("player%d", i)
