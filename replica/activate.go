@@ -204,34 +204,59 @@ type located struct {
 // than this node, in turn, and returns the first answer that names a
 // primary or a keeper copy, or the arbiter's (the first) that vouches no
 // member holds one (WhereReply.Absent), and who gave it; nil if neither
-// holds the player or one does not answer. empty lists those that hold
-// nothing. A node busy activating the player (a keeper taking it over,
-// most often) is done in a moment: its busy answer is the error, to retry
-// on, as survey would fail on it too.
+// holds the player or one does not answer. The arbiter may name where a
+// copy is kept instead (WhereReply.Hint: the keeper of a player the
+// cluster grew around), which is asked before the second. empty lists
+// those that hold nothing. A node busy activating the player (a keeper
+// taking it over, most often) is done in a moment: its busy answer is the
+// error, to retry on, as survey would fail on it too.
 func (s *Store) askSlots(ctx context.Context, player string, members []wire.NodeID) (wr *wire.WhereReply, at wire.NodeID, empty []wire.NodeID, err error) {
 	self := s.Self()
 	order := placementOrder(player, members)
-	for _, cand := range order[:min(2, len(order))] {
+	slots := order[:min(2, len(order))]
+	asked := func(id wire.NodeID) bool {
+		return id == self || slices.Contains(slots, id) || slices.Contains(empty, id)
+	}
+	for _, cand := range slots {
+		var hint wire.NodeID
 		if cand == self {
 			s.mu.Lock()
 			absent := s.vouchAbsentLocked(player)
+			hint, _ = s.keeperHintLocked(player)
 			s.mu.Unlock()
 			if absent {
 				return &wire.WhereReply{Absent: true}, self, empty, nil
 			}
+		} else {
+			wr, err := s.askWhere(ctx, cand, player)
+			if code, _ := wire.CodeOf(err); code == wire.CodeBusy {
+				return nil, wire.NodeID{}, empty, err
+			}
+			if err != nil {
+				return nil, wire.NodeID{}, empty, nil
+			}
+			if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper || wr.Absent {
+				return wr, cand, empty, nil
+			}
+			empty = append(empty, cand)
+			hint = wr.Hint
+		}
+		s.mu.Lock()
+		member := s.isMemberLocked(hint)
+		s.mu.Unlock()
+		if hint.IsZero() || asked(hint) || !member {
 			continue
 		}
-		wr, err := s.askWhere(ctx, cand, player)
+		wr, err := s.askWhere(ctx, hint, player)
 		if code, _ := wire.CodeOf(err); code == wire.CodeBusy {
 			return nil, wire.NodeID{}, empty, err
 		}
-		if err != nil {
-			return nil, wire.NodeID{}, empty, nil
+		if err == nil && (wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper) {
+			return wr, hint, empty, nil
 		}
-		if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper || wr.Absent {
-			return wr, cand, empty, nil
+		if err == nil {
+			empty = append(empty, hint)
 		}
-		empty = append(empty, cand)
 	}
 	return nil, wire.NodeID{}, empty, nil
 }

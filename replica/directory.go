@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,10 +45,22 @@ import (
 // says that a player may exist, so the arbiter keeps a 64-bit fingerprint
 // of the name, not the name: a fingerprint shared by two names costs a
 // creation the question to every member, never a wrong answer.
+//
+// An entry also says which member last said it keeps a copy of the player
+// (Register.Kept), so that a node looking for the player finds its keeper
+// in two questions however the cluster has grown (WhereReply.Hint,
+// askSlots). Placement puts a keeper first or second in its player's
+// order, where that node asks anyway; a node that joined since may push
+// it down, and then only the arbiter's word leads to it. The hint is never
+// trusted alone: the keeper's own answer is.
 type directory struct {
-	epoch  uint64               // the roster epoch it is gathered for
-	listed map[uint64]struct{}  // fingerprints of players that may exist, which this node arbitrates
-	heard  map[wire.NodeID]bool // members that sent Done for epoch, self included
+	epoch uint64 // the roster epoch it is gathered for
+	// listed holds fingerprints of players that may exist, which this
+	// node arbitrates; a value other than 0 is 1 + the index in members
+	// of the member last heard to keep a copy.
+	listed  map[uint64]uint16
+	members []wire.NodeID        // the roster's, sorted by name, when it was started
+	heard   map[wire.NodeID]bool // members that sent Done for epoch, self included
 
 	// This node's own Register for epoch: the peers that have it.
 	told map[wire.NodeID]bool
@@ -62,12 +77,46 @@ func (s *Store) dirLocked() *directory {
 		return &s.dir
 	}
 	s.dir = directory{
-		epoch:  s.view.Roster().Epoch,
-		listed: map[uint64]struct{}{},
-		heard:  map[wire.NodeID]bool{},
-		told:   map[wire.NodeID]bool{},
+		epoch:   s.view.Roster().Epoch,
+		listed:  map[uint64]uint16{},
+		members: slices.Clone(s.membersLocked()),
+		heard:   map[wire.NodeID]bool{},
+		told:    map[wire.NodeID]bool{},
 	}
 	return &s.dir
+}
+
+// list records that player may exist.
+func (d *directory) list(player string) {
+	fp := fingerprint(player)
+	if _, ok := d.listed[fp]; !ok {
+		d.listed[fp] = 0
+	}
+}
+
+// noteKeeper records that member keeps a copy of player, and lists it.
+func (d *directory) noteKeeper(player string, member wire.NodeID) {
+	i, ok := slices.BinarySearchFunc(d.members, member.Name, func(m wire.NodeID, name string) int {
+		return strings.Compare(m.Name, name)
+	})
+	if !ok || d.members[i] != member || i >= math.MaxUint16 {
+		d.list(player)
+		return
+	}
+	d.listed[fingerprint(player)] = uint16(i + 1)
+}
+
+// keeperHintLocked names the member this node's directory last heard keeps
+// a copy of player, if any (see directory).
+func (s *Store) keeperHintLocked(player string) (wire.NodeID, bool) {
+	if s.dir.epoch != s.view.Roster().Epoch {
+		return wire.NodeID{}, false
+	}
+	i := s.dir.listed[fingerprint(player)]
+	if i == 0 {
+		return wire.NodeID{}, false
+	}
+	return s.dir.members[i-1], true
 }
 
 // arbitratesLocked says whether this node is player's arbiter under the
@@ -118,7 +167,7 @@ func (s *Store) vouchAbsentLocked(player string) bool {
 // recordPlayerLocked lists player, which this node arbitrates, as one that
 // may exist.
 func (s *Store) recordPlayerLocked(player string) {
-	s.dirLocked().listed[fingerprint(player)] = struct{}{}
+	s.dirLocked().list(player)
 }
 
 // handleRegister takes a member's list of players this node arbitrates.
@@ -126,6 +175,11 @@ func (s *Store) handleRegister(from wire.NodeID, m *wire.Register) (wire.Msg, er
 	for _, p := range m.Players {
 		if err := ValidatePlayer(p); err != nil {
 			return nil, err
+		}
+	}
+	for _, k := range m.Kept {
+		if int(k) >= len(m.Players) {
+			return nil, wire.Errorf(wire.CodeBadRequest, "register: kept index %d of %d players", k, len(m.Players))
 		}
 	}
 	s.mu.Lock()
@@ -145,7 +199,10 @@ func (s *Store) handleRegister(from wire.NodeID, m *wire.Register) (wire.Msg, er
 	}
 	dir := s.dirLocked()
 	for _, p := range m.Players {
-		dir.listed[fingerprint(p)] = struct{}{}
+		dir.list(p)
+	}
+	for _, k := range m.Kept {
+		dir.noteKeeper(m.Players[k], from)
 	}
 	if m.Done {
 		dir.heard[from] = true
@@ -206,17 +263,32 @@ func (s *Store) tellArbiters() bool {
 	return true
 }
 
+// arbiterList is what this node tells one arbiter: players, and which of
+// them it keeps a copy of (Register.Kept).
+type arbiterList struct {
+	players []string
+	kept    []uint32 // indexes into players
+}
+
 // listByArbiter sorts the players held or being activated here by their
 // arbiter under members (roster epoch), and records this node's own
 // share. Activations are listed first (see directory), then the tables, a
 // shard at a time as repair walks them, so rewards go on meanwhile. It
 // reports false if the roster changed meanwhile.
-func (s *Store) listByArbiter(epoch uint64, members []wire.NodeID) (map[wire.NodeID][]string, bool) {
+func (s *Store) listByArbiter(epoch uint64, members []wire.NodeID) (map[wire.NodeID]*arbiterList, bool) {
 	self := s.Self()
-	lists := map[wire.NodeID][]string{}
-	add := func(p string) {
+	lists := map[wire.NodeID]*arbiterList{}
+	add := func(p string, kept bool) {
 		a := arbiterOf(p, members)
-		lists[a] = append(lists[a], p)
+		l := lists[a]
+		if l == nil {
+			l = &arbiterList{}
+			lists[a] = l
+		}
+		if kept {
+			l.kept = append(l.kept, uint32(len(l.players)))
+		}
+		l.players = append(l.players, p)
 	}
 	for i := -1; i < tableShards; i++ {
 		s.mu.Lock()
@@ -226,14 +298,14 @@ func (s *Store) listByArbiter(epoch uint64, members []wire.NodeID) (map[wire.Nod
 		}
 		if i < 0 {
 			for p := range s.flights {
-				add(p)
+				add(p, false)
 			}
 		} else {
 			for p := range s.primaries.shard(i) {
-				add(p)
+				add(p, false)
 			}
 			for p := range s.copies.shard(i) {
-				add(p)
+				add(p, true)
 			}
 		}
 		s.mu.Unlock()
@@ -243,34 +315,66 @@ func (s *Store) listByArbiter(epoch uint64, members []wire.NodeID) (map[wire.Nod
 	if s.dir.epoch != epoch {
 		return nil, false
 	}
-	for _, p := range lists[self] {
-		s.recordPlayerLocked(p)
+	if own := lists[self]; own != nil {
+		for _, p := range own.players {
+			s.recordPlayerLocked(p)
+		}
 	}
 	s.dir.heard[self] = true
 	return lists, true
 }
 
 // register sends peer the players it arbitrates, in pages, the last Done.
-func (s *Store) register(peer wire.NodeID, epoch uint64, players []string) error {
-	for {
-		page, size := players, 0
-		for i, p := range players {
-			if size += len(p); size > wire.MaxRegister {
-				page = players[:i]
+func (s *Store) register(peer wire.NodeID, epoch uint64, l *arbiterList) error {
+	var players []string
+	var kept []uint32
+	if l != nil {
+		players, kept = l.players, l.kept
+	}
+	for from := 0; ; {
+		to, size := from, 0
+		for to < len(players) {
+			if size += len(players[to]); size > wire.MaxRegister && to > from {
 				break
 			}
+			to++
 		}
-		players = players[len(page):]
+		m := &wire.Register{Epoch: epoch, Players: players[from:to], Done: to == len(players)}
+		for len(kept) > 0 && int(kept[0]) < to {
+			m.Kept = append(m.Kept, kept[0]-uint32(from))
+			kept = kept[1:]
+		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
-		_, err := s.callPeer(ctx, peer, &wire.Register{Epoch: epoch, Players: page, Done: len(players) == 0})
+		_, err := s.callPeer(ctx, peer, m)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("register %d players: %w", len(page), err)
+			return fmt.Errorf("register %d players: %w", to-from, err)
 		}
-		if len(players) == 0 {
+		if m.Done {
 			return nil
 		}
+		from = to
 	}
+}
+
+// hintArbiter tells player's arbiter that this node now keeps a copy of it,
+// if this node is not among the first two in its placement order, where
+// anyone looking for the player asks anyway (see directory). It does not
+// wait: the hint only saves a search, and the next roster's Register
+// carries it again.
+func (s *Store) hintArbiterLocked(player string) {
+	members := s.membersLocked()
+	order := placementOrder(player, members)
+	self := s.view.Self()
+	if slices.Contains(order[:min(2, len(order))], self) {
+		return
+	}
+	arbiter, epoch := order[0], s.view.Roster().Epoch
+	s.spawn(func() {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CallTimeout)
+		defer cancel()
+		_, _ = s.callPeer(ctx, arbiter, &wire.Register{Epoch: epoch, Players: []string{player}, Kept: []uint32{0}})
+	})
 }
 
 // directoryLoop keeps this node's lists with the arbiters of the roster

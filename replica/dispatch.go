@@ -159,7 +159,8 @@ func (s *Store) handleWhere(m *wire.Where) (wire.Msg, error) {
 	if c := s.copies.get(m.Player); c != nil {
 		return &wire.WhereReply{Role: wire.RoleKeeper, Owner: c.owner, Keeper: s.view.Self(), Epoch: c.epoch, Seq: c.seq, Placement: c.placement, Current: c.current, OwnerAlive: s.isMemberLocked(c.owner)}, nil
 	}
-	return &wire.WhereReply{Role: wire.RoleNone, Absent: s.vouchAbsentLocked(m.Player)}, nil
+	hint, _ := s.keeperHintLocked(m.Player)
+	return &wire.WhereReply{Role: wire.RoleNone, Absent: s.vouchAbsentLocked(m.Player), Hint: hint}, nil
 }
 
 // handleKeeperGone serves a leaving keeper: place the copy elsewhere.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -364,4 +365,11 @@ func (c *cluster) holders(player string) (owners, keepers []string) {
 		}
 	}
 	return owners, keepers
+}
+
+// amongFirstTwo says whether node is first or second in player's placement
+// order among the live nodes.
+func (c *cluster) amongFirstTwo(player, node string) bool {
+	order := replica.PlacementOrder(player, c.names())
+	return slices.Contains(order[:min(2, len(order))], node)
 }

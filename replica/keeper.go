@@ -264,6 +264,7 @@ func (s *Store) handleAdopt(from wire.NodeID, m *wire.Adopt) (wire.Msg, error) {
 		}
 	}
 	s.putCopyLocked(m.Player, &keeperCopy{owner: from, epoch: m.Epoch, seq: m.Seq, placement: m.Placement, total: m.Total, recent: newDedup(record{m.Recent, m.Since}, s.now())})
+	s.hintArbiterLocked(m.Player)
 	return &wire.Ack{}, nil
 }
 

@@ -253,3 +253,64 @@ func (c *cluster) waitTwoCopies(n int, what string) {
 		return true
 	})
 }
+
+// A cluster grows by joins, and a node that joins may come first or second
+// in a player's placement order, ahead of its keeper, which is where a node
+// looking for the player asks. Grown from 3 nodes to 12 one at a time,
+// with the players created at 3, a first touch and a failover still cost
+// the same few messages: the arbiter's directory names each player's
+// keeper (WhereReply.Hint).
+func TestMessagesAfterTheClusterGrew(t *testing.T) {
+	const players, size = 16, 12
+	names, c := settledCluster(t, "g", 3)
+	for i := range players {
+		c.mustReward(names[0], fmt.Sprintf("player%d", i), 1, 1)
+	}
+	for i := len(names) + 1; i <= size; i++ {
+		c.start(fmt.Sprintf("g%02d", i))
+		c.sync()
+		c.waitRoster()
+	}
+	c.waitDirectories()
+	names = c.names()
+
+	count := c.tally()
+	pushedDown, total := 0, 0
+	var victims []string
+	for i := range players {
+		p := fmt.Sprintf("player%d", i)
+		owners, keepers := c.holders(p)
+		if len(owners) != 1 || len(keepers) != 1 {
+			t.Fatalf("%s: primaries on %v, copies on %v", p, owners, keepers)
+		}
+		victims = append(victims, owners[0])
+		if !c.amongFirstTwo(p, keepers[0]) {
+			pushedDown++
+		}
+		stranger := ""
+		for _, name := range names {
+			if name != owners[0] && name != keepers[0] {
+				stranger = name
+				break
+			}
+		}
+		count.take()
+		c.mustReward(stranger, p, 1, 2)
+		n, kinds := count.take()
+		total += n
+		// The arbiter asked, the keeper it names asked, the owner
+		// asked, the reward forwarded and replicated.
+		if n > 5 {
+			t.Errorf("%s: the first reward at %s, which knew no route, cost %d messages (%v) in %d nodes grown from 3, want at most 5", p, stranger, n, kinds, size)
+		}
+	}
+	t.Logf("%d nodes grown from 3: %d of %d keepers no longer first or second in their player's order; first touch %.1f messages per player", size, pushedDown, players, float64(total)/players)
+	if pushedDown == 0 {
+		t.Fatalf("no keeper was pushed down the order by the joins: the test shows nothing")
+	}
+	for i, owner := range victims {
+		c.mustReward(owner, fmt.Sprintf("player%d", i), 1, 3) // where failoverCost takes over
+	}
+	failover := failoverCost(t, c, size, players, victims)
+	t.Logf("%d nodes grown from 3: failover %.1f messages per player", size, failover)
+}

@@ -160,6 +160,9 @@ func appendWhereReply(b []byte, m *WhereReply) []byte {
 	if m.Absent {
 		n++
 	}
+	if !m.Hint.IsZero() {
+		n++
+	}
 	b = appendMapLen(b, n)
 	b = appendUint(appendKey(b, "r"), uint64(m.Role))
 	b = appendNodeID(appendKey(b, "o"), m.Owner)
@@ -177,6 +180,9 @@ func appendWhereReply(b []byte, m *WhereReply) []byte {
 	}
 	if m.Absent {
 		b = append(appendKey(b, "abs"), 0xc3)
+	}
+	if !m.Hint.IsZero() {
+		b = appendNodeID(appendKey(b, "h"), m.Hint)
 	}
 	return b
 }
@@ -420,6 +426,8 @@ func (r *reader) whereReply(m *WhereReply) {
 			m.OwnerAlive = r.bool()
 		case "abs":
 			m.Absent = r.bool()
+		case "h":
+			r.nodeID(&m.Hint)
 		default:
 			r.skip()
 		}

@@ -299,6 +299,7 @@ func (l *limits) players() {
 	case *WhereReply:
 		l.node("owner", m.Owner)
 		l.node("keeper", m.Keeper)
+		l.node("hint", m.Hint)
 	case *Create:
 		l.player(m.Player)
 		l.node("claimant", m.Claimant)

@@ -278,6 +278,10 @@ type WhereReply struct {
 	// its roster (Register) and does not list the player. A creator may
 	// then create it without asking every member (Create.Fast).
 	Absent bool `msgpack:"abs,omitempty"`
+	// Hint, with Role None, is where the answering arbiter's directory
+	// last heard that a copy of the player is kept (Register.Kept): the
+	// node to ask next. Only that node's own answer is trusted.
+	Hint NodeID `msgpack:"h,omitempty"`
 }
 
 // Create asks the player's arbiter (the first live node in its placement
@@ -402,10 +406,19 @@ type KeeperGone struct {
 // (WhereReply.Absent), which makes a creation cost the same few messages
 // however large the cluster (Orleans' grain directory, partitioned the
 // same way). The answer is an Ack.
+//
+// Kept marks, by index into Players, those the sender keeps a copy of.
+// The arbiter remembers where each copy is and names it when asked about
+// the player (WhereReply.Hint): once the cluster has grown, a keeper may
+// no longer be among the first two in its player's placement order, where
+// a node looking for the player asks first. A node that adopts a copy
+// outside those two sends its arbiter a one-player Register without Done.
+// Older nodes send no Kept, and ignore it.
 type Register struct {
 	Epoch   uint64   `msgpack:"e"`
 	Players []string `msgpack:"p,omitempty"`
 	Done    bool     `msgpack:"d,omitempty"`
+	Kept    []uint32 `msgpack:"k,omitempty"`
 }
 
 // MaxRegister bounds the bytes of player names in one Register, well under
