@@ -61,6 +61,11 @@ type directory struct {
 	listed  map[uint64]uint16
 	members []wire.NodeID        // the roster's, sorted by name, when it was started
 	heard   map[wire.NodeID]bool // members that sent Done for epoch, self included
+	// prev is the directory of the roster before, kept for its hints
+	// until this one is complete: a failover changes the roster, and the
+	// node a request reached looks for the player's keeper before the
+	// members have listed their players again.
+	prev *directory
 
 	// This node's own Register for epoch: the peers that have it.
 	told map[wire.NodeID]bool
@@ -76,14 +81,33 @@ func (s *Store) dirLocked() *directory {
 	if s.dir.epoch == s.view.Roster().Epoch && s.dir.listed != nil {
 		return &s.dir
 	}
+	var prev *directory
+	if s.dir.listed != nil {
+		old := s.dir
+		old.prev = nil // one roster back is enough
+		prev = &old
+	}
 	s.dir = directory{
 		epoch:   s.view.Roster().Epoch,
 		listed:  map[uint64]uint16{},
 		members: slices.Clone(s.membersLocked()),
 		heard:   map[wire.NodeID]bool{},
 		told:    map[wire.NodeID]bool{},
+		prev:    prev,
 	}
 	return &s.dir
+}
+
+// hint names the member d last heard keeps a copy of the player with
+// fingerprint fp, or, if none, the directory before it.
+func (d *directory) hint(fp uint64) (wire.NodeID, bool) {
+	if i := d.listed[fp]; i != 0 {
+		return d.members[i-1], true
+	}
+	if d.prev != nil {
+		return d.prev.hint(fp)
+	}
+	return wire.NodeID{}, false
 }
 
 // list records that player may exist.
@@ -109,14 +133,7 @@ func (d *directory) noteKeeper(player string, member wire.NodeID) {
 // keeperHintLocked names the member this node's directory last heard keeps
 // a copy of player, if any (see directory).
 func (s *Store) keeperHintLocked(player string) (wire.NodeID, bool) {
-	if s.dir.epoch != s.view.Roster().Epoch {
-		return wire.NodeID{}, false
-	}
-	i := s.dir.listed[fingerprint(player)]
-	if i == 0 {
-		return wire.NodeID{}, false
-	}
-	return s.dir.members[i-1], true
+	return s.dirLocked().hint(fingerprint(player))
 }
 
 // arbitratesLocked says whether this node is player's arbiter under the
@@ -150,6 +167,14 @@ func (s *Store) directoryCompleteLocked() bool {
 		}
 	}
 	return true
+}
+
+// dropPrevDirectoryLocked lets the directory of the roster before go once
+// this one has heard from every member.
+func (s *Store) dropPrevDirectoryLocked() {
+	if s.dir.prev != nil && s.directoryCompleteLocked() {
+		s.dir.prev = nil
+	}
 }
 
 // vouchAbsentLocked says whether this node, player's arbiter with a
@@ -206,6 +231,7 @@ func (s *Store) handleRegister(from wire.NodeID, m *wire.Register) (wire.Msg, er
 	}
 	if m.Done {
 		dir.heard[from] = true
+		s.dropPrevDirectoryLocked()
 	}
 	return &wire.Ack{}, nil
 }
@@ -321,6 +347,7 @@ func (s *Store) listByArbiter(epoch uint64, members []wire.NodeID) (map[wire.Nod
 		}
 	}
 	s.dir.heard[self] = true
+	s.dropPrevDirectoryLocked()
 	return lists, true
 }
 

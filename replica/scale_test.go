@@ -204,9 +204,9 @@ func failoverCost(t *testing.T, c *cluster, size, players int, victims []string)
 // keeperLossCost creates players at one node of a new cluster, kills the
 // node keeping the most of them, and returns the messages per player until
 // each has a keeper again. The owner places a new keeper and asks no one
-// else, at any size: an Adopt (another if the first candidate was busy
-// with the same player), and the Where in which the new keeper's repair
-// confirms that the owner runs the primary, unless a Replicate did first.
+// else, at any size: an Adopt (again if a candidate was busy), and the
+// Where in which the new keeper's repair confirms that the owner runs the
+// primary, unless a Replicate did first.
 func keeperLossCost(t *testing.T, size, players int) float64 {
 	names, c := settledCluster(t, "k", size)
 	kept := map[string]int{}
@@ -233,8 +233,12 @@ func keeperLossCost(t *testing.T, size, players int) float64 {
 	n, kinds := count.take()
 	t.Logf("%d nodes: the loss of %s, keeper of %d players, cost %d messages: %v", size, victim, kept[victim], n, kinds)
 	perPlayer := float64(n) / float64(kept[victim])
-	if perPlayer > 3 {
-		t.Errorf("the loss of a keeper cost %.1f messages per player it kept in %d nodes (%v), want at most 3", perPlayer, size, kinds)
+	// Adopts are retried while a candidate is busy (the roster change
+	// under way): a few more at times, at any size. Where is the question
+	// that grew with the cluster (to every member); it must stay at the
+	// new keeper's one.
+	if wheres := float64(kinds[wire.KindWhere]) / float64(kept[victim]); perPlayer > 4 || wheres > 1 {
+		t.Errorf("the loss of a keeper cost %.1f messages per player it kept in %d nodes (%v), want at most 4, with at most one Where", perPlayer, size, kinds)
 	}
 	return perPlayer
 }
@@ -259,9 +263,15 @@ func (c *cluster) waitTwoCopies(n int, what string) {
 // looking for the player asks. Grown from 3 nodes to 12 one at a time,
 // with the players created at 3, a first touch and a failover still cost
 // the same few messages: the arbiter's directory names each player's
-// keeper (WhereReply.Hint).
+// keeper (WhereReply.Hint). The same grown to 24.
 func TestMessagesAfterTheClusterGrew(t *testing.T) {
-	const players, size = 16, 12
+	for _, size := range []int{12, 24} {
+		t.Run(fmt.Sprintf("nodes=%d", size), func(t *testing.T) { messagesAfterGrowth(t, size) })
+	}
+}
+
+func messagesAfterGrowth(t *testing.T, size int) {
+	const players = 16
 	names, c := settledCluster(t, "g", 3)
 	for i := range players {
 		c.mustReward(names[0], fmt.Sprintf("player%d", i), 1, 1)
