@@ -38,7 +38,7 @@
 //	network.go     calls to peers, and what their failures prove
 //	repair.go      restoring two copies after failures; leave.go, a graceful exit
 //	placement.go   rendezvous hashing: who arbitrates a creation, who keeps a copy
-//	directory.go   the arbiter's list of its players: a creation without asking everyone
+//	directory.go   the arbiter's list of its players: a creation without asking everyone, and where each is kept
 //
 // Lock order: Store.mu, then primary.mu, then Store.spawnMu (a leaf: the
 // Store starts every goroutine of its own through spawn, which takes it to
