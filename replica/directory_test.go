@@ -1,6 +1,7 @@
 package replica_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -129,4 +130,37 @@ func createOldPlayers(c *cluster, n int) func(int) string {
 		c.mustReward("n1", name(i), i+1, int64(i+1))
 	}
 	return name
+}
+
+// A node that adopts a copy outside the first two in its player's
+// placement order (where a node looking for the player asks) tells the
+// player's arbiter at once, without waiting for the next roster's lists:
+// the arbiter then names it when asked.
+func TestAdoptionOutsideTheFirstTwoHintsTheArbiter(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3", "n4", "n5")
+	c.waitDirectories()
+	names := c.names()
+	// A player whose arbiter is not n1 (the owner, below), and a node
+	// outside its first two to adopt it.
+	var player, arbiter, outside string
+	for i := 0; player == ""; i++ {
+		p := fmt.Sprintf("hinted%d", i)
+		order := replica.PlacementOrder(p, names)
+		if order[0] != "n1" && order[1] != "n1" {
+			player, arbiter, outside = p, order[0], order[2]
+		}
+	}
+	owner := c.node("n1").ID()
+	adopt := &wire.Adopt{Player: player, Owner: owner, Epoch: 1, Placement: 1}
+	if _, err := c.node(outside).store.Handle(context.Background(), owner, adopt); err != nil {
+		t.Fatalf("adopt %s at %s: %v", player, outside, err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the arbiter "+arbiter+" to name "+outside+" as "+player+"'s keeper", func() bool {
+		rep, err := c.node(arbiter).store.Handle(context.Background(), c.node("n1").ID(), &wire.Where{Player: player})
+		if err != nil {
+			return false
+		}
+		wr := rep.(*wire.WhereReply)
+		return wr.Role == wire.RoleNone && wr.Hint == c.node(outside).ID()
+	})
 }
