@@ -1,6 +1,10 @@
 package replica
 
-import "github.com/appnode/appnode/wire"
+import (
+	"encoding/binary"
+
+	"github.com/appnode/appnode/wire"
+)
 
 // dedupLen bounds how many applied rewards a player remembers, so that a
 // reward re-sent after a broken link is answered, not applied a second
@@ -28,7 +32,12 @@ type dedup struct {
 
 type dedupRing struct {
 	entries []ringEntry
-	next    uint32 // where the next entry goes once the ring is full
+	// tags holds a byte of each entry's id (tagOf), at the same index:
+	// nearly every lookup is of a new request, which is in no entry, and
+	// scanning the tags eight at a time reads a few cache lines where the
+	// entries take a hundred.
+	tags []byte
+	next uint32 // where the next entry goes once the ring is full
 	// since is a time on the Store's clock (Store.now) after which every
 	// request applied is in the record; zero while it holds every request
 	// ever applied.
@@ -87,11 +96,13 @@ func (d *dedup) add(a wire.Applied, now int64) {
 	e := ringEntry{Applied: d.last, at: now}
 	if len(r.entries) < dedupLen-1 {
 		r.entries = append(r.entries, e)
+		r.tags = append(r.tags, tagOf(e.ID))
 	} else {
 		// The oldest entry is forgotten: the record is complete only
 		// for what was applied after the entry that followed it.
 		r.since = nonZero(max(r.since, r.entries[r.next].at))
 		r.entries[r.next] = e
+		r.tags[r.next] = tagOf(e.ID)
 		r.next = (r.next + 1) % (dedupLen - 1)
 	}
 	d.last = a
@@ -112,12 +123,37 @@ func (d *dedup) find(id wire.ReqID) (int64, bool) {
 	if d.ring == nil {
 		return 0, false
 	}
-	for i := len(d.ring.entries) - 1; i >= 0; i-- {
-		if d.ring.entries[i].ID == id {
-			return d.ring.entries[i].Total, true
+	r := d.ring
+	tag := tagOf(id)
+	match := func(i int) bool { return r.tags[i] == tag && r.entries[i].ID == id }
+	i := 0
+	// Eight tags at a time: a word with a zero byte where x^spread has
+	// one has a tag equal to tag (the usual test for a zero byte; its
+	// rare false alarms are settled by match).
+	spread := uint64(tag) * 0x0101010101010101
+	for ; i+8 <= len(r.tags); i += 8 {
+		x := binary.LittleEndian.Uint64(r.tags[i:]) ^ spread
+		if (x-0x0101010101010101)&^x&0x8080808080808080 == 0 {
+			continue
+		}
+		for j := i; j < i+8; j++ {
+			if match(j) {
+				return r.entries[j].Total, true
+			}
+		}
+	}
+	for ; i < len(r.tags); i++ {
+		if match(i) {
+			return r.entries[i].Total, true
 		}
 	}
 	return 0, false
+}
+
+// tagOf is a byte of id that differs between consecutive ids (a node's
+// own are numbered in order) and between clients' (random).
+func tagOf(id wire.ReqID) byte {
+	return byte((id.Origin ^ id.Seq) * 0x9E3779B97F4A7C15 >> 56)
 }
 
 // list returns the entries oldest first, in a new slice.

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/appnode/appnode/wire"
@@ -69,5 +70,49 @@ func TestDedupKnowsSinceWhenItIsComplete(t *testing.T) {
 	// One more on the way: the oldest kept (entry 2, followed at 300) goes.
 	if w := d.recordWith(wire.Applied{ID: id(9999)}, 1000); w.age != 700 || len(w.recent) != dedupLen || w.recent[0].ID != id(3) {
 		t.Fatalf("recordWith: age %d, %d entries from %v", w.age, len(w.recent), w.recent[0].ID)
+	}
+}
+
+// Clients name their requests at random (wire.ClientReqID), so any two
+// may share a tag byte: find still tells every remembered id from every
+// other.
+func TestDedupFindsRandomIDs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var d dedup
+	var ids []wire.ReqID
+	for i := range 3 * dedupLen {
+		id := wire.ReqID{Origin: rng.Uint64(), Seq: rng.Uint64()}
+		ids = append(ids, id)
+		d.add(wire.Applied{ID: id, Total: int64(i)}, int64(i+1))
+	}
+	for i, id := range ids {
+		total, ok := d.find(id)
+		remembered := i >= len(ids)-dedupLen
+		if ok != remembered || (ok && total != int64(i)) {
+			t.Fatalf("id %d of %d: find = %d, %v; want remembered %v", i, len(ids), total, ok, remembered)
+		}
+	}
+	for range 10000 {
+		if _, ok := d.find(wire.ReqID{Origin: rng.Uint64(), Seq: rng.Uint64()}); ok {
+			t.Fatal("found an id never added")
+		}
+	}
+}
+
+// BenchmarkDedupFindNew is the lookup every reward makes: a new request,
+// in a busy player's full record, among a thousand players' records.
+func BenchmarkDedupFindNew(b *testing.B) {
+	ds := make([]dedup, 1000)
+	for j := range ds {
+		for i := range dedupLen {
+			ds[j].add(wire.Applied{ID: wire.ReqID{Origin: 7, Seq: uint64(j*dedupLen + i + 1)}, Total: int64(i)}, int64(i+1))
+		}
+	}
+	i := 0
+	for b.Loop() {
+		if _, ok := ds[i%len(ds)].find(wire.ReqID{Origin: 7, Seq: 1 << 40}); ok {
+			b.Fatal("found a new request")
+		}
+		i++
 	}
 }
