@@ -384,7 +384,7 @@ func (s *Store) register(peer wire.NodeID, epoch uint64, l *arbiterList) error {
 	}
 }
 
-// hintArbiter tells player's arbiter that this node now keeps a copy of it,
+// hintArbiterLocked tells player's arbiter that this node now keeps a copy of it,
 // if this node is not among the first two in its placement order, where
 // anyone looking for the player asks anyway (see directory). It does not
 // wait: the hint only saves a search, and the next roster's Register
