@@ -3,6 +3,7 @@ package replica_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,4 +190,31 @@ func TestRewardOnceAsyncAppliesANamedRewardOnce(t *testing.T) {
 		}
 	}
 	c.mustReward("n3", "p", 1, 9)
+}
+
+// An update whose ack is lost may have been applied by the keeper (here it
+// was). If the usual path that takes the reward over is then refused, the
+// keeper having lost the majority before the re-send reached it, the
+// caller must hear that the outcome is unknown, never that nothing
+// changed: the keeper holds the reward, and the owner builds on it once
+// the keeper serves again.
+func TestRewardAsyncLostAckThenRefusedIsUnknown(t *testing.T) {
+	c := newCluster(t, "n1", "n2", "n3")
+	c.mustReward("n1", "p", 5, 5)
+	_, keepers := c.holders("p")
+	keeper := keepers[0]
+	var replicates atomic.Int32
+	resend := c.net.Hold("n1", keeper, func(m wire.Msg) bool { return isReplicate(m) && replicates.Add(1) == 2 })
+	c.net.LoseNextReply("n1", keeper, isReplicate)
+	ch := c.rewardAsyncAt("n1", "p", 3)
+	testenv.WaitFor(t, 5*time.Second, "the update to be sent again the usual way", func() bool { return resend.Waiting() == 1 })
+	c.view(keeper, keeper)
+	testenv.WaitFor(t, 5*time.Second, "the keeper to stop serving", func() bool { return c.node(keeper).store.Serving() != nil })
+	resend.Release()
+	if a := waitAnswer(t, ch); wire.OutcomeOf(a.err) != wire.OutcomeUnknown {
+		t.Fatalf("RewardAsync answered %d, %v; want an unknown outcome (the keeper holds the update)", a.total, a.err)
+	}
+	c.sync()
+	testenv.WaitFor(t, 10*time.Second, "the keeper to serve again", func() bool { return c.node(keeper).store.Serving() == nil })
+	c.mustReward("n1", "p", 1, 9)
 }
