@@ -152,16 +152,19 @@ func (s *Store) replicateAsync(an AsyncNetwork, p *primary, b asyncBegun, req *w
 		a.inflight = nil
 		p.mu.Unlock()
 		if _, ack := rep.(*wire.Ack); !ack || err != nil {
-			// An update that got no answer may have been applied by the
-			// keeper. The usual path learns that from the keeper (its
-			// state is ahead) when it can ask; if it is refused before
-			// that, nothing proves the reward was not applied.
-			maybe := err != nil && wire.OutcomeOf(err) != wire.OutcomeNotApplied
-			sendErr := err
+			// The usual path serves the reward as a second attempt. An
+			// update that got no answer may have been applied by the
+			// keeper: the usual path learns that from the keeper when it
+			// can ask, and if it is refused first, the caller hears
+			// "unknown", as after any attempt cut off mid-call.
+			tried := &attempts{first: arrived}
+			if err != nil {
+				tried.failed(err, true, false)
+			}
 			c := &rewardCall{ctx: s.ctx, req: req, arrived: arrived, replied: make(chan struct{})}
 			p.finishAsync(c, func(total int64, err error) {
-				if err != nil && maybe && wire.OutcomeOf(err) == wire.OutcomeNotApplied {
-					err = wire.Errorf(wire.CodeUnknown, "%s: keeper %s did not answer the update (%v), and sending it again was refused (%v), so the reward may or may not be applied", player, keeper.Name, sendErr, err)
+				if err != nil {
+					err = tried.give(player, err)
 				}
 				done(total, p.snapshot().keeper, err)
 			})
