@@ -213,49 +213,40 @@ type located struct {
 func (s *Store) askSlots(ctx context.Context, player string, members []wire.NodeID) (wr *wire.WhereReply, at wire.NodeID, empty []wire.NodeID, err error) {
 	self := s.Self()
 	order := placementOrder(player, members)
-	slots := order[:min(2, len(order))]
-	asked := func(id wire.NodeID) bool {
-		return id == self || slices.Contains(slots, id) || slices.Contains(empty, id)
-	}
-	for _, cand := range slots {
-		var hint wire.NodeID
+	queue := slices.Clone(order[:min(2, len(order))])
+	for len(queue) > 0 {
+		cand := queue[0]
+		queue = queue[1:]
 		if cand == self {
 			s.mu.Lock()
-			absent := s.vouchAbsentLocked(player)
-			hint, _ = s.keeperHintLocked(player)
+			wr = &wire.WhereReply{Absent: s.vouchAbsentLocked(player)}
+			wr.Hint, _ = s.keeperHintLocked(player)
 			s.mu.Unlock()
-			if absent {
-				return &wire.WhereReply{Absent: true}, self, empty, nil
-			}
 		} else {
-			wr, err := s.askWhere(ctx, cand, player)
+			wr, err = s.askWhere(ctx, cand, player)
 			if code, _ := wire.CodeOf(err); code == wire.CodeBusy {
 				return nil, wire.NodeID{}, empty, err
 			}
 			if err != nil {
 				return nil, wire.NodeID{}, empty, nil
 			}
-			if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper || wr.Absent {
-				return wr, cand, empty, nil
-			}
-			empty = append(empty, cand)
-			hint = wr.Hint
 		}
-		s.mu.Lock()
-		member := s.isMemberLocked(hint)
-		s.mu.Unlock()
-		if hint.IsZero() || asked(hint) || !member {
+		if wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper || wr.Absent {
+			return wr, cand, empty, nil
+		}
+		if cand != self {
+			empty = append(empty, cand)
+		}
+		// A hint goes ahead of the second slot, once.
+		h := wr.Hint
+		if h.IsZero() || h == self || slices.Contains(empty, h) || slices.Contains(queue, h) {
 			continue
 		}
-		wr, err := s.askWhere(ctx, hint, player)
-		if code, _ := wire.CodeOf(err); code == wire.CodeBusy {
-			return nil, wire.NodeID{}, empty, err
-		}
-		if err == nil && (wr.Role == wire.RolePrimary || wr.Role == wire.RoleKeeper) {
-			return wr, hint, empty, nil
-		}
-		if err == nil {
-			empty = append(empty, hint)
+		s.mu.Lock()
+		member := s.isMemberLocked(h)
+		s.mu.Unlock()
+		if member {
+			queue = append([]wire.NodeID{h}, queue...)
 		}
 	}
 	return nil, wire.NodeID{}, empty, nil
