@@ -1,8 +1,10 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -128,12 +130,19 @@ func (s *sender) writeHere(until time.Time) {
 	s.encodeQueued()
 	err := s.flush()
 	s.until = time.Time{}
+	if errors.Is(err, errCallerCut) {
+		// The caller's time ran out, not the link's: the writer goroutine
+		// finishes the frames (whatever the cut write left pending) under
+		// the link's own timeout. A multiplexed link is not broken because
+		// one call gave up, even mid-frame.
+		err = nil
+	}
 	s.mu.Lock()
 	s.writing = false
 	if err != nil && s.failed == nil {
 		s.failed = err
 	}
-	more := err != nil || len(s.queue) > 0
+	more := err != nil || len(s.queue) > 0 || s.fw.Pending() > 0
 	s.mu.Unlock()
 	if more {
 		s.kick()
@@ -295,25 +304,32 @@ func (s *sender) append(f frame) {
 	_ = s.fw.Append(f.id, sub)
 }
 
+// errCallerCut is flush's error when a write was cut by the deadline of
+// the caller writing it (writeHere), which was shorter than the link's
+// write timeout: the link itself has not failed.
+var errCallerCut = errors.New("write cut at the caller's deadline")
+
 func (s *sender) flush() error {
 	if s.fw.Pending() == 0 {
 		return nil
 	}
 	// A peer that stops reading must not pin this goroutine and the
 	// queue behind it forever, and a caller writing on its own goroutine
-	// (writeHere) must not be held past its own deadline either: a
-	// write cut short breaks the connection, which a link full of
-	// unread bytes deserves anyway. Each write may take until the
-	// earlier of the two. The deadline in force moves only when it is
-	// later than that (it would hold a caller too long) or would cut
-	// the write before three quarters of its time: a write is cut after
-	// between 3/4 and all of it, and a steady stream of writes, each
-	// allowed the same time from its own start, moves it once per
-	// quarter of that time rather than on every write.
+	// (writeHere) must not be held past its own deadline either. Each
+	// write may take until the earlier of the two; only a write that
+	// runs out of the link's own time breaks the connection. The
+	// deadline in force moves only when it is later than that (it would
+	// hold a caller too long) or would cut the write before three
+	// quarters of its time: a write is cut after between 3/4 and all of
+	// it, and a steady stream of writes, each allowed the same time from
+	// its own start, moves it once per quarter of that time rather than
+	// on every write.
 	now := time.Now()
 	want := now.Add(s.timeout)
+	callers := false
 	if !s.until.IsZero() && s.until.Before(want) {
 		want = s.until
+		callers = true
 	}
 	if s.deadline.IsZero() || s.deadline.After(want) || s.deadline.Before(now.Add(want.Sub(now)*3/4)) {
 		if err := s.nc.SetWriteDeadline(want); err != nil {
@@ -322,6 +338,9 @@ func (s *sender) flush() error {
 		s.deadline = want
 	}
 	if err := s.fw.Flush(); err != nil {
+		if callers && errors.Is(err, os.ErrDeadlineExceeded) {
+			return errCallerCut
+		}
 		return fmt.Errorf("write: %w", err)
 	}
 	s.wrote = true

@@ -34,10 +34,11 @@ func startSender(t *testing.T, timeout time.Duration) (*sender, net.Conn, <-chan
 
 // A caller that writes its frame itself (the link was idle) is not held
 // past its own deadline by a peer that reads nothing, even though the
-// link's write timeout is far longer; the link is then failed, and
-// nothing more is written to it.
+// link's write timeout is far longer. Its giving up does not break the
+// link: the writer goroutine finishes the frame, so when the peer reads
+// again it gets that frame whole and the ones after it.
 func TestCallerWriteCutAtItsDeadline(t *testing.T) {
-	s, _, failed := startSender(t, time.Minute) // the pipe's far end reads nothing
+	s, peer, failed := startSender(t, time.Minute) // the pipe's far end reads nothing yet
 	returned := make(chan struct{})
 	go func() {
 		s.send(1, &wire.Ping{}, true, time.Now().Add(100*time.Millisecond))
@@ -48,13 +49,79 @@ func TestCallerWriteCutAtItsDeadline(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a caller's write outlived its deadline: it waited on the link's write timeout")
 	}
+	// A pipe has no buffer: this write waits for the reads below.
+	sent := make(chan struct{})
+	go func() {
+		s.send(2, &wire.Ping{}, true, time.Time{})
+		close(sent)
+	}()
+	fr := wire.NewFrameReader(peer)
+	for want := uint64(1); want <= 2; want++ {
+		if err := peer.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		k, id, _, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("frame %d: %v (the link broke when a caller gave up)", want, err)
+		}
+		if k != wire.KindPing || id != want {
+			t.Fatalf("got %s #%d, want ping #%d", k, id, want)
+		}
+	}
+	<-sent
+	select {
+	case err := <-failed:
+		t.Fatalf("the link failed: %v", err)
+	default:
+	}
+}
+
+// A caller whose deadline passed before its write began (it lost the CPU
+// after checking it) does not fail the link either: the frame still goes
+// out, and nothing else is lost.
+func TestCallerPastItsDeadlineKeepsTheLink(t *testing.T) {
+	s, peer, failed := startSender(t, time.Minute)
+	got := make(chan uint64, 2)
+	go func() {
+		fr := wire.NewFrameReader(peer)
+		for {
+			_, id, _, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			got <- id
+		}
+	}()
+	s.send(1, &wire.Ping{}, true, time.Now().Add(-time.Millisecond))
+	s.send(2, &wire.Ping{}, true, time.Time{})
+	for want := uint64(1); want <= 2; want++ {
+		select {
+		case id := <-got:
+			if id != want {
+				t.Fatalf("got frame %d, want %d", id, want)
+			}
+		case err := <-failed:
+			t.Fatalf("the link failed: %v", err)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("frame %d never arrived", want)
+		}
+	}
+}
+
+// A peer that reads nothing for the link's whole write timeout does break
+// the link, after a caller gave up on its own shorter deadline; nothing
+// more is written to it.
+func TestLinkFailsAtItsOwnTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	s, _, failed := startSender(t, timeout) // the far end never reads
+	s.send(1, &wire.Ping{}, true, time.Now().Add(50*time.Millisecond))
 	select {
 	case err := <-failed:
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("the writer ended with %v, want a write deadline error", err)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("the link was not failed after a write was cut off mid-frame")
+		t.Fatal("a link whose peer reads nothing was never failed")
 	}
 	// The stream may end mid-frame now: a later caller must not write
 	// after it (here it would block for the link's whole timeout).

@@ -93,14 +93,21 @@ func (fw *FrameWriter) Append(id uint64, m Msg) error {
 // Pending reports how many encoded bytes wait for Flush.
 func (fw *FrameWriter) Pending() int { return fw.buf.Len() }
 
-// Flush writes every appended frame in one call.
+// Flush writes every appended frame in one call. If the write fails, the
+// bytes it did not write stay pending: a write cut by a deadline leaves the
+// stream mid-frame, and a later Flush (under a later deadline) can still
+// finish it.
 func (fw *FrameWriter) Flush() error {
 	if fw.buf.Len() == 0 {
 		return nil
 	}
-	_, err := fw.w.Write(fw.buf.Bytes())
+	n, err := fw.w.Write(fw.buf.Bytes())
+	if err != nil {
+		fw.buf.Next(n)
+		return err
+	}
 	fw.buf.Reset()
-	return err
+	return nil
 }
 
 // WriteFrame appends one frame and flushes it.

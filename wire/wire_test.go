@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -226,5 +227,49 @@ func TestFrameReaderReady(t *testing.T) {
 	}
 	if NewFrameReader(bytes.NewReader(stream)).Ready() {
 		t.Fatal("a reader without a buffer reported a frame ready")
+	}
+}
+
+// shortWriter takes at most n bytes per write, failing after that.
+type shortWriter struct {
+	bytes.Buffer
+	n int
+}
+
+func (w *shortWriter) Write(p []byte) (int, error) {
+	if len(p) > w.n {
+		w.Buffer.Write(p[:w.n])
+		return w.n, os.ErrDeadlineExceeded
+	}
+	return w.Buffer.Write(p)
+}
+
+// A write cut partway (a deadline) leaves the rest pending, so a later
+// Flush completes the stream and the frames read back whole.
+func TestFlushKeepsWhatAFailedWriteLeft(t *testing.T) {
+	w := &shortWriter{n: 5}
+	fw := NewFrameWriter(w)
+	for id := uint64(1); id <= 3; id++ {
+		if err := fw.Append(id, &Ping{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := fw.Pending()
+	if err := fw.Flush(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Flush: %v, want the write's error", err)
+	}
+	if got := fw.Pending(); got != total-5 {
+		t.Fatalf("%d bytes pending after a write that took 5 of %d", got, total)
+	}
+	w.n = 1 << 20
+	if err := fw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fr := NewFrameReader(&w.Buffer)
+	for want := uint64(1); want <= 3; want++ {
+		k, id, _, err := fr.ReadFrame()
+		if err != nil || k != KindPing || id != want {
+			t.Fatalf("frame %d: got %s #%d, %v", want, k, id, err)
+		}
 	}
 }
