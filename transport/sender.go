@@ -137,12 +137,13 @@ func (s *sender) writeHere(until time.Time) {
 		// one call gave up, even mid-frame.
 		err = nil
 	}
+	left := s.fw.Pending() > 0 // read while this goroutine still owns fw
 	s.mu.Lock()
 	s.writing = false
 	if err != nil && s.failed == nil {
 		s.failed = err
 	}
-	more := err != nil || len(s.queue) > 0 || s.fw.Pending() > 0
+	more := err != nil || left || len(s.queue) > 0
 	s.mu.Unlock()
 	if more {
 		s.kick()
