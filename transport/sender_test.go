@@ -32,6 +32,22 @@ func startSender(t *testing.T, timeout time.Duration) (*sender, net.Conn, <-chan
 	return s, b, errc
 }
 
+// readIDs reads frames from peer until it is closed, passing on their ids.
+func readIDs(peer net.Conn, buffer int) <-chan uint64 {
+	got := make(chan uint64, buffer)
+	go func() {
+		fr := wire.NewFrameReader(peer)
+		for {
+			_, id, _, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			got <- id
+		}
+	}()
+	return got
+}
+
 // A caller that writes its frame itself (the link was idle) is not held
 // past its own deadline by a peer that reads nothing, even though the
 // link's write timeout is far longer. Its giving up does not break the
@@ -81,17 +97,7 @@ func TestCallerWriteCutAtItsDeadline(t *testing.T) {
 // out, and nothing else is lost.
 func TestCallerPastItsDeadlineKeepsTheLink(t *testing.T) {
 	s, peer, failed := startSender(t, time.Minute)
-	got := make(chan uint64, 2)
-	go func() {
-		fr := wire.NewFrameReader(peer)
-		for {
-			_, id, _, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			got <- id
-		}
-	}()
+	got := readIDs(peer, 2)
 	s.send(1, &wire.Ping{}, true, time.Now().Add(-time.Millisecond))
 	s.send(2, &wire.Ping{}, true, time.Time{})
 	for want := uint64(1); want <= 2; want++ {
@@ -144,17 +150,7 @@ func TestLinkFailsAtItsOwnTimeout(t *testing.T) {
 // later send would stall its round.
 func TestEveryFrameGoesOut(t *testing.T) {
 	s, peer, _ := startSender(t, 10*time.Second)
-	got := make(chan uint64, 64)
-	go func() {
-		fr := wire.NewFrameReader(peer)
-		for {
-			_, id, _, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			got <- id
-		}
-	}()
+	got := readIDs(peer, 64)
 	const rounds, senders = 300, 8
 	next := uint64(0)
 	for r := range rounds {
