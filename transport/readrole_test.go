@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -353,4 +354,84 @@ func TestHandlerOnReadLoopWaitingForTheNextRequest(t *testing.T) {
 	// Both goroutines that read b's side stopped cleanly: goleak (TestMain)
 	// and the next call check it.
 	reward(t, a, b.id(), 2)
+}
+
+// The successor's timer is armed once per quiet spell, not per request:
+// a request that waits for the next one still gets a successor when the
+// timer was armed by an earlier request (the timer then fires while the
+// loop serves the waiting one, gives it the rest of its time, and fires
+// again), and when the timer had fired on an idle loop (the next request
+// served inline arms it again).
+func TestSuccessorAfterQuickRequests(t *testing.T) {
+	// A request taking a third of the delay arms the timer; the waiting
+	// one starts when it ends, so the timer fires with a third of the
+	// waiting one's time left, far more than a timer's lateness.
+	const delay, slow = 300 * time.Millisecond, 100 * time.Millisecond
+	n := newTestNet(t)
+	var mu sync.Mutex
+	release := make(chan struct{})
+	b := n.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		mu.Lock()
+		r := release
+		mu.Unlock()
+		switch m := m.(type) {
+		case *wire.Where:
+			select {
+			case <-r:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case *wire.Ping:
+			close(r)
+		case *wire.Reward:
+			if m.Points == 3 {
+				time.Sleep(slow) // the work of a slow request, not a wait for the test
+			}
+			return echo(ctx, from, m)
+		default:
+			return echo(ctx, from, m)
+		}
+		return &wire.Ack{}, nil
+	}, func(c *Config) { c.successorDelay = delay })
+	a := n.add("a", 1, nil)
+	waitingOne := func(why string) {
+		t.Helper()
+		where := make(chan error, 1)
+		go func() {
+			_, err := a.Call(context.Background(), b.id(), &wire.Where{Player: "p"})
+			where <- err
+		}()
+		waitPending(t, a.current("b"), 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := a.Call(ctx, b.id(), &wire.Ping{}); err != nil {
+			t.Fatalf("%s: a request behind one that waits for it: %v", why, err)
+		}
+		if err := <-where; err != nil {
+			t.Fatalf("%s: the request that waited: %v", why, err)
+		}
+		mu.Lock()
+		release = make(chan struct{})
+		mu.Unlock()
+	}
+	armed := func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for sc := range b.inbound {
+			if sc.from.Name == "a" {
+				sc.mu.Lock()
+				defer sc.mu.Unlock()
+				return sc.armed
+			}
+		}
+		return false
+	}
+
+	reward(t, a, b.id(), 1) // connects
+	testenv.WaitFor(t, 5*time.Second, "the timer to fire on the idle loop", func() bool { return !armed() })
+	reward(t, a, b.id(), 3) // slow, but within the delay: it arms the timer
+	waitingOne("timer armed by the request before")
+	reward(t, a, b.id(), 2)
+	testenv.WaitFor(t, 5*time.Second, "the timer to fire on the idle loop", func() bool { return !armed() })
+	waitingOne("timer fired on an idle loop")
 }

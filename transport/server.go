@@ -42,9 +42,15 @@ type serverConn struct {
 	// serveHere); if it runs for longer than successorDelay, another
 	// goroutine takes over reading (successor). Under mu.
 	mu        sync.Mutex
-	reader    uint64 // generation of the goroutine reading; a successor is the next
-	busy      bool   // the one reading is serving a request
+	reader    uint64    // generation of the goroutine reading; a successor is the next
+	busy      bool      // the one reading is serving a request
+	busySince time.Time // when it began serving it
+	// successor is armed by the first request served inline after it
+	// last fired, not by each one: arming a timer earlier than the
+	// others makes Go wake an idle thread to watch it, and a wake-up per
+	// request cost the read loop most of what serving inline saves.
 	successor *time.Timer
+	armed     bool
 
 	closeOnce sync.Once
 }
@@ -56,6 +62,13 @@ type serverConn struct {
 // this long. Shorter: that wait is shorter, but slower requests pay for a
 // second goroutine's wake-up.
 const successorDelay = time.Millisecond
+
+func (t *Transport) successorAfter() time.Duration {
+	if t.cfg.successorDelay > 0 {
+		return t.cfg.successorDelay
+	}
+	return successorDelay
+}
 
 func newServerConn(t *Transport, nc net.Conn) *serverConn {
 	sc := &serverConn{
@@ -324,13 +337,18 @@ func (sc *serverConn) serveHere(id uint64, m wire.Msg) bool {
 	// Replies to the requests served inline so far go first: the handler
 	// may block.
 	sc.snd.writeHere(time.Time{})
+	now := time.Now()
 	sc.mu.Lock()
 	sc.busy = true
+	sc.busySince = now
 	gen := sc.reader
-	if sc.successor == nil {
-		sc.successor = time.AfterFunc(successorDelay, sc.takeOver)
-	} else {
-		sc.successor.Reset(successorDelay)
+	if !sc.armed {
+		sc.armed = true
+		if sc.successor == nil {
+			sc.successor = time.AfterFunc(sc.t.successorAfter(), sc.takeOver)
+		} else {
+			sc.successor.Reset(sc.t.successorAfter())
+		}
 	}
 	sc.mu.Unlock()
 
@@ -340,24 +358,31 @@ func (sc *serverConn) serveHere(id uint64, m wire.Msg) bool {
 	sc.mu.Lock()
 	handedOff := sc.reader != gen
 	if !handedOff {
-		// Once a successor runs, the state is its own.
+		// Once a successor runs, the state is its own. The timer stays
+		// armed: when it fires it finds the loop idle, or serving a later
+		// request, which it gives the rest of that one's time.
 		sc.busy = false
-		sc.successor.Stop()
 	}
 	sc.mu.Unlock()
 	<-sc.sem
 	return !handedOff
 }
 
-// takeOver starts a successor reader if the read loop is still serving a
-// request; run by the successor timer.
+// takeOver starts a successor reader if the read loop has been serving
+// one request for successorDelay; run by the successor timer.
 func (sc *serverConn) takeOver() {
 	t := sc.t
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if !sc.busy {
-		return // the loop is back
+		sc.armed = false // the loop is back; its next inline request arms it
+		return
 	}
+	if left := t.successorAfter() - time.Since(sc.busySince); left > 0 {
+		sc.successor.Reset(left) // a later request, with time left
+		return
+	}
+	sc.armed = false
 	t.mu.Lock()
 	closed := t.closed
 	if !closed {
@@ -471,6 +496,11 @@ func (sc *serverConn) close() {
 		sc.cancel()
 		sc.snd.stop()
 		sc.nc.Close()
+		sc.mu.Lock()
+		if sc.successor != nil {
+			sc.successor.Stop()
+		}
+		sc.mu.Unlock()
 		sc.t.mu.Lock()
 		delete(sc.t.inbound, sc)
 		sc.t.mu.Unlock()

@@ -161,6 +161,8 @@ type Config struct {
 	MaxConns       int           // inbound connections at once (DefaultMaxConns)
 	IdleTimeout    time.Duration // an inbound connection silent this long is closed (DefaultIdleTimeout)
 
+	successorDelay time.Duration // tests only; zero: the const successorDelay
+
 	Logf func(format string, args ...any) // may be nil
 }
 
