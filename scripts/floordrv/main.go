@@ -1,7 +1,8 @@
-// Command floordrv drives a floor server (`appnode bench serve-floor`)
-// with callers that each send one reward at a time over one shared
-// transport.Client, and prints throughput and latency. scripts/floor-ab.sh
-// runs it beside two floor servers to compare builds of the transport.
+// Command floordrv drives a floor server (`appnode bench serve-floor`) or a
+// node's transport port with callers that each send one reward at a time
+// over one shared transport.Client, and prints throughput and latency.
+// scripts/floor-ab.sh runs it beside two floor servers to compare builds
+// of the transport, and scripts/node-ab.sh beside two nodes.
 package main
 
 import (
