@@ -315,42 +315,74 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// A request served on the read loop (alone on its connection) that waits
-// for a later request on the same connection does not wait forever: a
-// successor takes over reading and serves the later one.
-func TestHandlerOnReadLoopWaitingForTheNextRequest(t *testing.T) {
-	n := newTestNet(t)
-	release := make(chan struct{})
-	b := n.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
-		switch m.(type) {
-		case *wire.Where: // alone: served on the read loop
-			select {
-			case <-release:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		case *wire.Ping:
-			close(release)
-		default:
-			return echo(ctx, from, m)
-		}
-		return &wire.Ack{}, nil
-	})
-	a := n.add("a", 1, nil)
-	reward(t, a, b.id(), 1) // connect
+// nextWaiter serves a Where by waiting for the Ping that follows it on
+// the same connection: served on the read loop (it is alone), it holds
+// the reading until a successor takes over and reads the Ping. Other
+// messages go to other, or to echo.
+type nextWaiter struct {
+	mu      sync.Mutex
+	release chan struct{}
+	other   func(context.Context, wire.NodeID, wire.Msg) (wire.Msg, error)
+}
 
+func (w *nextWaiter) handle(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+	w.mu.Lock()
+	if w.release == nil {
+		w.release = make(chan struct{})
+	}
+	r := w.release
+	w.mu.Unlock()
+	switch m.(type) {
+	case *wire.Where:
+		select {
+		case <-r:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case *wire.Ping:
+		close(r)
+	default:
+		if w.other != nil {
+			return w.other(ctx, from, m)
+		}
+		return echo(ctx, from, m)
+	}
+	return &wire.Ack{}, nil
+}
+
+// round sends a a Where to b that waits for the next request, then that
+// request, and fails unless both are answered.
+func (w *nextWaiter) round(t *testing.T, a, b *testNode, why string) {
+	t.Helper()
 	where := make(chan error, 1)
 	go func() {
 		_, err := a.Call(context.Background(), b.id(), &wire.Where{Player: "p"})
 		where <- err
 	}()
-	waitPending(t, a.current("b"), 1)
-	if _, err := a.Call(context.Background(), b.id(), &wire.Ping{}); err != nil {
-		t.Fatalf("a request behind one that waits for it: %v", err)
+	waitPending(t, a.current(b.name), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.Call(ctx, b.id(), &wire.Ping{}); err != nil {
+		t.Fatalf("%s: a request behind one that waits for it: %v", why, err)
 	}
 	if err := <-where; err != nil {
-		t.Fatalf("the request that waited: %v", err)
+		t.Fatalf("%s: the request that waited: %v", why, err)
 	}
+	w.mu.Lock()
+	w.release = nil
+	w.mu.Unlock()
+}
+
+// A request served on the read loop (alone on its connection) that waits
+// for a later request on the same connection does not wait forever: a
+// successor takes over reading and serves the later one.
+func TestHandlerOnReadLoopWaitingForTheNextRequest(t *testing.T) {
+	n := newTestNet(t)
+	w := &nextWaiter{}
+	b := n.add("b", 1, w.handle)
+	a := n.add("a", 1, nil)
+	reward(t, a, b.id(), 1) // connect
+	w.round(t, a, b, "first")
 	// Both goroutines that read b's side stopped cleanly: goleak (TestMain)
 	// and the next call check it.
 	reward(t, a, b.id(), 2)
@@ -368,52 +400,14 @@ func TestSuccessorAfterQuickRequests(t *testing.T) {
 	// waiting one's time left, far more than a timer's lateness.
 	const delay, slow = 300 * time.Millisecond, 100 * time.Millisecond
 	n := newTestNet(t)
-	var mu sync.Mutex
-	release := make(chan struct{})
-	b := n.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
-		mu.Lock()
-		r := release
-		mu.Unlock()
-		switch m := m.(type) {
-		case *wire.Where:
-			select {
-			case <-r:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		case *wire.Ping:
-			close(r)
-		case *wire.Reward:
-			if m.Points == 3 {
-				time.Sleep(slow) // the work of a slow request, not a wait for the test
-			}
-			return echo(ctx, from, m)
-		default:
-			return echo(ctx, from, m)
+	w := &nextWaiter{other: func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		if r, ok := m.(*wire.Reward); ok && r.Points == 3 {
+			time.Sleep(slow) // the work of a slow request, not a wait for the test
 		}
-		return &wire.Ack{}, nil
-	}, func(c *Config) { c.successorDelay = delay })
+		return echo(ctx, from, m)
+	}}
+	b := n.add("b", 1, w.handle, func(c *Config) { c.successorDelay = delay })
 	a := n.add("a", 1, nil)
-	waitingOne := func(why string) {
-		t.Helper()
-		where := make(chan error, 1)
-		go func() {
-			_, err := a.Call(context.Background(), b.id(), &wire.Where{Player: "p"})
-			where <- err
-		}()
-		waitPending(t, a.current("b"), 1)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := a.Call(ctx, b.id(), &wire.Ping{}); err != nil {
-			t.Fatalf("%s: a request behind one that waits for it: %v", why, err)
-		}
-		if err := <-where; err != nil {
-			t.Fatalf("%s: the request that waited: %v", why, err)
-		}
-		mu.Lock()
-		release = make(chan struct{})
-		mu.Unlock()
-	}
 	armed := func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -430,8 +424,8 @@ func TestSuccessorAfterQuickRequests(t *testing.T) {
 	reward(t, a, b.id(), 1) // connects
 	testenv.WaitFor(t, 5*time.Second, "the timer to fire on the idle loop", func() bool { return !armed() })
 	reward(t, a, b.id(), 3) // slow, but within the delay: it arms the timer
-	waitingOne("timer armed by the request before")
+	w.round(t, a, b, "timer armed by the request before")
 	reward(t, a, b.id(), 2)
 	testenv.WaitFor(t, 5*time.Second, "the timer to fire on the idle loop", func() bool { return !armed() })
-	waitingOne("timer fired on an idle loop")
+	w.round(t, a, b, "timer fired on an idle loop")
 }
