@@ -131,8 +131,7 @@ type clientConn struct {
 	blocked func() bool                        // nil: never
 	onClose func(c *clientConn, linkDown bool) // nil: nothing to tell
 
-	turn  chan struct{} // capacity 1: the read role is free and calls wait; one of them takes it
-	watch *time.Timer   // wakes the watcher; armed when the role is left free with no call in flight
+	turn chan struct{} // capacity 1: the read role is free and calls wait; one of them takes it
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -143,6 +142,16 @@ type clientConn struct {
 	reading bool          // the read role is held
 	err     error         // why the connection closed; nil while open
 	done    chan struct{} // closed with err set
+
+	// watch wakes the watcher. It is armed when the role is left free
+	// with no call in flight and it is not armed already, not reset on
+	// every call: changing a timer makes Go wake an idle thread to watch
+	// it, a wake-up per call that a lone caller would pay in full. When it
+	// fires early (the role was left free again since), the watcher arms
+	// it for what is left. Under mu.
+	watch      *time.Timer
+	watchArmed bool
+	freeSince  time.Time // the role was last left free with no call in flight
 }
 
 // newClientConn wraps an authenticated connection. keepalive is how often
@@ -177,7 +186,10 @@ func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout, keepaliv
 
 // start runs the watcher and writer goroutines, counted in wg.
 func (c *clientConn) start(wg *sync.WaitGroup) {
+	c.mu.Lock()
 	c.watch = time.NewTimer(watchDelay)
+	c.watchArmed, c.freeSince = true, time.Now()
+	c.mu.Unlock()
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -280,10 +292,15 @@ func (c *clientConn) leftFreeLocked() {
 	}
 	if len(c.async) > 0 {
 		// No caller waits to read for them: the watcher reads now.
+		c.watchArmed = true
 		c.watch.Reset(0)
 		return
 	}
-	c.watch.Reset(watchDelay)
+	c.freeSince = time.Now()
+	if !c.watchArmed {
+		c.watchArmed = true
+		c.watch.Reset(watchDelay)
+	}
 }
 
 // watchLoop reads the connection when no one has for watchDelay, so that
@@ -297,8 +314,17 @@ func (c *clientConn) watchLoop() {
 			return
 		}
 		c.mu.Lock()
-		// With calls in flight the role is held, or on offer to them.
+		c.watchArmed = false
+		// With calls in flight the role is held, or on offer to them; the
+		// next to leave it free with none arms the timer again.
 		take := !c.reading && c.err == nil && len(c.pending) == 0
+		if left := watchDelay - time.Since(c.freeSince); take && len(c.async) == 0 && left > 0 {
+			// Free for less than watchDelay: calls came and went since the
+			// timer was armed.
+			take = false
+			c.watchArmed = true
+			c.watch.Reset(left)
+		}
 		if take {
 			c.reading = true
 		}

@@ -192,6 +192,34 @@ func TestIdleLinkHangUpIsNoticed(t *testing.T) {
 	}
 }
 
+// The watcher's timer is armed once per quiet spell, not by every call:
+// after a run of calls longer than watchDelay, during which it fired with
+// calls in flight or too early, a hang-up is still noticed once the calls
+// stop.
+func TestHangUpAfterARunOfCallsIsNoticed(t *testing.T) {
+	n := newTestNet(t)
+	a := n.add("a", 1, nil)
+	hangUp := make(chan struct{})
+	var once sync.Once
+	hangUpNow := func() { once.Do(func() { close(hangUp) }) }
+	t.Cleanup(hangUpNow)
+	fake := startFake(t, wire.NodeID{Name: "f", Boot: 5}, func(i int, nc net.Conn, fr *wire.FrameReader, fw *wire.FrameWriter) {
+		if i == 1 {
+			go func() {
+				<-hangUp
+				nc.Close()
+			}()
+		}
+		echoFake(i, nc, fr, fw)
+	})
+	n.set("f", fake.ln.Addr().String())
+	for start := time.Now(); time.Since(start) < 4*watchDelay; {
+		reward(t, a, fake.id, 1)
+	}
+	hangUpNow()
+	a.waitLinkDown(t, fake.id, 5*time.Second, "the peer closed the link after a run of calls")
+}
+
 // Many calls at once, each reading for the others in turn, all get their
 // own reply.
 func TestReadRoleUnderConcurrency(t *testing.T) {
