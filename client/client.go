@@ -167,12 +167,7 @@ func (c *Client) Close() error { return c.tc.Close() }
 // for the reply, within ctx's deadline or the client's CallTimeout. A
 // node's refusal comes back as an error holding a *wire.Error.
 func (c *Client) call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.callTimeout)
-		defer cancel()
-	}
-	return c.tc.Call(ctx, m)
+	return c.tc.CallWithin(ctx, m, c.callTimeout)
 }
 
 // Reward adds points to player's total, served as if typed at the node's

@@ -135,7 +135,7 @@ type clientConn struct {
 
 	mu      sync.Mutex
 	nextID  uint64
-	pending map[uint64]chan result // nil once closed
+	pending map[uint64]waiter // nil once closed
 	// async holds the calls whose caller does not wait (callAsync): the
 	// holder of the read role runs their callbacks. nil once closed.
 	async   map[uint64]*asyncCall
@@ -152,6 +152,21 @@ type clientConn struct {
 	watch      *time.Timer
 	watchArmed bool
 	freeSince  time.Time // the role was last left free with no call in flight
+
+	// expiry ends the calls whose deadline is the transport's own (a
+	// call's ctx without one, an async call's timeout) rather than a
+	// timer per call, for the same reason: it is armed for the earliest
+	// such deadline only when a call brings an earlier one than it is
+	// armed for, which calls with the same timeout never do. Under mu.
+	expiry   *time.Timer
+	expiryAt time.Time // when expiry fires; zero: not armed
+}
+
+// waiter is a call whose caller waits for the reply (call).
+type waiter struct {
+	ch    chan result
+	kind  wire.Kind
+	until time.Time // the transport's deadline for it; zero: its ctx has one
 }
 
 // newClientConn wraps an authenticated connection. keepalive is how often
@@ -167,7 +182,7 @@ func newClientConn(hs *handshakeResult, self wire.NodeID, writeTimeout, keepaliv
 		remote:  hs.reply.Node,
 		logf:    logf,
 		turn:    make(chan struct{}, 1),
-		pending: make(map[uint64]chan result),
+		pending: make(map[uint64]waiter),
 		async:   make(map[uint64]*asyncCall),
 		done:    make(chan struct{}),
 	}
@@ -203,8 +218,9 @@ func (c *clientConn) start(wg *sync.WaitGroup) {
 	}()
 }
 
-// call sends m and waits for its reply, ctx's end, or the connection's.
-func (c *clientConn) call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+// call sends m and waits for its reply, ctx's end, or the connection's;
+// if ctx has no deadline, for at most timeout.
+func (c *clientConn) call(ctx context.Context, m wire.Msg, timeout time.Duration) (wire.Msg, error) {
 	if err := ctx.Err(); err != nil {
 		// Not sent: a request nobody waits for only loads the peer.
 		return nil, fmt.Errorf("transport: %s to %s: %w", m.Kind(), c.remote.Name, err)
@@ -218,13 +234,19 @@ func (c *clientConn) call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
 	}
 	c.nextID++
 	id := c.nextID
-	c.pending[id] = ch
+	w := waiter{ch: ch, kind: m.Kind()}
+	until, ok := ctx.Deadline()
+	if !ok {
+		w.until = time.Now().Add(timeout)
+		until = w.until
+		c.expireByLocked(w.until)
+	}
+	c.pending[id] = w
 	alone := len(c.pending) == 1
 	c.mu.Unlock()
 
 	// If the sender has stopped, fail has run or is running and will
 	// answer ch, since our entry was in pending before c.err was set.
-	until, _ := ctx.Deadline()
 	c.snd.send(id, m, alone, until)
 
 	for {
@@ -339,14 +361,15 @@ func (c *clientConn) watchLoop() {
 // once, on the goroutine that reads the reply, or that sees the deadline
 // pass or the call cancelled, or the connection close.
 type asyncCall struct {
-	done  func(wire.Msg, error)
-	timer *time.Timer
-	once  sync.Once
+	done    func(wire.Msg, error)
+	kind    wire.Kind
+	timeout time.Duration
+	until   time.Time // now + timeout when sent
+	once    sync.Once
 }
 
 func (a *asyncCall) finish(r result) {
 	a.once.Do(func() {
-		a.timer.Stop()
 		a.done(r.m, r.err)
 	})
 }
@@ -356,7 +379,7 @@ func (a *asyncCall) finish(r result) {
 // timeout passes, or cancel's error), on a goroutine that must not be
 // held: done must not block. cancel gives up on the call.
 func (c *clientConn) callAsync(m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(error)) {
-	a := &asyncCall{done: done}
+	a := &asyncCall{done: done, kind: m.Kind(), timeout: timeout, until: time.Now().Add(timeout)}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -376,9 +399,7 @@ func (c *clientConn) callAsync(m wire.Msg, timeout time.Duration, done func(wire
 			a.finish(result{err: err})
 		}
 	}
-	a.timer = time.AfterFunc(timeout, func() {
-		drop(fmt.Errorf("transport: %s to %s: no answer within %v: %w", m.Kind(), c.remote.Name, timeout, context.DeadlineExceeded))
-	})
+	c.expireByLocked(a.until)
 	c.mu.Unlock()
 	c.snd.send(id, m, false, time.Time{}) // not alone: the writer sends it, bound by its own timeout
 	c.mu.Lock()
@@ -494,11 +515,74 @@ func (c *clientConn) deliver(id uint64, r result) {
 		a.finish(r)
 		return
 	}
-	if ch, ok := c.pending[id]; ok {
+	if w, ok := c.pending[id]; ok {
 		delete(c.pending, id)
-		ch <- r // buffered, and each id is answered once
+		w.ch <- r // buffered, and each id is answered once
 	}
 	c.mu.Unlock()
+}
+
+// expireByLocked makes sure expiry fires by until. Called with mu held.
+func (c *clientConn) expireByLocked(until time.Time) {
+	if !c.expiryAt.IsZero() && !until.Before(c.expiryAt) {
+		return
+	}
+	c.expiryAt = until
+	if c.expiry == nil {
+		c.expiry = time.AfterFunc(time.Until(until), c.expire)
+	} else {
+		c.expiry.Reset(time.Until(until))
+	}
+}
+
+// expire fails the calls whose own deadline has passed, and arms expiry
+// for the earliest of the others. A sync call's caller may be blocked
+// reading for it: its result goes into its channel first, then the read
+// is poked (readFor), so the caller finds it when the poke wakes it.
+func (c *clientConn) expire() {
+	now := time.Now()
+	var late []waiter
+	var lateAsync []*asyncCall
+	var next time.Time
+	sooner := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	c.mu.Lock()
+	c.expiryAt = time.Time{}
+	for id, w := range c.pending {
+		switch {
+		case w.until.IsZero():
+		case !now.Before(w.until):
+			delete(c.pending, id)
+			late = append(late, w)
+		default:
+			sooner(w.until)
+		}
+	}
+	for id, a := range c.async {
+		if !now.Before(a.until) {
+			delete(c.async, id)
+			lateAsync = append(lateAsync, a)
+		} else {
+			sooner(a.until)
+		}
+	}
+	if !next.IsZero() {
+		c.expireByLocked(next)
+	}
+	poke := len(late) > 0 && c.reading
+	c.mu.Unlock()
+	for _, w := range late {
+		w.ch <- result{err: fmt.Errorf("transport: %s to %s: %w", w.kind, c.remote.Name, context.DeadlineExceeded)}
+	}
+	if poke {
+		c.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	for _, a := range lateAsync {
+		a.finish(result{err: fmt.Errorf("transport: %s to %s: no answer within %v: %w", a.kind, c.remote.Name, a.timeout, context.DeadlineExceeded)})
+	}
 }
 
 // fail closes the connection and fails every pending call with err. Only
@@ -516,12 +600,15 @@ func (c *clientConn) fail(err error, linkDown bool) {
 	async := c.async
 	c.async = nil
 	close(c.done)
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	c.mu.Unlock()
 
 	c.snd.stop()
 	c.nc.Close()
-	for _, ch := range pending {
-		ch <- result{err: err}
+	for _, w := range pending {
+		w.ch <- result{err: err}
 	}
 	for _, a := range async {
 		a.finish(result{err: err})
@@ -588,15 +675,20 @@ func (cl *Client) Node() wire.NodeID { return cl.c.remote }
 // Call sends m (a *wire.Command) and waits for the reply. If ctx has no
 // deadline, DefaultClientTimeout applies.
 func (cl *Client) Call(ctx context.Context, m wire.Msg) (wire.Msg, error) {
+	return cl.CallWithin(ctx, m, DefaultClientTimeout)
+}
+
+// CallWithin is Call with timeout in place of DefaultClientTimeout. It
+// costs a caller that sends many calls less than a ctx with a deadline
+// per call: the connection keeps one timer for all of them.
+func (cl *Client) CallWithin(ctx context.Context, m wire.Msg, timeout time.Duration) (wire.Msg, error) {
 	if m == nil {
 		return nil, errors.New("transport: client call: nil message")
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultClientTimeout)
-		defer cancel()
+	if timeout <= 0 {
+		timeout = DefaultClientTimeout
 	}
-	return cl.c.call(ctx, m)
+	return cl.c.call(ctx, m, timeout)
 }
 
 // Close closes the connection, fails pending calls with ErrClosed and waits

@@ -306,6 +306,12 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 		return nil, errBlocked(to.Name)
 	}
 	if _, ok := ctx.Deadline(); !ok {
+		if c := t.open(to); c != nil {
+			// The connection keeps RequestTimeout for the call, with one
+			// timer for all its calls rather than a context's per call.
+			return c.call(ctx, m, t.cfg.RequestTimeout)
+		}
+		// The dial is bounded by the same deadline.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.cfg.RequestTimeout)
 		defer cancel()
@@ -316,7 +322,7 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 		// was not applied, whatever the reason.
 		return nil, fmt.Errorf("%w: %w", wire.ErrNotSent, err)
 	}
-	return c.call(ctx, m)
+	return c.call(ctx, m, t.cfg.RequestTimeout)
 }
 
 // CallAsync is Call for a caller that does not wait: it sends m to the

@@ -295,6 +295,72 @@ func TestSelfChangeRedials(t *testing.T) {
 	}
 }
 
+// An open connection keeps the deadlines of calls whose ctx has none, and
+// of async calls, with one timer: a call ends at its own deadline whether
+// it is the earliest (the timer is moved sooner for it) or not (the timer
+// fires for an earlier one and is armed again for it), and a caller
+// blocked reading for its reply is woken at its deadline.
+func TestTheConnectionKeepsCallDeadlines(t *testing.T) {
+	n := newTestNet(t)
+	release := make(chan struct{})
+	var once sync.Once
+	releaseNow := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(releaseNow)
+	a := n.add("a", 1, nil, func(c *Config) { c.RequestTimeout = 200 * time.Millisecond })
+	b := n.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		if m.(*wire.Reward).Player == "slow" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return echo(ctx, from, m)
+	})
+	reward(t, a, b.id(), 1) // opens the connection
+	conn := a.current("b")
+	call := func() <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := a.Call(context.Background(), b.id(), &wire.Reward{Player: "slow"})
+			done <- err
+		}()
+		return done
+	}
+	wait := func(done <-chan error, what string) error {
+		t.Helper()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no answer in 10 s, with a RequestTimeout of 200 ms", what)
+			return nil
+		}
+	}
+
+	// Alone on the connection, the caller reads for its own reply.
+	if err := wait(call(), "a lone call"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a lone call to a silent handler: %v, want DeadlineExceeded", err)
+	}
+	long, _ := callAsync(a, b.id(), &wire.Reward{Player: "slow", Points: 7}, time.Minute)
+	if err := wait(call(), "a call after a longer one"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call behind a longer one: %v, want DeadlineExceeded", err)
+	}
+	select {
+	case r := <-long:
+		t.Fatalf("the async call with a minute to go ended with the 200 ms one: %v, %v", r.m, r.err)
+	default:
+	}
+	releaseNow()
+	if r := waitAsync(t, long); r.err != nil || r.m.(*wire.RewardReply).Total != 7 {
+		t.Fatalf("the async call, answered: %v, %v", r.m, r.err)
+	}
+	reward(t, a, b.id(), 2)
+	if a.current("b") != conn {
+		t.Fatal("a call ending at its deadline closed the connection")
+	}
+}
+
 func TestTimeoutIsNotGone(t *testing.T) {
 	n := newTestNet(t)
 	release := make(chan struct{})
