@@ -421,16 +421,22 @@ func dialBare(ctx context.Context, addr string, lone bool) (*bareClient, error) 
 }
 
 // reward sends one request and waits for its reply. A lone caller's
-// socket has a deadline of the call's, moved at most every second so that
-// a dead server cannot hang the bench; pipelined calls end with ctx.
-func (b *bareClient) reward(ctx context.Context, player string, points int64) error {
+// socket has a deadline of timeout from the call (or ctx's, if sooner),
+// moved at most every second, so that a dead server cannot hang the
+// bench; pipelined calls end with ctx (the phase's end), as mpbench's
+// have no deadline at all.
+func (b *bareClient) reward(ctx context.Context, player string, points int64, timeout time.Duration) error {
 	if b.lone {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.err != nil {
 			return b.err
 		}
-		err := b.loneCall(ctx, player, points)
+		dl := time.Now().Add(timeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+			dl = d
+		}
+		err := b.loneCall(dl, player, points)
 		if err != nil {
 			// The stream may be cut mid-frame: nothing more on it.
 			b.err = fmt.Errorf("bare wire: %w", err)
@@ -468,8 +474,8 @@ func (b *bareClient) reward(ctx context.Context, player string, points int64) er
 }
 
 // loneCall is a lone caller's request and reply, under mu.
-func (b *bareClient) loneCall(ctx context.Context, player string, points int64) error {
-	if dl, ok := ctx.Deadline(); ok && dl.Sub(b.deadline) > time.Second {
+func (b *bareClient) loneCall(dl time.Time, player string, points int64) error {
+	if dl.Sub(b.deadline) > time.Second || dl.Before(b.deadline) {
 		b.c.SetDeadline(dl)
 		b.deadline = dl
 	}

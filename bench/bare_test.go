@@ -60,7 +60,7 @@ func rewardBare(t *testing.T, addr string, callers, n int, player func(caller, i
 	for c := range callers {
 		cwg.Go(func() {
 			for i := range n {
-				if err := bc.reward(ctx, player(c, i), 1); err != nil {
+				if err := bc.reward(ctx, player(c, i), 1, 5*time.Second); err != nil {
 					errs <- err
 					return
 				}

@@ -230,8 +230,12 @@ func (l *load) run(ctx context.Context) *phaseResult {
 		l.initialOwner[i] = l.players.owner[i].Load()
 	}
 	l.start = time.Now()
-	runCtx, cancel := context.WithDeadline(ctx, l.start.Add(l.duration))
+	// Cancelled at the phase's end rather than given it as a deadline:
+	// see reward.
+	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	end := time.AfterFunc(l.duration, cancel)
+	defer end.Stop()
 
 	var wg sync.WaitGroup
 	stats := make([]*clientStats, l.clients)
@@ -330,16 +334,21 @@ func (l *load) reward(ctx context.Context, rng *rand.Rand, p int, st *clientStat
 		if t < 0 {
 			err = errNoLiveNode
 		} else {
-			cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
+			// ctx ends with the phase and has no deadline: the client
+			// bounds each call by callTimeout (its CallTimeout) with one
+			// timer per connection, where a ctx with a deadline per call
+			// costs a timer per call, which the bare wire's client (and
+			// mpbench's) does not pay.
 			switch tg := l.targets[t]; {
 			case tg.bare != nil:
-				err = tg.bare.reward(cctx, l.players.names[p], 1)
+				err = tg.bare.reward(ctx, l.players.names[p], 1, l.callTimeout)
 			case l.http != nil:
+				cctx, cancel := context.WithTimeout(ctx, l.callTimeout)
 				err = tg.rewardHTTP(cctx, l.http, l.players.names[p])
+				cancel()
 			default:
-				_, err = tg.cl.Reward(cctx, l.players.names[p], 1)
+				_, err = tg.cl.Reward(ctx, l.players.names[p], 1)
 			}
-			cancel()
 		}
 		if err == nil {
 			now := time.Now()
