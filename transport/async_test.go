@@ -101,12 +101,21 @@ func TestCallAsyncTimeoutCancelAndErrors(t *testing.T) {
 func TestCallAsyncConnectionLost(t *testing.T) {
 	net := newTestNet(t)
 	a := net.add("a", 1, nil)
+	entered := make(chan struct{}, 1)
 	b := net.add("b", 1, func(ctx context.Context, from wire.NodeID, m wire.Msg) (wire.Msg, error) {
+		entered <- struct{}{}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
+	// Open first: b closing during the handshake would be a failed dial,
+	// with no link to report down.
+	openConn(t, a, b.id())
 	ch, _ := callAsync(a, b.id(), &wire.Reward{Player: "p"}, 5*time.Second)
-	testenv.WaitFor(t, 10*time.Second, "b to take a's connection", func() bool { return b.inboundCount() == 1 })
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("b never got the call")
+	}
 	b.Close()
 	if r := waitAsync(t, ch); r.err == nil {
 		t.Fatalf("call over a closed connection answered %v", r.m)
@@ -166,6 +175,8 @@ func TestAsyncHandlerServesMembersRequests(t *testing.T) {
 		}
 	})
 	defer close(release)
+	// On one open connection the calls reach b in the order sent.
+	openConn(t, a, b.id())
 	held, _ := callAsync(a, b.id(), &wire.Reward{Player: "held"}, 5*time.Second)
 	for _, pts := range []int64{7, -1} {
 		ch, _ := callAsync(a, b.id(), &wire.Reward{Player: "p", Points: pts}, 5*time.Second)

@@ -196,6 +196,19 @@ func reward(t testing.TB, from *testNode, to wire.NodeID, pts int64) {
 	}
 }
 
+// openConn opens from's connection to `to` without sending anything on
+// it. A CallAsync to a peer with no open connection is sent by a goroutine
+// once its dial ends, so a later one can overtake it: tests that depend
+// on the order of their calls open the connection first.
+func openConn(t testing.TB, from *testNode, to wire.NodeID) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := from.conn(ctx, to); err != nil {
+		t.Fatalf("%s: open a connection to %s: %v", from.name, to.Name, err)
+	}
+}
+
 // isUnknown tells an unknown-outcome error: neither proof of death nor a
 // remote failure other than Unavailable.
 func isUnknown(err error) bool {

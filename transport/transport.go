@@ -336,6 +336,9 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 // CallAsync never waits for a dial: its callers are read loops serving
 // other requests, which a peer whose connection hangs (a firewall that
 // drops, a paused process) would otherwise hold for the whole timeout.
+// So calls are not ordered: one made while an earlier one waits for the
+// dial may be sent first (a primary has one replication in flight at a
+// time, so its keeper sees its updates in order).
 func (t *Transport) CallAsync(to wire.NodeID, m wire.Msg, timeout time.Duration, done func(wire.Msg, error)) (cancel func(err error)) {
 	if t.blocked(to.Name) {
 		t.disconnect(to.Name, errBlocked(to.Name))
