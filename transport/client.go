@@ -572,6 +572,11 @@ func (c *clientConn) expire() {
 	if !next.IsZero() {
 		c.expireByLocked(next)
 	}
+	if len(late)+len(lateAsync) > 0 {
+		// As every path that ends a call without reading for it: with
+		// the role free, a call left waiting takes it, else the watcher.
+		c.leftFreeLocked()
+	}
 	poke := len(late) > 0 && c.reading
 	c.mu.Unlock()
 	for _, w := range late {
