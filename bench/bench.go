@@ -80,6 +80,7 @@ type benchConfig struct {
 	namesPort   int
 	clients     int
 	players     int
+	owners      int // create the players at the first owners targets only; 0: all
 	duration    time.Duration
 	entry       entryMode
 	floor       bool
@@ -115,6 +116,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&c.namesPort, "names-port", client.DefaultNamesPort(), "with --nodes: port of the name service of the nodes' host (env "+client.EnvNamesPort+")")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one reward in flight")
 	fs.IntVar(&c.players, "players", 10000, "players the rewards are spread over, created before the clock starts")
+	fs.IntVar(&c.owners, "owners", 0, "create the players at the first N nodes only (0: spread over all); --spawn 2 --owners 1 --entry owner is the bare wire's own shape: client -> the first node -> its keeper")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of each measured phase")
 	fs.BoolVar(&c.http, "http", false, "send the load's rewards to the nodes' HTTP front doors (POST /players/ID/reward), as a game server would, instead of over appnode's own client protocol")
 	fs.BoolVar(&c.floor, "floor", false, "also measure the floor (forward + ack over appnode's transport) with the same clients, and print ratios to it")
@@ -159,6 +161,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 		return c, errors.New("--duration must be positive, e.g. 10s")
 	case c.callTimeout <= 0:
 		return c, errors.New("--call-timeout must be positive, e.g. 10s")
+	case c.owners < 0 || c.owners > n:
+		return c, fmt.Errorf("--owners must be between 0 (all nodes) and the %d nodes given", n)
 	case c.entry == entryOther && n < 2:
 		return c, errors.New("--entry other needs 2 or more nodes")
 	case c.killAfter < 0:

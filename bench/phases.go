@@ -34,8 +34,16 @@ func (b *bench) progressOut() io.Writer {
 	return nil
 }
 
+// creators is how many targets, the first ones, create the players.
+func (b *bench) creators() int {
+	if b.cfg.owners > 0 {
+		return b.cfg.owners
+	}
+	return len(b.targets)
+}
+
 // createPlayers gives every player its first reward, sending player i to
-// target i mod N, which becomes its owner. It keeps inflight rewards going
+// target i mod N (N the creators), which becomes its owner. It keeps inflight rewards going
 // and records their latencies and how many attempts failed (and were
 // retried).
 func (b *bench) createPlayers(ctx context.Context, pt *playerTable, inflight int) (*histogram, int64, time.Duration, error) {
@@ -66,7 +74,7 @@ func (b *bench) createPlayers(ctx context.Context, pt *playerTable, inflight int
 				if i >= len(pt.names) || ctx.Err() != nil {
 					return
 				}
-				t := i % len(b.targets)
+				t := i % b.creators()
 				began := time.Now()
 				var err error
 				for attempt := range 10 {
@@ -165,6 +173,7 @@ func (b *bench) runLoad(ctx context.Context, rep *benchReport) error {
 	if err := b.checkOwners(ctx, pt); err != nil {
 		return err
 	}
+	rep.countOwners(pt)
 
 	l := &load{
 		label:       "appnode",

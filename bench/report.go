@@ -66,6 +66,19 @@ type machine struct {
 type nodeInfo struct {
 	Name string `json:"name"`
 	PID  int    `json:"pid,omitempty"` // spawned nodes only
+	// Owned is how many of the bench's players it owned when the load
+	// began (--owners says which nodes create them).
+	Owned int `json:"players_owned"`
+}
+
+// countOwners records how many players each node owns, as checkOwners
+// left the bench's beliefs.
+func (r *benchReport) countOwners(pt *playerTable) {
+	for i := range pt.owner {
+		if o := int(pt.owner[i].Load()); o >= 0 && o < len(r.Nodes) {
+			r.Nodes[o].Owned++
+		}
+	}
 }
 
 type latencyStats struct {
@@ -366,6 +379,13 @@ func printReport(w io.Writer, r *benchReport) error {
 			len(r.Nodes), what, r.Entry, over, r.Clients, r.Players, r.DurationS)
 	}
 	fmt.Fprintf(&sb, "machine: %d CPUs, %s, %s, %s\n", r.Machine.CPUs, r.Machine.CPU, r.Machine.OS, r.Machine.Go)
+	if r.Populate == nil && len(r.Nodes) > 0 {
+		owned := make([]string, len(r.Nodes))
+		for i, n := range r.Nodes {
+			owned[i] = fmt.Sprintf("%s %d", n.Name, n.Owned)
+		}
+		fmt.Fprintf(&sb, "players owned when the load began: %s\n", strings.Join(owned, ", "))
+	}
 	if r.Interrupted {
 		sb.WriteString("INTERRUPTED: the figures cover only part of the run\n")
 	}

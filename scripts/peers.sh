@@ -9,7 +9,9 @@
 # packages). Every server it starts, it stops.
 #   bare wire  msgpack over TCP: client -> A -> B (ack) -> A -> client
 #   appnode    `appnode bench --spawn 3`, entry owner and any, and its floor;
-#              and `--spawn 2`, entry owner: the bare wire's own shape
+#              and `--spawn 2`, entry owner: the bare wire's links, with the
+#              players spread over both nodes and (--owners 1) all at the
+#              first, the bare wire's own shape
 #   bare mesh  the bench's bare wire in the cluster's shape (3 servers, each
 #              reward passed to its player's owner, forwarded to one of the
 #              others), entry owner and any
@@ -48,12 +50,17 @@ for c in 1 64; do
     [ -n "$floor" ] && mesh "$out/a-$c-$e.json" 64 $e
   done
 done
-# Two nodes: the bare wire's own shape (client -> owner -> keeper), so the
+# Two nodes: the bare wire's links (client -> owner -> keeper), so the
 # difference from it is appnode's code, not a cluster's extra links. (A
 # cluster of two stops serving when one dies; real ones run three or more.)
+# The players are spread over both nodes, so each is owner and keeper in
+# turn; with --owners 1 they all live at the first, which is then always
+# the owner and the second always the keeper: the bare wire's own shape.
 for c in 1 64; do
   HOME=$out "$out/appnode" bench --spawn 2 --clients $c --players 1000 --entry owner --duration ${D}s --json >"$out/a2-$c-owner.json" 2>/dev/null
   python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode 2 nodes entry=owner,{sys.argv[2]},{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a2-$c-owner.json" $c >>"$out/peers.csv"
+  HOME=$out "$out/appnode" bench --spawn 2 --owners 1 --clients $c --players 1000 --entry owner --duration ${D}s --json >"$out/a2o-$c-owner.json" 2>/dev/null
+  python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode 2 nodes one owner entry=owner,{sys.argv[2]},{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a2o-$c-owner.json" $c >>"$out/peers.csv"
 done
 
 "$peers/erlang/bench.sh" latency 5000 1000 >"$out/erl-1.txt" 2>&1

@@ -124,8 +124,9 @@ func TestBenchSmokeJSONFloorKill(t *testing.T) {
 		P99Us      float64 `json:"p99_us"`
 		Errors     *int64  `json:"errors"`
 		Nodes      []struct {
-			Name string `json:"name"`
-			PID  int    `json:"pid"`
+			Name  string `json:"name"`
+			PID   int    `json:"pid"`
+			Owned int    `json:"players_owned"`
 		} `json:"nodes"`
 		Floor *struct {
 			Throughput float64 `json:"throughput"`
@@ -164,6 +165,8 @@ func TestBenchSmokeJSONFloorKill(t *testing.T) {
 		t.Errorf("nodes %+v, want 3", rep.Nodes)
 	case rep.Kill == nil || rep.Kill.Node != rep.Nodes[2].Name:
 		t.Errorf("kill %+v: want the last node, %s", rep.Kill, rep.Nodes[2].Name)
+	case rep.Nodes[0].Owned+rep.Nodes[1].Owned+rep.Nodes[2].Owned != 50 || rep.Nodes[0].Owned == 0 || rep.Nodes[1].Owned == 0 || rep.Nodes[2].Owned == 0:
+		t.Errorf("players owned %+v: want the 50 spread over all three", rep.Nodes)
 	}
 	var pids []int
 	for _, n := range rep.Nodes {
@@ -249,11 +252,43 @@ func TestBenchFlagErrors(t *testing.T) {
 		{"--spawn", "3", "--kill-after", "5s", "--duration", "2s"},
 		{"--nodes", "a@h", "--populate", "10"},
 		{"--spawn", "3", "--entry", "nearest"},
+		{"--spawn", "2", "--owners", "3"},
+		{"--spawn", "2", "--owners", "-1"},
 	} {
 		_, errOut, code := runBenchCmd(t, args...)
 		if code != 2 || !strings.Contains(errOut, "appnode bench: ") {
 			t.Errorf("bench %v: exit %d, stderr %q; want exit 2 with a reason", args, code, errOut)
 		}
+	}
+}
+
+// --owners 1 creates every player at the first node: with two nodes and
+// entry owner, each reward goes client -> that node -> its keeper, the
+// bare wire's own shape, and none is forwarded.
+func TestBenchOwnersAtTheFirstNode(t *testing.T) {
+	out, errOut, code := runBenchCmd(t, "--spawn", "2", "--owners", "1", "--entry", "owner",
+		"--duration", "1s", "--clients", "2", "--players", "40", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	var rep struct {
+		Requests int64 `json:"requests"`
+		Owner    *struct {
+			Requests int64 `json:"requests"`
+		} `json:"owner"`
+		Nodes []struct {
+			Name  string `json:"name"`
+			Owned int    `json:"players_owned"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
+	}
+	switch {
+	case len(rep.Nodes) != 2 || rep.Nodes[0].Owned != 40 || rep.Nodes[1].Owned != 0:
+		t.Errorf("players owned %+v: want all 40 at the first node", rep.Nodes)
+	case rep.Requests == 0 || rep.Owner == nil || rep.Owner.Requests != rep.Requests:
+		t.Errorf("%d requests, to the owner %+v: want all of them sent to the owner", rep.Requests, rep.Owner)
 	}
 }
 
