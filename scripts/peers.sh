@@ -36,18 +36,29 @@ up 9193
 "$out/mpbench" client -addr 127.0.0.1:9193 -mode pipe -inflight 64 -dur ${D}s -label x | awk -F, '{printf "bare wire 2 hops,64,%.0f,%.0f,%.0f\n", $3, $4, $5}' >>"$out/peers.csv"
 kill $m1 $m2 2>/dev/null
 
+# row SYSTEM CALLERS JSON [KEY]: a CSV row from an `appnode bench --json`
+# report, or from its KEY part (floor, bare_mesh).
+row() {
+  python3 - "$@" >>"$out/peers.csv" <<'PY'
+import json, sys
+name, callers, path = sys.argv[1:4]
+r = json.load(open(path))
+if len(sys.argv) > 4:
+    r = r[sys.argv[4]]
+print(f"{name},{callers},{r['throughput']:.0f},{r['p50_us']:.0f},{r['p99_us']:.0f}")
+PY
+}
 HOME=$out "$out/appnode" bench --spawn 3 --floor --clients 1 --players 1000 --entry owner --duration ${D}s --json >"$out/a-floor.json" 2>/dev/null
-python3 -c "import json,sys; f=json.load(open(sys.argv[1]))['floor']; print(f'appnode transport floor,1,{f[\"throughput\"]:.0f},{f[\"p50_us\"]:.0f},{f[\"p99_us\"]:.0f}')" "$out/a-floor.json" >>"$out/peers.csv"
-mesh() { python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['bare_mesh']; print(f'bare mesh 3 servers (bench) entry={sys.argv[3]},{sys.argv[2]},{m[\"throughput\"]:.0f},{m[\"p50_us\"]:.0f},{m[\"p99_us\"]:.0f}')" "$1" $2 $3 >>"$out/peers.csv"; }
-mesh "$out/a-floor.json" 1 owner
+row "appnode transport floor" 1 "$out/a-floor.json" floor
+row "bare mesh 3 servers (bench) entry=owner" 1 "$out/a-floor.json" bare_mesh
 for c in 1 64; do
   for e in owner any; do
     # With 64 clients, --floor adds the bare mesh: the bare wire in the
     # cluster's shape, under the same load generator and entry.
     floor=""; [ $c = 64 ] && floor=--floor
     HOME=$out "$out/appnode" bench --spawn 3 $floor --clients $c --players 1000 --entry $e --duration ${D}s --json >"$out/a-$c-$e.json" 2>/dev/null
-    python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode entry={sys.argv[3]},{sys.argv[2]},{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a-$c-$e.json" $c $e >>"$out/peers.csv"
-    [ -n "$floor" ] && mesh "$out/a-$c-$e.json" 64 $e
+    row "appnode entry=$e" $c "$out/a-$c-$e.json"
+    [ -n "$floor" ] && row "bare mesh 3 servers (bench) entry=$e" 64 "$out/a-$c-$e.json" bare_mesh
   done
 done
 # Two nodes: the bare wire's links (client -> owner -> keeper), so the
@@ -58,9 +69,9 @@ done
 # the owner and the second always the keeper: the bare wire's own shape.
 for c in 1 64; do
   HOME=$out "$out/appnode" bench --spawn 2 --clients $c --players 1000 --entry owner --duration ${D}s --json >"$out/a2-$c-owner.json" 2>/dev/null
-  python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode 2 nodes entry=owner,{sys.argv[2]},{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a2-$c-owner.json" $c >>"$out/peers.csv"
+  row "appnode 2 nodes entry=owner" $c "$out/a2-$c-owner.json"
   HOME=$out "$out/appnode" bench --spawn 2 --owners 1 --clients $c --players 1000 --entry owner --duration ${D}s --json >"$out/a2o-$c-owner.json" 2>/dev/null
-  python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode 2 nodes one owner entry=owner,{sys.argv[2]},{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a2o-$c-owner.json" $c >>"$out/peers.csv"
+  row "appnode 2 nodes one owner entry=owner" $c "$out/a2o-$c-owner.json"
 done
 
 "$peers/erlang/bench.sh" latency 5000 1000 >"$out/erl-1.txt" 2>&1
@@ -89,7 +100,7 @@ for c in 1 64; do
 done
 kill $r1 $r2 2>/dev/null
 HOME=$out "$out/appnode" bench --spawn 3 --http --clients 64 --players 1000 --entry any --duration ${D}s --json >"$out/a-http.json" 2>/dev/null
-python3 -c "import json,sys; b=json.load(open(sys.argv[1])); print(f'appnode over HTTP (bench Go client) entry=any,64,{b[\"throughput\"]:.0f},{b[\"p50_us\"]:.0f},{b[\"p99_us\"]:.0f}')" "$out/a-http.json" >>"$out/peers.csv"
+row "appnode over HTTP (bench Go client) entry=any" 64 "$out/a-http.json"
 DURATION=${D}s scripts/wrk-http.sh >"$out/wrk.txt" 2>&1
 python3 - "$out/wrk.txt" >>"$out/peers.csv" <<'PY'
 import re,sys
