@@ -305,12 +305,13 @@ func (t *Transport) Call(ctx context.Context, to wire.NodeID, m wire.Msg) (wire.
 		t.disconnect(to.Name, errBlocked(to.Name))
 		return nil, errBlocked(to.Name)
 	}
+	// On an open connection a ctx without a deadline costs no timer: the
+	// connection keeps RequestTimeout for the call, with one timer for all
+	// its calls.
+	if c := t.open(to); c != nil {
+		return c.call(ctx, m, t.cfg.RequestTimeout)
+	}
 	if _, ok := ctx.Deadline(); !ok {
-		if c := t.open(to); c != nil {
-			// The connection keeps RequestTimeout for the call, with one
-			// timer for all its calls rather than a context's per call.
-			return c.call(ctx, m, t.cfg.RequestTimeout)
-		}
 		// The dial is bounded by the same deadline.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.cfg.RequestTimeout)
