@@ -43,9 +43,9 @@ func (b *bench) creators() int {
 }
 
 // createPlayers gives every player its first reward, sending player i to
-// target i mod N (N the creators), which becomes its owner. It keeps inflight rewards going
-// and records their latencies and how many attempts failed (and were
-// retried).
+// target i mod N (N the creators), which becomes its owner. It keeps
+// inflight rewards going and records their latencies and how many
+// attempts failed (and were retried).
 func (b *bench) createPlayers(ctx context.Context, pt *playerTable, inflight int) (*histogram, int64, time.Duration, error) {
 	var next, created, attemptsFailed atomic.Int64
 	var mu sync.Mutex
