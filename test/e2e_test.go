@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,6 +157,34 @@ func TestStartupTime(t *testing.T) {
 		}
 	}
 	t.Logf("process start to a console answering `node`: median %v of %v", median(took).Round(time.Millisecond), roundAll(took))
+}
+
+// TestNodeRunsWithSysmonAwake checks that a node started as users start
+// it runs with Go's sysmon kept out of its deep sleep (cmd/appnode,
+// sysmon.go: a lone request otherwise pays a thread wake-up at each node)
+// in the process it was started as (the environment of the PID started
+// is the re-executed program's), so that the PID a supervisor holds, and
+// kill -9 of it, are the node's.
+func TestNodeRunsWithSysmonAwake(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	h := newHarness(t)
+	p := h.start("app_node1")
+	p.waitUp()
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.PID()))
+	if err != nil {
+		t.Fatalf("the node's environment: %v", err)
+	}
+	var godebug string
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			godebug = v
+		}
+	}
+	if !slices.Contains(strings.Split(godebug, ","), "schedtrace=2147483647") {
+		t.Fatalf("node %s (pid %d) runs with GODEBUG=%q, want schedtrace=2147483647 in it", p.name, p.PID(), godebug)
+	}
 }
 
 // TestFailoverTime logs how long after a kill -9 of a player's owner the

@@ -39,11 +39,15 @@ func main() {
 		case "rpc":
 			os.Exit(rpc(os.Args[2:]))
 		case "bench":
+			// The load generator too, and the servers it spawns (nodes,
+			// the floor and the bare wire) inherit the setting.
+			keepSysmonAwake()
 			os.Exit(bench.Main(os.Args[2:], os.Stdout, os.Stderr))
 		case "names-serve":
 			os.Exit(namesServe(os.Args[2:]))
 		}
 	}
+	keepSysmonAwake()
 	os.Exit(run(os.Args[1:]))
 }
 
