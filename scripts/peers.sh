@@ -28,13 +28,21 @@ go build -o "$out/appnode" ./cmd/appnode || exit 1
 echo "system,callers,ops_per_s,p50_us,p99_us" >"$out/peers.csv"
 up() { for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-"$out/mpbench" server -listen 127.0.0.1:9192 >/dev/null 2>&1 & m1=$!
-up 9192
-"$out/mpbench" server -listen 127.0.0.1:9193 -backup 127.0.0.1:9192 >/dev/null 2>&1 & m2=$!
-up 9193
-"$out/mpbench" client -addr 127.0.0.1:9193 -mode seq -conns 1 -dur ${D}s -label x | awk -F, '{printf "bare wire 2 hops,1,%.0f,%.0f,%.0f\n", $3, $4, $5}' >>"$out/peers.csv"
-"$out/mpbench" client -addr 127.0.0.1:9193 -mode pipe -inflight 64 -dur ${D}s -label x | awk -F, '{printf "bare wire 2 hops,64,%.0f,%.0f,%.0f\n", $3, $4, $5}' >>"$out/peers.csv"
-kill $m1 $m2 2>/dev/null
+# The bare wire as shipped, then with the Go runtime setting appnode's
+# nodes and bench run with (cmd/appnode/sysmon.go), to tell the code's cost
+# from the setting's.
+for godebug in "" schedtrace=2147483647; do
+  export GODEBUG=$godebug
+  name="bare wire 2 hops"; [ -n "$godebug" ] && name="bare wire 2 hops GODEBUG=$godebug"
+  "$out/mpbench" server -listen 127.0.0.1:9192 >/dev/null 2>&1 & m1=$!
+  up 9192
+  "$out/mpbench" server -listen 127.0.0.1:9193 -backup 127.0.0.1:9192 >/dev/null 2>&1 & m2=$!
+  up 9193
+  "$out/mpbench" client -addr 127.0.0.1:9193 -mode seq -conns 1 -dur ${D}s -label x | awk -F, -v n="$name" '{printf "%s,1,%.0f,%.0f,%.0f\n", n, $3, $4, $5}' >>"$out/peers.csv"
+  "$out/mpbench" client -addr 127.0.0.1:9193 -mode pipe -inflight 64 -dur ${D}s -label x | awk -F, -v n="$name" '{printf "%s,64,%.0f,%.0f,%.0f\n", n, $3, $4, $5}' >>"$out/peers.csv"
+  kill $m1 $m2 2>/dev/null; wait $m1 $m2 2>/dev/null
+done
+unset GODEBUG
 
 # row SYSTEM CALLERS JSON [KEY]: a CSV row from an `appnode bench --json`
 # report, or from its KEY part (floor, bare_mesh).

@@ -42,6 +42,10 @@ def load(d):
             return math.nan
 
     bare1 = val("bare wire 2 hops", 1, "p50_us")
+    # mpbench under the Go runtime setting appnode runs with
+    # (cmd/appnode/sysmon.go): the same code, the same runtime.
+    tuned = "bare wire 2 hops GODEBUG=schedtrace=2147483647"
+    tuned1 = val(tuned, 1, "p50_us")
     bare64 = val("bare wire 2 hops", 64, "ops_per_s")
     # The bench's own bare wire, with 64 callers, is the CPU reference:
     # mpbench does not read its processes' CPU.
@@ -57,6 +61,12 @@ def load(d):
          val("appnode 2 nodes one owner entry=owner", 1, "p50_us") / bare1, lambda x: x <= 1.3),
         ("owner, 1 caller, p50 / bare wire (3 nodes)", "<= 1.3",
          val("appnode entry=owner", 1, "p50_us") / bare1, lambda x: x <= 1.3),
+        ("floor, 1 caller, p50 / bare wire, same Go setting", "<= 1.15",
+         val("appnode transport floor", 1, "p50_us") / tuned1, lambda x: x <= 1.15),
+        ("owner, 1 caller, p50 / bare wire, same Go setting (2 nodes, one owner)", "<= 1.3",
+         val("appnode 2 nodes one owner entry=owner", 1, "p50_us") / tuned1, lambda x: x <= 1.3),
+        ("owner, 1 caller, p50 / bare wire, same Go setting (3 nodes)", "<= 1.3",
+         val("appnode entry=owner", 1, "p50_us") / tuned1, lambda x: x <= 1.3),
         ("owner, 1 caller, p50 / Redis", "< 1",
          val("appnode 2 nodes entry=owner", 1, "p50_us") / val("redis 7 INCRBY+WAIT", 1, "p50_us"), lambda x: x < 1),
         ("any, 1 caller, p50 / Erlang", "< 1",
@@ -67,6 +77,8 @@ def load(d):
          val("appnode 2 nodes one owner entry=owner", 64, "ops_per_s") / bare64, lambda x: x >= 0.8),
         ("owner, 64 callers, rewards/s / bare wire (3 nodes)", ">= 0.8",
          val("appnode entry=owner", 64, "ops_per_s") / bare64, lambda x: x >= 0.8),
+        ("owner, 64 callers, rewards/s / bare wire, same Go setting (2 nodes, one owner)", ">= 0.8",
+         val("appnode 2 nodes one owner entry=owner", 64, "ops_per_s") / val(tuned, 64, "ops_per_s"), lambda x: x >= 0.8),
         ("any, 64 callers, rewards/s / Redis", ">= 2",
          val("appnode entry=any", 64, "ops_per_s") / redis64, lambda x: x >= 2),
         ("any, 64 callers, rewards/s / Erlang", ">= 3",
