@@ -15,12 +15,13 @@ W=$(mktemp -d)
 export APPNODE_COOKIE=$(head -c 32 /dev/urandom | base64 | tr -d '/+=' | head -c 40)
 export APPNODE_STATE_DIR=$W/state APPNODE_NAMES_PORT=$((26000 + RANDOM % 2000))
 P1=$((30000 + RANDOM % 5000)); P2=$((P1+1))
+host=$(hostname | cut -d. -f1)  # a node is NAME@<short host name>
 mkfifo $W/in1 $W/in2; sleep 1000 > $W/in1 & h1=$!; sleep 1000 > $W/in2 & h2=$!
 $BIN --transport-port $P1 --http off nab1 < $W/in1 > $W/o1 2>&1 & A=$!
 $BIN --transport-port $P2 --http off nab2 < $W/in2 > $W/o2 2>&1 & B=$!
 for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$P2) 2>/dev/null && break; sleep 0.1; done
-for i in $(seq 50); do $BIN rpc nab1@vm connect nab2@vm 2>/dev/null | grep -q true && break; sleep 0.2; done
-for i in $(seq 100); do $BIN rpc nab1@vm nodes 2>/dev/null | grep -q nab2 && break; sleep 0.1; done
+for i in $(seq 50); do $BIN rpc nab1@$host connect nab2@$host 2>/dev/null | grep -q true && break; sleep 0.2; done
+for i in $(seq 100); do $BIN rpc nab1@$host nodes 2>/dev/null | grep -q nab2 && break; sleep 0.1; done
 $W/floordrv -addr 127.0.0.1:$P1 -c 1 -d 2s > /dev/null 2>&1   # creates the players at nab1, warms up
 $W/floordrv -addr 127.0.0.1:$P1 -c 1 -d ${D}s > $W/drv 2>&1 & d=$!
 sleep 1.5
