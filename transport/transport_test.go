@@ -346,6 +346,16 @@ func TestTheConnectionKeepsCallDeadlines(t *testing.T) {
 	if err := wait(call(), "a call after a longer one"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a call behind a longer one: %v, want DeadlineExceeded", err)
 	}
+	// Not the earliest: the timer fires for a shorter async call first,
+	// and must be armed again for this one.
+	short, _ := callAsync(a, b.id(), &wire.Reward{Player: "slow", Points: 8}, 20*time.Millisecond)
+	later := call()
+	if r := waitAsync(t, short); !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Fatalf("an async call of 20 ms to a silent handler: %v, %v, want DeadlineExceeded", r.m, r.err)
+	}
+	if err := wait(later, "a call after a shorter one"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call whose deadline came after another's: %v, want DeadlineExceeded", err)
+	}
 	select {
 	case r := <-long:
 		t.Fatalf("the async call with a minute to go ended with the 200 ms one: %v, %v", r.m, r.err)
