@@ -4,7 +4,8 @@
 # the bare wire's backup to listen before starting the primary that dials
 # it, and adds the HTTP front door's rows (the bench's Go client and
 # scripts/wrk-http.sh). PEERS_DUR sets the seconds per phase (10); the
-# peers come from PEERS_DIR (../shared/peers). Run from the project's
+# peers come from PEERS_DIR (../shared/peers); PEERS_APPNODE_GODEBUG
+# (e.g. schedtrace=0) sets GODEBUG for appnode's rows. Run from the project's
 # root. Needs erlang-base, erlang-dev, redis-server and wrk (Debian
 # packages). Every server it starts, it stops.
 #   bare wire  msgpack over TCP: client -> A -> B (ack) -> A -> client
@@ -42,7 +43,11 @@ for godebug in "" schedtrace=2147483647; do
   "$out/mpbench" client -addr 127.0.0.1:9193 -mode pipe -inflight 64 -dur ${D}s -label x | awk -F, -v n="$name" '{printf "%s,64,%.0f,%.0f,%.0f\n", n, $3, $4, $5}' >>"$out/peers.csv"
   kill $m1 $m2 2>/dev/null; wait $m1 $m2 2>/dev/null
 done
-unset GODEBUG
+# PEERS_APPNODE_GODEBUG=schedtrace=0 runs the rest with Go's default
+# instead (appnode keeps any schedtrace it is given): the "before" of that
+# setting, with every peer in the same run. It is Go's default for the
+# other Go programs here.
+if [ -n "${PEERS_APPNODE_GODEBUG:-}" ]; then export GODEBUG=$PEERS_APPNODE_GODEBUG; else unset GODEBUG; fi
 
 # row SYSTEM CALLERS JSON [KEY]: a CSV row from an `appnode bench --json`
 # report, or from its KEY part (floor, bare_mesh).
