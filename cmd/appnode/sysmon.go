@@ -15,16 +15,17 @@ import (
 // until it finds every P idle again and sleeps again. A node serving one
 // request at a time is idle between requests, so each request paid a
 // futex wake on its own path and about four context switches of sysmon's:
-// with two nodes and one caller (scripts/node-ab.sh), 7.4 context switches
-// and 2.9 futex calls per reward, against 3.3 and 0.35 with this setting,
-// and a p50 of 125-135 µs against 104-109 µs; with 64 callers on three
-// nodes the nodes' CPU per reward fell by a fifth (BENCHMARKS.md,
-// "Go's sysmon"). The scheduler trace is the runtime's only switch that
-// keeps sysmon out of that sleep: with it set, sysmon polls at most every
-// 10 ms instead, which an idle node pays in about 0.2% of a core. It
-// prints a line of scheduler state to standard error once every 24.8 days
-// of the machine's uptime (once at start on a machine up for longer), and
-// the scheduler's state when the runtime dies of a fatal error.
+// with two nodes and one caller (scripts/node-ab.sh), 7.3 context switches
+// and 2.8 futex calls per reward, against 3.4 and 0.4 with this setting;
+// the p50s, and 64 callers on three nodes, beside the bare wire and the
+// peers in the same runs, are in BENCHMARKS.md, "Go's sysmon". The
+// scheduler trace is the runtime's only switch that keeps sysmon out of
+// that sleep: with it set, sysmon polls at most every 10 ms instead,
+// which an idle node pays in about 0.2% of a core (0.7% against 0.5%).
+// It prints a line of scheduler state to standard error once every 24.8
+// days of the machine's uptime (once at start on a machine up for
+// longer), and the scheduler's state when the runtime dies of a fatal
+// error.
 //
 // An operator who wants Go's default sets GODEBUG=schedtrace=0 (any
 // schedtrace setting is left alone).
